@@ -1,0 +1,391 @@
+//! The JSON frames of the client protocol.
+//!
+//! Client → server: `{"event": "<name>", "payload": <any>, "callbackId": "<1..64 chars>"?}`,
+//! and, from crosswire clients only, the answer to a server request:
+//! `{"ackId": "<id>", "payload": <any>}`.
+//!
+//! Server → client: an event `{"event": "<name>", "payload": <any>}`, a reply
+//! `{"callbackId": "<id>", "payload": <any>}`, or a request (an event with an extra
+//! `"ackId"` that old clients ignore).
+//!
+//! Incoming frames are parsed with borrowed fields and the payload kept as raw JSON text, so
+//! nothing is copied or re-serialised; outgoing frames are written straight into a complete
+//! WebSocket frame ([`crate::ws::build_frame`]) that every recipient shares.
+
+use std::borrow::Cow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ws::{build_frame, OpCode};
+
+/// Longest `callbackId` (and `ackId`) accepted, in characters.
+pub const MAX_CALLBACK_ID_LEN: usize = 64;
+
+/// Why a client frame was rejected. The frame is dropped; the connection stays open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Not JSON, or JSON of the wrong shape (e.g. `event` not a string, too deeply nested).
+    #[error("malformed frame: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Neither an `event` nor an `ackId`.
+    #[error("frame has no event")]
+    NoEvent,
+    /// `callbackId` (or `ackId`) empty or longer than 64 characters.
+    #[error("callbackId must be 1..=64 characters, got {0}")]
+    BadCallbackId(usize),
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(rename = "callbackId", borrow, default)]
+    callback_id: Option<Cow<'a, str>>,
+    #[serde(rename = "ackId", borrow, default)]
+    ack_id: Option<Cow<'a, str>>,
+}
+
+/// A parsed client → server frame, borrowing from the frame's text.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    /// An event, with a callback id when the client wants a reply.
+    Event {
+        /// Event name.
+        event: Cow<'a, str>,
+        /// Raw JSON payload (`null` when absent).
+        payload: &'a RawValue,
+        /// The client's callback id, when it asked for a reply.
+        callback_id: Option<Cow<'a, str>>,
+    },
+    /// The answer to a server → client request.
+    Ack {
+        /// The request's id.
+        ack_id: Cow<'a, str>,
+        /// Raw JSON payload (`null` when absent).
+        payload: &'a RawValue,
+    },
+}
+
+fn check_id(id: &str) -> Result<(), FrameError> {
+    let n = id.chars().count();
+    if n == 0 || n > MAX_CALLBACK_ID_LEN {
+        return Err(FrameError::BadCallbackId(n));
+    }
+    Ok(())
+}
+
+/// Parses a client text frame.
+pub fn parse_incoming(text: &str) -> Result<Incoming<'_>, FrameError> {
+    let wire: Wire<'_> = serde_json::from_str(text)?;
+    let payload = wire.payload.unwrap_or(RawValue::NULL);
+    match (wire.event, wire.ack_id) {
+        (Some(event), _) => {
+            if let Some(id) = &wire.callback_id {
+                check_id(id)?;
+            }
+            Ok(Incoming::Event {
+                event,
+                payload,
+                callback_id: wire.callback_id,
+            })
+        }
+        (None, Some(ack_id)) => {
+            check_id(&ack_id)?;
+            Ok(Incoming::Ack { ack_id, payload })
+        }
+        (None, None) => Err(FrameError::NoEvent),
+    }
+}
+
+#[derive(Serialize)]
+struct OutEvent<'a, T: ?Sized> {
+    event: &'a str,
+    payload: &'a T,
+    #[serde(rename = "ackId", skip_serializing_if = "Option::is_none")]
+    ack_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutReply<'a, T: ?Sized> {
+    #[serde(rename = "callbackId")]
+    callback_id: &'a str,
+    payload: &'a T,
+}
+
+#[derive(Serialize)]
+struct OutAck<'a, T: ?Sized> {
+    #[serde(rename = "ackId")]
+    ack_id: &'a str,
+    payload: &'a T,
+}
+
+fn to_frame<T: Serialize + ?Sized>(value: &T, hint: usize) -> Result<Bytes, serde_json::Error> {
+    build_frame(OpCode::Text, hint, |buf| {
+        serde_json::to_writer(buf.writer(), value)
+    })
+}
+
+/// Encodes a server → client event as a complete WebSocket text frame.
+pub fn encode_event<T: Serialize + ?Sized>(
+    event: &str,
+    payload: &T,
+) -> Result<Bytes, serde_json::Error> {
+    to_frame(
+        &OutEvent {
+            event,
+            payload,
+            ack_id: None,
+        },
+        64,
+    )
+}
+
+/// Encodes a server → client event whose payload is already JSON text, without re-parsing it.
+pub fn encode_event_raw(event: &str, payload: &RawValue) -> Bytes {
+    let raw = payload.get();
+    let frame = build_frame::<std::convert::Infallible>(
+        OpCode::Text,
+        raw.len() + event.len() + 24,
+        |buf| {
+            buf.put_slice(b"{\"event\":");
+            write_json_str(buf, event);
+            buf.put_slice(b",\"payload\":");
+            buf.put_slice(raw.as_bytes());
+            buf.put_u8(b'}');
+            Ok(())
+        },
+    );
+    match frame {
+        Ok(f) => f,
+        Err(never) => match never {},
+    }
+}
+
+/// Encodes a server → client request: an event carrying an `ackId` that crosswire clients
+/// answer and older clients ignore.
+pub fn encode_request<T: Serialize + ?Sized>(
+    event: &str,
+    payload: &T,
+    ack_id: &str,
+) -> Result<Bytes, serde_json::Error> {
+    to_frame(
+        &OutEvent {
+            event,
+            payload,
+            ack_id: Some(ack_id),
+        },
+        64,
+    )
+}
+
+/// Encodes the reply to a client event that carried `callbackId`.
+pub fn encode_reply<T: Serialize + ?Sized>(
+    callback_id: &str,
+    payload: &T,
+) -> Result<Bytes, serde_json::Error> {
+    to_frame(
+        &OutReply {
+            callback_id,
+            payload,
+        },
+        64,
+    )
+}
+
+/// Encodes a client's answer to a server request, as JSON text (clients mask and frame it).
+pub fn encode_ack_text<T: Serialize + ?Sized>(
+    ack_id: &str,
+    payload: &T,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&OutAck { ack_id, payload })
+}
+
+/// Encodes a client → server event as JSON text.
+pub fn encode_client_event<T: Serialize + ?Sized>(
+    event: &str,
+    payload: &T,
+    callback_id: Option<&str>,
+) -> Result<String, serde_json::Error> {
+    #[derive(Serialize)]
+    struct Out<'a, T: ?Sized> {
+        event: &'a str,
+        payload: &'a T,
+        #[serde(rename = "callbackId", skip_serializing_if = "Option::is_none")]
+        callback_id: Option<&'a str>,
+    }
+    serde_json::to_string(&Out {
+        event,
+        payload,
+        callback_id,
+    })
+}
+
+fn write_json_str(buf: &mut BytesMut, s: &str) {
+    // Plain ASCII without quotes, backslashes or control characters is copied as is; anything
+    // else goes through serde_json's escaper.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        buf.put_u8(b'"');
+        buf.put_slice(s.as_bytes());
+        buf.put_u8(b'"');
+    } else if serde_json::to_writer(buf.writer(), s).is_err() {
+        // Serialising a &str into memory cannot fail; keep the frame valid regardless.
+        buf.put_slice(b"\"\"");
+    }
+}
+
+/// Parsed server → client frame, as a client sees it.
+#[derive(Debug)]
+pub enum ServerFrame<'a> {
+    /// An event, possibly a request carrying an `ackId`.
+    Event {
+        /// Event name.
+        event: Cow<'a, str>,
+        /// Raw payload.
+        payload: &'a RawValue,
+        /// Present when the server expects an answer.
+        ack_id: Option<Cow<'a, str>>,
+    },
+    /// A reply to the client's `callbackId`.
+    Reply {
+        /// The client's callback id.
+        callback_id: Cow<'a, str>,
+        /// Raw payload.
+        payload: &'a RawValue,
+    },
+}
+
+/// Parses a server → client text frame.
+pub fn parse_server_frame(text: &str) -> Result<ServerFrame<'_>, FrameError> {
+    let wire: Wire<'_> = serde_json::from_str(text)?;
+    let payload = wire.payload.unwrap_or(RawValue::NULL);
+    match (wire.event, wire.callback_id) {
+        (Some(event), _) => Ok(ServerFrame::Event {
+            event,
+            payload,
+            ack_id: wire.ack_id,
+        }),
+        (None, Some(callback_id)) => Ok(ServerFrame::Reply {
+            callback_id,
+            payload,
+        }),
+        (None, None) => Err(FrameError::NoEvent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::{Decoded, Decoder, Message, Role};
+
+    fn text_of(frame: &Bytes) -> String {
+        let mut v = frame.to_vec();
+        let mut d = Decoder::new(Role::Client, 1 << 24);
+        match d.decode(&mut v).unwrap() {
+            Decoded::Message(Message::Text(t), _) => t.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_seed_frames() {
+        match parse_incoming(r#"{"event":"say","payload":{"msg":"hi"},"callbackId":"17"}"#).unwrap()
+        {
+            Incoming::Event {
+                event,
+                payload,
+                callback_id,
+            } => {
+                assert_eq!(event, "say");
+                assert_eq!(payload.get(), r#"{"msg":"hi"}"#);
+                assert_eq!(callback_id.as_deref(), Some("17"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_incoming(r#"{"event":"x"}"#).unwrap() {
+            Incoming::Event { payload, .. } => assert_eq!(payload.get(), "null"),
+            other => panic!("{other:?}"),
+        }
+        match parse_incoming(r#"{"ackId":"s1","payload":[1,2]}"#).unwrap() {
+            Incoming::Ack { ack_id, payload } => {
+                assert_eq!(ack_id, "s1");
+                assert_eq!(payload.get(), "[1,2]");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Escaped event names are decoded.
+        match parse_incoming(r#"{"event":"a\"b","payload":1}"#).unwrap() {
+            Incoming::Event { event, .. } => assert_eq!(event, "a\"b"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert!(matches!(parse_incoming("hello"), Err(FrameError::Json(_))));
+        assert!(matches!(
+            parse_incoming(r#"{"payload":1}"#),
+            Err(FrameError::NoEvent)
+        ));
+        assert!(matches!(
+            parse_incoming(r#"{"event":5}"#),
+            Err(FrameError::Json(_))
+        ));
+        assert!(matches!(
+            parse_incoming(r#"[1,2]"#),
+            Err(FrameError::Json(_))
+        ));
+        let long = "x".repeat(65);
+        let frame = format!(r#"{{"event":"a","callbackId":"{long}"}}"#);
+        assert!(matches!(
+            parse_incoming(&frame),
+            Err(FrameError::BadCallbackId(65))
+        ));
+        assert!(matches!(
+            parse_incoming(r#"{"event":"a","callbackId":""}"#),
+            Err(FrameError::BadCallbackId(0))
+        ));
+        // Deep nesting never overflows the stack: the outer document is refused past
+        // serde_json's recursion limit, and a deep payload stays raw until someone parses it,
+        // which is refused cleanly as well.
+        let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert!(matches!(parse_incoming(&deep), Err(FrameError::Json(_))));
+        let deep = format!(
+            r#"{{"event":"a","payload":{}{}}}"#,
+            "[".repeat(1_000_000),
+            "]".repeat(1_000_000)
+        );
+        if let Ok(Incoming::Event { payload, .. }) = parse_incoming(&deep) {
+            assert!(serde_json::from_str::<serde_json::Value>(payload.get()).is_err());
+        }
+    }
+
+    #[test]
+    fn encodes_exact_seed_frames() {
+        let ev = encode_event("msg", &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(text_of(&ev), r#"{"event":"msg","payload":{"a":1}}"#);
+        let raw = RawValue::from_string(r#"{ "b" : [1, 2] }"#.to_string()).unwrap();
+        let ev = encode_event_raw("m\"s\ng", &raw);
+        assert_eq!(
+            text_of(&ev),
+            r#"{"event":"m\"s\ng","payload":{ "b" : [1, 2] }}"#
+        );
+        let rep = encode_reply("cb1", &serde_json::json!({"ok": true})).unwrap();
+        assert_eq!(
+            text_of(&rep),
+            r#"{"callbackId":"cb1","payload":{"ok":true}}"#
+        );
+        let req = encode_request("ask", &1, "s7").unwrap();
+        assert_eq!(text_of(&req), r#"{"event":"ask","payload":1,"ackId":"s7"}"#);
+        match parse_server_frame(&text_of(&req)).unwrap() {
+            ServerFrame::Event { ack_id, .. } => assert_eq!(ack_id.as_deref(), Some("s7")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

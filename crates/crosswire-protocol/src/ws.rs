@@ -1,0 +1,688 @@
+//! RFC 6455 framing: an incremental, zero-copy decoder and frame encoders.
+//!
+//! The decoder works on a caller-owned `&mut [u8]` (a connection's read buffer or a stack
+//! buffer) and unmasks payloads in place, so a complete frame is handed to the caller as a
+//! borrowed slice without any copy. Only fragmented messages are assembled in a buffer the
+//! decoder owns, allocated when the first fragment arrives and released when the message
+//! completes, so an idle connection holds no buffer at all.
+//!
+//! Encoding is split in two: [`encode_header`] writes the 2–14 byte frame header, and the
+//! helpers in [`crate::frame`] build a whole server → client frame (header + JSON) into one
+//! [`bytes::Bytes`] that is shared, by reference count, by every recipient.
+
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use sha1::{Digest, Sha1};
+
+/// The GUID that RFC 6455 §1.3 appends to `Sec-WebSocket-Key`.
+const HANDSHAKE_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Largest payload a control frame (close, ping, pong) may carry.
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Largest header a frame can have: 2 bytes + 8 bytes of length + 4 bytes of mask.
+pub const MAX_HEADER_LEN: usize = 14;
+
+/// Computes the `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key`.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(HANDSHAKE_GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Which end of the connection the decoder sits on.
+///
+/// A server requires every incoming frame to be masked; a client requires none to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Decoding frames a client sent (they must be masked).
+    Server,
+    /// Decoding frames a server sent (they must not be masked).
+    Client,
+}
+
+/// A frame opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpCode {
+    /// A continuation of a fragmented message.
+    Continuation = 0x0,
+    /// A UTF-8 text message.
+    Text = 0x1,
+    /// A binary message.
+    Binary = 0x2,
+    /// Close.
+    Close = 0x8,
+    /// Ping.
+    Ping = 0x9,
+    /// Pong.
+    Pong = 0xA,
+}
+
+impl OpCode {
+    fn from_u8(v: u8) -> Result<Self, ProtocolError> {
+        Ok(match v {
+            0x0 => Self::Continuation,
+            0x1 => Self::Text,
+            0x2 => Self::Binary,
+            0x8 => Self::Close,
+            0x9 => Self::Ping,
+            0xA => Self::Pong,
+            other => return Err(ProtocolError::UnknownOpCode(other)),
+        })
+    }
+
+    /// Whether this is a control opcode (close, ping, pong).
+    pub fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// A violation of RFC 6455 by the peer. The connection must be closed with
+/// [`ProtocolError::close_code`]; nothing else is affected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// RSV1–3 were set although no extension was negotiated.
+    #[error("reserved bits set without a negotiated extension")]
+    ReservedBits,
+    /// An opcode RFC 6455 leaves reserved.
+    #[error("unknown opcode {0:#x}")]
+    UnknownOpCode(u8),
+    /// A control frame had FIN unset.
+    #[error("fragmented control frame")]
+    FragmentedControl,
+    /// A control frame carried more than 125 bytes.
+    #[error("control frame payload of {0} bytes (max 125)")]
+    ControlTooLong(u64),
+    /// A client frame arrived unmasked (server role) or a server frame masked (client role).
+    #[error("frame masking does not match the peer's role")]
+    BadMask,
+    /// The 64-bit length had its most significant bit set.
+    #[error("invalid 64-bit payload length")]
+    BadLength,
+    /// The message is larger than the configured maximum.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// Size announced (or reached so far) by the peer.
+        size: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A text message (or close reason) was not valid UTF-8.
+    #[error("text is not valid UTF-8")]
+    InvalidUtf8,
+    /// A continuation frame arrived with no message in progress.
+    #[error("continuation frame without a message in progress")]
+    UnexpectedContinuation,
+    /// A new text/binary frame arrived while a fragmented message was in progress.
+    #[error("new message started before the fragmented one finished")]
+    ExpectedContinuation,
+    /// A close frame with a one-byte payload or a code that may not be sent.
+    #[error("invalid close frame")]
+    InvalidClose,
+}
+
+impl ProtocolError {
+    /// The close code to send the peer for this error: 1009 for an oversized message, 1007
+    /// for invalid UTF-8, 1002 for everything else.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::MessageTooLarge { .. } => 1009,
+            Self::InvalidUtf8 => 1007,
+            _ => 1002,
+        }
+    }
+}
+
+/// A parsed close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseFrame<'a> {
+    /// The status code.
+    pub code: u16,
+    /// The reason (valid UTF-8, possibly empty).
+    pub reason: &'a str,
+}
+
+/// A complete message or control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A complete text message.
+    Text(&'a str),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    /// A ping with its application data.
+    Ping(&'a [u8]),
+    /// A pong with its application data.
+    Pong(&'a [u8]),
+    /// A close frame; `None` when it carried no status code.
+    Close(Option<CloseFrame<'a>>),
+}
+
+/// What [`Decoder::decode`] found at the front of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A complete message and the number of bytes of the buffer it used.
+    Message(Message<'a>, usize),
+    /// A fragment of a larger message was taken in; skip this many bytes and call again.
+    Fragment(usize),
+    /// The buffer holds only part of a frame. `needed` is the total frame size in bytes when
+    /// the header is complete (so the caller can reserve room), or `None` when even the header
+    /// is still incomplete.
+    Incomplete {
+        /// Total size of the frame at the front of the buffer, when known.
+        needed: Option<usize>,
+    },
+}
+
+/// Validates a close code as one a peer may send (RFC 6455 §7.4).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999)
+}
+
+/// An incremental frame decoder for one connection.
+///
+/// Holds only the state of a fragmented message in progress; everything else lives in the
+/// caller's buffer.
+#[derive(Debug)]
+pub struct Decoder {
+    role: Role,
+    max_message: usize,
+    fragments: Option<Fragments>,
+    /// A fragmented message completed on the previous call; its buffer is released now.
+    completed: bool,
+}
+
+#[derive(Debug)]
+struct Fragments {
+    text: bool,
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    /// Creates a decoder for `role` that refuses messages larger than `max_message` bytes.
+    pub fn new(role: Role, max_message: usize) -> Self {
+        Self {
+            role,
+            max_message,
+            fragments: None,
+            completed: false,
+        }
+    }
+
+    /// The configured maximum message size.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Whether a fragmented message is in progress.
+    pub fn in_fragmented_message(&self) -> bool {
+        self.fragments.is_some() && !self.completed
+    }
+
+    /// Decodes the frame at the front of `buf`, unmasking its payload in place.
+    pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        if self.completed {
+            self.completed = false;
+            self.fragments = None;
+        }
+        if buf.len() < 2 {
+            return Ok(Decoded::Incomplete { needed: None });
+        }
+        let b0 = buf[0];
+        let b1 = buf[1];
+        let fin = b0 & 0x80 != 0;
+        if b0 & 0x70 != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = OpCode::from_u8(b0 & 0x0F)?;
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return Err(ProtocolError::BadMask);
+        }
+        let (len, mut header) = match b1 & 0x7F {
+            126 => {
+                if buf.len() < 4 {
+                    return Ok(Decoded::Incomplete { needed: None });
+                }
+                (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+            }
+            127 => {
+                if buf.len() < 10 {
+                    return Ok(Decoded::Incomplete { needed: None });
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[2..10]);
+                let len = u64::from_be_bytes(b);
+                if len >> 63 != 0 {
+                    return Err(ProtocolError::BadLength);
+                }
+                (len, 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        if opcode.is_control() {
+            if !fin {
+                return Err(ProtocolError::FragmentedControl);
+            }
+            if len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlTooLong(len));
+            }
+        } else {
+            let so_far = self.fragments.as_ref().map_or(0, |f| f.buf.len() as u64);
+            if so_far.saturating_add(len) > self.max_message as u64 {
+                return Err(ProtocolError::MessageTooLarge {
+                    size: so_far.saturating_add(len),
+                    max: self.max_message,
+                });
+            }
+            match (opcode, self.fragments.is_some()) {
+                (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Text | OpCode::Binary, true) => {
+                    return Err(ProtocolError::ExpectedContinuation)
+                }
+                _ => {}
+            }
+        }
+        let mask = if masked {
+            if buf.len() < header + 4 {
+                return Ok(Decoded::Incomplete { needed: None });
+            }
+            let m = [
+                buf[header],
+                buf[header + 1],
+                buf[header + 2],
+                buf[header + 3],
+            ];
+            header += 4;
+            Some(m)
+        } else {
+            None
+        };
+        // `len` fits in usize: it is at most max_message or 125 here.
+        let total = header + len as usize;
+        if buf.len() < total {
+            return Ok(Decoded::Incomplete {
+                needed: Some(total),
+            });
+        }
+        let payload = &mut buf[header..total];
+        if let Some(mask) = mask {
+            apply_mask(payload, mask);
+        }
+        let payload: &'a [u8] = payload;
+        let message = match opcode {
+            OpCode::Ping => Message::Ping(payload),
+            OpCode::Pong => Message::Pong(payload),
+            OpCode::Close => Message::Close(parse_close(payload)?),
+            OpCode::Text | OpCode::Binary if fin => {
+                if opcode == OpCode::Text {
+                    Message::Text(
+                        std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
+                    )
+                } else {
+                    Message::Binary(payload)
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                let mut assembled = Vec::with_capacity(payload.len().max(256));
+                assembled.extend_from_slice(payload);
+                self.fragments = Some(Fragments {
+                    text: opcode == OpCode::Text,
+                    buf: assembled,
+                });
+                return Ok(Decoded::Fragment(total));
+            }
+            OpCode::Continuation => {
+                let Some(fragments) = self.fragments.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                fragments.buf.extend_from_slice(payload);
+                if !fin {
+                    return Ok(Decoded::Fragment(total));
+                }
+                self.completed = true;
+                let text = fragments.text;
+                let data: &'a [u8] = &fragments.buf;
+                if text {
+                    match std::str::from_utf8(data) {
+                        Ok(s) => Message::Text(s),
+                        Err(_) => return Err(ProtocolError::InvalidUtf8),
+                    }
+                } else {
+                    Message::Binary(data)
+                }
+            }
+        };
+        Ok(Decoded::Message(message, total))
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, ProtocolError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(ProtocolError::InvalidClose),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !is_valid_close_code(code) {
+                return Err(ProtocolError::InvalidClose);
+            }
+            let reason =
+                std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// XORs `payload` with the 4-byte `mask`, word at a time.
+pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+    let mask64 = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_ne_bytes(word) ^ mask64;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+/// Writes a frame header into `out` and returns its length.
+pub fn encode_header(
+    out: &mut [u8; MAX_HEADER_LEN],
+    fin: bool,
+    opcode: OpCode,
+    len: usize,
+    mask: Option<[u8; 4]>,
+) -> usize {
+    out[0] = (if fin { 0x80 } else { 0 }) | opcode as u8;
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut n = if len < 126 {
+        out[1] = mask_bit | len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        out[1] = mask_bit | 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = mask_bit | 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    if let Some(m) = mask {
+        out[n..n + 4].copy_from_slice(&m);
+        n += 4;
+    }
+    n
+}
+
+/// Appends a whole frame (header + payload, masked when `mask` is given) to `out`.
+pub fn encode_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, payload.len(), mask);
+    out.reserve(n + payload.len());
+    out.put_slice(&header[..n]);
+    let start = out.len();
+    out.put_slice(payload);
+    if let Some(m) = mask {
+        apply_mask(&mut out[start..], m);
+    }
+}
+
+/// A complete unmasked (server → client) frame as shared bytes.
+pub fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    encode_frame(&mut out, opcode, payload, None);
+    out.freeze()
+}
+
+/// A complete unmasked close frame; `code` must be valid to send (see [`is_valid_close_code`]),
+/// the reason is cut to fit the 125-byte control limit at a character boundary.
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len().min(123));
+    payload.extend_from_slice(&code.to_be_bytes());
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    server_frame(OpCode::Close, &payload)
+}
+
+/// Builds a frame by reserving header room in front of a payload written by `write`, then
+/// placing the header right before it: the payload is written once and never moved.
+///
+/// `write` must append the payload to the buffer it is given.
+pub fn build_frame<E>(
+    opcode: OpCode,
+    capacity_hint: usize,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, E> {
+    const RESERVED: usize = 10;
+    let mut buf = BytesMut::with_capacity(RESERVED + capacity_hint);
+    buf.put_bytes(0, RESERVED);
+    write(&mut buf)?;
+    let len = buf.len() - RESERVED;
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, len, None);
+    let start = RESERVED - n;
+    buf[start..RESERVED].copy_from_slice(&header[..n]);
+    let _ = buf.split_to(start);
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let n = encode_header(&mut header, fin, opcode, payload.len(), Some(mask));
+        let mut v = header[..n].to_vec();
+        let start = v.len();
+        v.extend_from_slice(payload);
+        apply_mask(&mut v[start..], mask);
+        v
+    }
+
+    #[test]
+    fn rfc_accept_key() {
+        // The example of RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn rfc_masked_hello() {
+        // RFC 6455 §5.7: a single-frame masked text message "Hello".
+        let mut buf = vec![
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let mut d = Decoder::new(Role::Server, 1024);
+        assert_eq!(
+            d.decode(&mut buf).unwrap(),
+            Decoded::Message(Message::Text("Hello"), 11)
+        );
+    }
+
+    #[test]
+    fn every_split_point_is_incomplete_until_whole() {
+        for len in [0usize, 5, 125, 126, 300, 65535, 65536, 70000] {
+            let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let frame = masked(OpCode::Text, true, &payload);
+            for cut in [0, 1, 2, 3, 5, 9, 13, frame.len() - 1] {
+                if cut >= frame.len() {
+                    continue;
+                }
+                let mut part = frame[..cut].to_vec();
+                let mut d = Decoder::new(Role::Server, 1 << 20);
+                match d.decode(&mut part).unwrap() {
+                    Decoded::Incomplete { needed } => {
+                        if let Some(n) = needed {
+                            assert_eq!(n, frame.len());
+                        }
+                    }
+                    other => panic!("len {len} cut {cut}: {other:?}"),
+                }
+            }
+            let mut whole = frame.clone();
+            let mut d = Decoder::new(Role::Server, 1 << 20);
+            match d.decode(&mut whole).unwrap() {
+                Decoded::Message(Message::Text(t), used) => {
+                    assert_eq!(t.as_bytes(), &payload[..]);
+                    assert_eq!(used, frame.len());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn fragmented_with_interleaved_ping() {
+        let mut buf = masked(OpCode::Text, false, b"Hel");
+        buf.extend(masked(OpCode::Ping, true, b"p"));
+        buf.extend(masked(OpCode::Continuation, false, b"l"));
+        buf.extend(masked(OpCode::Continuation, true, b"o"));
+        let mut d = Decoder::new(Role::Server, 1024);
+        let mut pos = 0;
+        let mut got = Vec::new();
+        while pos < buf.len() {
+            match d.decode(&mut buf[pos..]).unwrap() {
+                Decoded::Fragment(n) => pos += n,
+                Decoded::Message(m, n) => {
+                    got.push(format!("{m:?}"));
+                    pos += n;
+                }
+                Decoded::Incomplete { .. } => panic!("incomplete"),
+            }
+        }
+        assert_eq!(
+            got,
+            vec!["Ping([112])".to_string(), "Text(\"Hello\")".to_string()]
+        );
+        assert!(!d.in_fragmented_message());
+    }
+
+    #[test]
+    fn protocol_violations() {
+        let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+            (vec![0xC1, 0x80, 0, 0, 0, 0], ProtocolError::ReservedBits),
+            (
+                vec![0x83, 0x80, 0, 0, 0, 0],
+                ProtocolError::UnknownOpCode(3),
+            ),
+            (vec![0x81, 0x00], ProtocolError::BadMask),
+            (
+                masked(OpCode::Ping, false, b""),
+                ProtocolError::FragmentedControl,
+            ),
+            (
+                masked(OpCode::Ping, true, &[0; 126]),
+                ProtocolError::ControlTooLong(126),
+            ),
+            (
+                masked(OpCode::Continuation, true, b"x"),
+                ProtocolError::UnexpectedContinuation,
+            ),
+            (
+                masked(OpCode::Text, true, &[0xff, 0xfe]),
+                ProtocolError::InvalidUtf8,
+            ),
+            (
+                masked(OpCode::Close, true, &[3]),
+                ProtocolError::InvalidClose,
+            ),
+            (
+                masked(OpCode::Close, true, &1005u16.to_be_bytes()),
+                ProtocolError::InvalidClose,
+            ),
+            (
+                masked(OpCode::Binary, true, &[0; 2000]),
+                ProtocolError::MessageTooLarge {
+                    size: 2000,
+                    max: 1024,
+                },
+            ),
+            (
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ProtocolError::BadLength,
+            ),
+        ];
+        for (mut frame, want) in cases {
+            let mut d = Decoder::new(Role::Server, 1024);
+            assert_eq!(d.decode(&mut frame).unwrap_err(), want);
+        }
+        // A new data frame in the middle of a fragmented message.
+        let mut d = Decoder::new(Role::Server, 1024);
+        let mut a = masked(OpCode::Text, false, b"a");
+        assert!(matches!(d.decode(&mut a), Ok(Decoded::Fragment(_))));
+        let mut b = masked(OpCode::Text, true, b"b");
+        assert_eq!(
+            d.decode(&mut b).unwrap_err(),
+            ProtocolError::ExpectedContinuation
+        );
+    }
+
+    #[test]
+    fn oversized_is_refused_from_the_header_alone() {
+        // Only the header of a 4 MiB frame: refused before any payload is buffered.
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut header, true, OpCode::Text, 4 << 20, Some([1, 2, 3, 4]));
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        let err = d.decode(&mut header[..n]).unwrap_err();
+        assert_eq!(err.close_code(), 1009);
+        // Fragments add up against the limit too.
+        let mut d = Decoder::new(Role::Server, 10);
+        let mut a = masked(OpCode::Binary, false, &[0; 6]);
+        assert!(matches!(d.decode(&mut a), Ok(Decoded::Fragment(_))));
+        let mut b = masked(OpCode::Continuation, true, &[0; 6]);
+        assert!(matches!(
+            d.decode(&mut b),
+            Err(ProtocolError::MessageTooLarge { size: 12, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn build_frame_places_header_before_payload() {
+        for len in [0usize, 10, 125, 126, 65535, 65536] {
+            let payload = vec![b'x'; len];
+            let frame = build_frame::<()>(OpCode::Text, len, |b| {
+                b.extend_from_slice(&payload);
+                Ok(())
+            })
+            .unwrap();
+            let mut d = Decoder::new(Role::Client, 1 << 20);
+            let mut v = frame.to_vec();
+            match d.decode(&mut v).unwrap() {
+                Decoded::Message(Message::Text(t), used) => {
+                    assert_eq!(t.len(), len);
+                    assert_eq!(used, frame.len());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn close_frame_truncates_at_char_boundary() {
+        let reason = "é".repeat(100);
+        let frame = close_frame(4012, &reason);
+        let mut v = frame.to_vec();
+        let mut d = Decoder::new(Role::Client, 1024);
+        match d.decode(&mut v).unwrap() {
+            Decoded::Message(Message::Close(Some(c)), _) => {
+                assert_eq!(c.code, 4012);
+                assert!(c.reason.len() <= 123);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
