@@ -1,1 +1,69 @@
-//! placeholder
+//! `crosswire-bench`: a load generator for any server that speaks the crosswire relay
+//! contract (SPEC §1 wire protocol, §4 relay application).
+//!
+//! Scenarios (see the `crosswire-bench` binary):
+//!
+//! - **fanout** — C receivers join one room; one publisher sends `room` messages at a fixed
+//!   rate; reports deliveries/s, loss, duplicates, out-of-order arrivals and latency
+//!   percentiles.
+//! - **burst** — the publisher sends M messages as fast as possible; reports how long all
+//!   deliveries took, loss and duplicates.
+//! - **echo** — closed-loop `echo` requests with callback ids; reports acks/s and round-trip
+//!   percentiles.
+//! - **idle** — opens and holds C connections; reports server memory per connection.
+//!
+//! With `--server-pid` every scenario also reads the server's CPU time and RSS from `/proc`
+//! before and after the measured window and reports CPU time per delivery or ack.
+//!
+//! Received frames are not parsed as JSON: each message carries a stamp
+//! (`cwb1:<seq>:<send µs>;`, see [`stamp`]) that a substring search finds, which keeps the
+//! generator cheap enough not to be the bottleneck on a small machine.
+
+pub mod common;
+pub mod procfs;
+pub mod report;
+pub mod scenarios;
+pub mod stamp;
+pub mod stats;
+pub mod ws;
+
+use anyhow::{anyhow, bail, Result};
+use std::time::Duration;
+
+/// Parses a duration such as `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("invalid duration {s:?} (expected e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => value,
+        "ms" => value / 1000.0,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => bail!("invalid duration unit {other:?} in {s:?}"),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| anyhow!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

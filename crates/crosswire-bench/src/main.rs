@@ -1,0 +1,242 @@
+//! `crosswire-bench` command line: see the crate documentation of `crosswire_bench`.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use crosswire_bench::common::{self, Settings};
+use crosswire_bench::parse_duration;
+use crosswire_bench::report::{markdown_table, Report};
+use crosswire_bench::scenarios::{burst, echo, fanout, idle};
+use std::time::Duration;
+
+/// Load generator for servers speaking the crosswire relay contract.
+#[derive(Parser, Debug)]
+#[command(name = "crosswire-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Server URL (the publisher's node, and every client's when --urls is not given).
+    #[arg(long, default_value = "ws://127.0.0.1:9000")]
+    url: String,
+    /// Nodes to spread clients over, round-robin (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    urls: Vec<String>,
+    /// Server process to measure (CPU time, RSS); repeat for several nodes.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Print the report as JSON instead of the human-readable summary.
+    #[arg(long)]
+    json: bool,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fixed-rate fan-out to the members of one room.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Receivers in the room.
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        /// Messages per second from the publisher.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Size of each message's data in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// How long to wait for stragglers after the last send.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        drain_timeout: Duration,
+        /// Room name.
+        #[arg(long, default_value = "bench")]
+        room: String,
+    },
+    /// M messages to a room as fast as possible; time until all are delivered.
+    Burst {
+        #[command(flatten)]
+        common: Common,
+        /// Messages to send.
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        /// Receivers in the room.
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        /// Size of each message's data in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Upper bound on the wait for all deliveries.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Room name.
+        #[arg(long, default_value = "burst")]
+        room: String,
+    },
+    /// Closed-loop echo requests with callback ids.
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        /// Clients.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Requests each client keeps in flight.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        /// How long to issue requests.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Size of each request's payload in bytes.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+    },
+    /// Open and hold many connections; server memory per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// How long to hold them before measuring.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        hold: Duration,
+        /// Skip the heartbeat round trip each connection makes after connecting.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Print a markdown table from JSON reports (files written with --json).
+    Table {
+        /// JSON report files.
+        files: Vec<std::path::PathBuf>,
+    },
+}
+
+fn settings(c: &Common) -> Settings {
+    Settings {
+        url: c.url.clone(),
+        urls: c.urls.clone(),
+        server_pids: c.server_pids.clone(),
+        connect_concurrency: c.connect_concurrency,
+        run_id: common::new_run_id(),
+    }
+}
+
+async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
+    let s = settings(&common);
+    common::probe(&s).await?;
+    match cmd {
+        Command::Fanout {
+            receivers,
+            rate,
+            size,
+            duration,
+            drain_timeout,
+            room,
+            ..
+        } => {
+            let room = format!("{room}-{}", s.run_id);
+            let p = fanout::FanoutParams {
+                receivers,
+                rate,
+                size,
+                duration,
+                drain_timeout,
+                room,
+            };
+            fanout::run(&s, &p).await
+        }
+        Command::Burst {
+            messages,
+            receivers,
+            size,
+            timeout,
+            room,
+            ..
+        } => {
+            let room = format!("{room}-{}", s.run_id);
+            let p = burst::BurstParams {
+                messages,
+                receivers,
+                size,
+                timeout,
+                room,
+            };
+            burst::run(&s, &p).await
+        }
+        Command::Echo {
+            clients,
+            in_flight,
+            duration,
+            size,
+            ..
+        } => {
+            let p = echo::EchoParams {
+                clients,
+                in_flight,
+                duration,
+                size,
+            };
+            echo::run(&s, &p).await
+        }
+        Command::Idle {
+            connections,
+            hold,
+            no_verify,
+            ..
+        } => {
+            let p = idle::IdleParams {
+                connections,
+                hold,
+                verify: !no_verify,
+            };
+            idle::run(&s, &p).await
+        }
+        Command::Table { .. } => anyhow::bail!("table is not a load scenario"),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let common = match &cli.command {
+        Command::Table { files } => {
+            let docs = files
+                .iter()
+                .map(|f| {
+                    std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            print!("{}", markdown_table(&docs)?);
+            return Ok(());
+        }
+        Command::Fanout { common, .. }
+        | Command::Burst { common, .. }
+        | Command::Echo { common, .. }
+        | Command::Idle { common, .. } => common.clone(),
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = common.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build().context("starting the tokio runtime")?;
+    let json = common.json;
+    let report = rt.block_on(run_scenario(cli.command, common))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    // Do not wait for lingering socket tasks.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
