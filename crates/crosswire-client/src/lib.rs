@@ -1,1 +1,90 @@
-//! placeholder
+//! Rust client for crosswire servers, and for any server speaking the seed framework's
+//! protocol: JSON events over a WebSocket, an application heartbeat with latency, reconnect
+//! with backoff, and events with replies and timeouts.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use crosswire_client::{names, Client, ClientConfig, CloseInfo, EmitOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect(
+//!     ClientConfig::new("ws://127.0.0.1:9000").with_param("id", 16).with_param("name", "Sam"),
+//! )?;
+//!
+//! let control = client.clone();
+//! client.on(names::CLOSE, move |payload| {
+//!     let Ok(close) = payload.parse::<CloseInfo>() else { return };
+//!     match close.code {
+//!         // Closed on purpose, logged out, kicked: stay closed.
+//!         4001 | 4010..=4012 => control.manual_close(),
+//!         _ => control.reconnect(false),
+//!     }
+//! });
+//! client.on(names::PONG, |latency| tracing::info!(%latency, "latency (ms)"));
+//! client.on("serverSay", |payload| tracing::info!(%payload, "server says"));
+//!
+//! client.wait_open(Duration::from_secs(5)).await?;
+//! client.emit("joinRoom", &serde_json::json!({"roomId": "1000"}))?;
+//! let response = client
+//!     .request("say", &serde_json::json!({"msg": "hi"}), EmitOptions::new())
+//!     .await;
+//! println!("{}", serde_json::to_string(&response)?); // {"success":true,"data":...}
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! [`Client::connect`] spawns one background task that owns the socket ([`connection`]
+//! module docs draw its state machine); every [`Client`] clone talks to it through a
+//! channel. The wire frames are those of `crosswire_protocol::frame`:
+//!
+//! - `emit` sends `{"event", "payload"}`; `request` and `emit_with_callback` add a
+//!   `"callbackId"` and wait for the server's `{"callbackId", "payload"}`, firing `on_pending`
+//!   after the pending timeout and failing with `CALLBACK_TIMEOUT` after the callback timeout.
+//! - Server events `{"event", "payload"}` go to the handlers registered with
+//!   [`Client::on`]; one that also carries an `"ackId"` is a request, answered by the handler
+//!   of [`Client::on_request`] with `{"ackId", "payload"}`.
+//! - Heartbeat: every `ping_interval` the client sends the `ping_message` as a text frame
+//!   (`ping` event); the server echoes it and the round trip is the `pong` event's latency.
+//!   No echo within `pong_timeout`: `pong-timeout`, close with 4002, reconnect.
+//! - Reconnect: an `error` (connect failure, broken connection, heartbeat timeout) schedules
+//!   attempts with the delays of [`reconnect_delay`], each announced by `reconnect
+//!   {repeat, timeout}`, until `repeat-limit`. A close *from the server* does not reconnect:
+//!   the application decides from the code and calls [`Client::reconnect`].
+//! - [`Client::manual_close`] closes with 4001 and ends the task.
+//!
+//! Close codes: 4001 manual close, 4002 heartbeat timeout, 1006 (reported) connection lost
+//! without a close frame, 4010 and up the application's.
+//!
+//! # Layout
+//!
+//! - [`Client`] (`client.rs`): the handle, sending and handler registration.
+//! - `connection.rs`: the background task.
+//! - [`ClientConfig`] (`config.rs`), [`EmitOptions`] and [`Response`] (`request.rs`).
+//! - [`ClientEvent`], [`Payload`], [`names`] (`event.rs`); errors in `error.rs`;
+//!   [`reconnect_delay`] in `backoff.rs`.
+//!
+//! `wss://` needs the `native-tls` or `rustls-tls-webpki-roots` feature.
+
+#![warn(missing_docs)]
+
+mod backoff;
+mod client;
+mod config;
+pub mod connection;
+mod error;
+mod event;
+mod registry;
+mod request;
+
+pub use backoff::reconnect_delay;
+pub use client::Client;
+pub use config::ClientConfig;
+pub use connection::ConnectionState;
+pub use error::{ConfigError, EmitError, ErrorCode, RequestError, WaitError};
+pub use event::{
+    names, ClientEvent, CloseInfo, EventReceiver, Payload, ReconnectInfo, CLOSE_ABNORMAL,
+    CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MANUAL,
+};
+pub use registry::HandlerId;
+pub use request::{EmitOptions, Response};

@@ -1,0 +1,610 @@
+//! The background task that owns the WebSocket: connect, heartbeat, dispatch, reconnect.
+//!
+//! One task per client runs a small state machine, each phase a method returning the next:
+//!
+//! ```text
+//!   Connect ──ok──▶ Open ──server close──▶ Idle ──reconnect()──▶ Wait
+//!      │             │ error / pong timeout / reconnect()            │
+//!      └──error──▶ schedule ──▶ Wait(delay) ──▶ Connect ◀────────────┘
+//!                     └─ repeat limit reached ──▶ Idle
+//!   any phase ──manual_close()──▶ Stop
+//! ```
+//!
+//! Every phase also serves the command channel, so `manual_close` and `reconnect` take effect
+//! wherever the task is.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crosswire_protocol::frame::{encode_ack_text, parse_server_frame, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use crate::backoff::{draw_jitter, reconnect_delay};
+use crate::config::ClientConfig;
+use crate::event::{
+    names, ClientEvent, CloseInfo, Payload, ReconnectInfo, CLOSE_ABNORMAL, CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_MANUAL,
+};
+use crate::registry::Registry;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long closing our side may wait for the server's close frame before the socket is
+/// dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Where a client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// A connection attempt is in progress (the first one, or a reconnect).
+    Connecting,
+    /// The connection is open; events can be sent.
+    Open,
+    /// A reconnect attempt is scheduled and waiting for its delay.
+    Reconnecting,
+    /// Closed by the server, or the repeat limit was reached; nothing happens until
+    /// [`Client::reconnect`](crate::Client::reconnect) or
+    /// [`Client::manual_close`](crate::Client::manual_close).
+    Closed,
+    /// Closed for good by [`Client::manual_close`](crate::Client::manual_close); the
+    /// background task has ended.
+    ManuallyClosed,
+}
+
+/// Requests from client handles to the task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send a text frame. With a generation, only on that connection (acks answer the
+    /// connection that asked); without, on whichever connection is open.
+    Send {
+        text: String,
+        generation: Option<u64>,
+    },
+    Reconnect {
+        reset_count: bool,
+    },
+    ManualClose,
+    PingIntervalChanged {
+        immediate: bool,
+    },
+}
+
+/// State shared by the client handles and the task.
+pub(crate) struct Shared {
+    pub(crate) config: ClientConfig,
+    pub(crate) url: String,
+    ping_interval_nanos: AtomicU64,
+    state: watch::Sender<ConnectionState>,
+    reconnecting: AtomicBool,
+    /// Std mutexes: every critical section is a short map operation, never held across an
+    /// `.await` or while user code runs.
+    registry: Mutex<Registry>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Payload>>>,
+    next_callback_id: AtomicU64,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    /// `None` once the task has ended, so event receivers see the end.
+    events: Mutex<Option<broadcast::Sender<ClientEvent>>>,
+    /// Number of the current connection, incremented at every open.
+    generation: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks (user code runs outside them); recover anyway.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: ClientConfig,
+        url: String,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Self {
+            ping_interval_nanos: AtomicU64::new(duration_nanos(config.ping_interval)),
+            config,
+            url,
+            state: watch::Sender::new(ConnectionState::Connecting),
+            reconnecting: AtomicBool::new(false),
+            registry: Mutex::new(Registry::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_callback_id: AtomicU64::new(0),
+            commands,
+            events: Mutex::new(Some(events)),
+            generation: AtomicU64::new(0),
+        });
+        (shared, rx)
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        *self.state.borrow()
+    }
+
+    pub(crate) fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
+    fn set_state(&self, state: ConnectionState) {
+        self.state.send_replace(state);
+    }
+
+    pub(crate) fn reconnecting(&self) -> bool {
+        self.reconnecting.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn ping_interval(&self) -> Duration {
+        Duration::from_nanos(self.ping_interval_nanos.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn set_ping_interval(&self, interval: Duration) {
+        self.ping_interval_nanos
+            .store(duration_nanos(interval), Ordering::SeqCst);
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        match lock(&self.events).as_ref() {
+            Some(tx) => tx.subscribe(),
+            // The task has ended: a receiver whose sender is already gone.
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// Registers a pending reply and returns its callback id and receiver.
+    pub(crate) fn add_pending(&self) -> (String, oneshot::Receiver<Payload>) {
+        let id = (self.next_callback_id.fetch_add(1, Ordering::Relaxed) + 1).to_string();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        (id, rx)
+    }
+
+    pub(crate) fn remove_pending(&self, id: &str) {
+        lock(&self.pending).remove(id);
+    }
+
+    fn resolve_pending(&self, id: &str, payload: Payload) -> bool {
+        match lock(&self.pending).remove(id) {
+            Some(tx) => tx.send(payload).is_ok(),
+            None => false,
+        }
+    }
+
+    fn wants(&self, event: &str) -> bool {
+        self.registry().has(event)
+            || lock(&self.events)
+                .as_ref()
+                .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// Runs the handlers of `event` (outside every lock) and feeds the event stream.
+    fn dispatch(&self, event: ClientEvent) {
+        let handlers = self.registry().take_for(event.name());
+        if !handlers.is_empty() {
+            let payload = event.payload();
+            for handler in handlers {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| handler(&payload))).is_err() {
+                    warn!(event = event.name(), "event handler panicked");
+                }
+            }
+        }
+        if let Some(tx) = lock(&self.events).as_ref() {
+            if tx.receiver_count() > 0 {
+                let _ = tx.send(event);
+            }
+        }
+    }
+}
+
+/// What to do next.
+enum Phase {
+    Connect,
+    Wait(Duration),
+    Open(Box<Ws>),
+    Idle,
+    Stop,
+}
+
+/// Why the open phase ended, with what was already reported.
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Reconnect attempts since the last successful open.
+    attempt: u32,
+}
+
+impl Driver {
+    pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::UnboundedReceiver<Command>) -> Self {
+        Self {
+            shared,
+            commands,
+            attempt: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut phase = Phase::Connect;
+        loop {
+            phase = match phase {
+                Phase::Connect => self.connect().await,
+                Phase::Wait(delay) => self.wait(delay).await,
+                Phase::Open(ws) => self.open(*ws).await,
+                Phase::Idle => self.idle().await,
+                Phase::Stop => break,
+            };
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        info!(url = %self.shared.url, "client closed");
+        self.shared.reconnecting.store(false, Ordering::SeqCst);
+        self.shared.set_state(ConnectionState::ManuallyClosed);
+        // Dropping the senders resolves every waiting request with WS_NOT_OPEN.
+        lock(&self.shared.pending).clear();
+        self.commands.close();
+        lock(&self.shared.events).take();
+    }
+
+    async fn connect(&mut self) -> Phase {
+        self.shared.set_state(ConnectionState::Connecting);
+        debug!(url = %self.shared.url, attempt = self.attempt, "connecting");
+        let url = self.shared.url.clone();
+        let attempt = tokio::time::timeout(
+            self.shared.config.connect_timeout,
+            tokio_tungstenite::connect_async(url),
+        );
+        tokio::pin!(attempt);
+        loop {
+            tokio::select! {
+                result = &mut attempt => {
+                    let error = match result {
+                        Ok(Ok((ws, _response))) => {
+                            info!(url = %self.shared.url, "connection open");
+                            self.attempt = 0;
+                            self.shared.generation.fetch_add(1, Ordering::SeqCst);
+                            self.shared.reconnecting.store(false, Ordering::SeqCst);
+                            self.shared.set_state(ConnectionState::Open);
+                            self.shared.dispatch(ClientEvent::Open);
+                            return Phase::Open(Box::new(ws));
+                        }
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!(
+                            "connect timed out after {:?}",
+                            self.shared.config.connect_timeout
+                        ),
+                    };
+                    warn!(url = %self.shared.url, %error, "connect failed");
+                    self.shared.dispatch(ClientEvent::Error(error));
+                    return self.schedule_reconnect();
+                }
+                command = self.commands.recv() => match command {
+                    None | Some(Command::ManualClose) => return Phase::Stop,
+                    Some(Command::Reconnect { reset_count }) => self.reset_if(reset_count),
+                    Some(Command::Send { .. }) => debug!("not open; frame dropped"),
+                    Some(Command::PingIntervalChanged { .. }) => {}
+                },
+            }
+        }
+    }
+
+    fn reset_if(&mut self, reset_count: bool) {
+        if reset_count {
+            self.attempt = 0;
+        }
+    }
+
+    /// Counts the next attempt and picks its delay, or gives up at the repeat limit.
+    fn schedule_reconnect(&mut self) -> Phase {
+        let config = &self.shared.config;
+        if let Some(limit) = config.repeat_limit {
+            if self.attempt >= limit {
+                warn!(limit, "reconnect repeat limit reached");
+                self.shared.reconnecting.store(false, Ordering::SeqCst);
+                self.shared.set_state(ConnectionState::Closed);
+                self.shared.dispatch(ClientEvent::RepeatLimit(limit));
+                return Phase::Idle;
+            }
+        }
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = reconnect_delay(
+            self.attempt,
+            config.fast_reconnect_threshold,
+            config.fast_reconnect_interval,
+            config.max_reconnect_interval,
+            draw_jitter(config.fast_reconnect_interval),
+        );
+        info!(repeat = self.attempt, ?delay, "reconnect scheduled");
+        self.shared.reconnecting.store(true, Ordering::SeqCst);
+        self.shared.set_state(ConnectionState::Reconnecting);
+        self.shared.dispatch(ClientEvent::Reconnect(ReconnectInfo {
+            repeat: self.attempt,
+            timeout: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }));
+        Phase::Wait(delay)
+    }
+
+    async fn wait(&mut self, delay: Duration) -> Phase {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Phase::Connect,
+                command = self.commands.recv() => match command {
+                    None | Some(Command::ManualClose) => return Phase::Stop,
+                    // Already scheduled: reconnect() only resets the count if asked.
+                    Some(Command::Reconnect { reset_count }) => self.reset_if(reset_count),
+                    Some(Command::Send { .. }) => debug!("not open; frame dropped"),
+                    Some(Command::PingIntervalChanged { .. }) => {}
+                },
+            }
+        }
+    }
+
+    async fn idle(&mut self) -> Phase {
+        loop {
+            match self.commands.recv().await {
+                None | Some(Command::ManualClose) => return Phase::Stop,
+                Some(Command::Reconnect { reset_count }) => {
+                    self.reset_if(reset_count);
+                    return self.schedule_reconnect();
+                }
+                Some(Command::Send { .. }) => debug!("not open; frame dropped"),
+                Some(Command::PingIntervalChanged { .. }) => {}
+            }
+        }
+    }
+
+    async fn open(&mut self, mut ws: Ws) -> Phase {
+        let ping_message = self.shared.config.ping_message.clone();
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let mut ping_timer = heartbeat_timer(self.shared.ping_interval());
+        // When the heartbeat in flight was sent and when it is due back.
+        let mut ping_sent: Option<Instant> = None;
+        let mut pong_deadline: Option<Instant> = None;
+
+        loop {
+            tokio::select! {
+                message = ws.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if text.as_str() == ping_message {
+                            match ping_sent.take() {
+                                Some(sent) => {
+                                    pong_deadline = None;
+                                    let latency = sent.elapsed();
+                                    debug!(?latency, "heartbeat answered");
+                                    self.shared.dispatch(ClientEvent::Pong { latency });
+                                }
+                                None => debug!("unsolicited heartbeat echo ignored"),
+                            }
+                        } else {
+                            self.handle_text(text.as_str(), generation);
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let info = frame.map_or(
+                            CloseInfo { code: 1005, reason: String::new() },
+                            |f| CloseInfo { code: u16::from(f.code), reason: f.reason.to_string() },
+                        );
+                        info!(code = info.code, reason = %info.reason, "server closed the connection");
+                        // Let tungstenite send its close reply and finish the handshake.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                        self.shared.set_state(ConnectionState::Closed);
+                        self.shared.dispatch(ClientEvent::Close(info));
+                        return Phase::Idle;
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        debug!(len = data.len(), "binary frame ignored");
+                    }
+                    Some(Ok(_)) => {} // protocol ping/pong: tungstenite answers pings itself
+                    Some(Err(e)) => return self.lost(e.to_string()),
+                    None => return self.lost("connection closed without a close frame".into()),
+                },
+                command = self.commands.recv() => match command {
+                    None | Some(Command::ManualClose) => {
+                        close_socket(&mut ws, CLOSE_MANUAL, "manual close").await;
+                        self.shared.set_state(ConnectionState::ManuallyClosed);
+                        self.shared.dispatch(ClientEvent::Close(CloseInfo {
+                            code: CLOSE_MANUAL,
+                            reason: "manual close".into(),
+                        }));
+                        return Phase::Stop;
+                    }
+                    Some(Command::Send { text, generation: only }) => {
+                        if only.is_some_and(|g| g != generation) {
+                            debug!("frame for an earlier connection dropped");
+                        } else if let Err(e) = ws.send(Message::text(text)).await {
+                            return self.lost(e.to_string());
+                        }
+                    }
+                    Some(Command::Reconnect { reset_count }) => {
+                        self.reset_if(reset_count);
+                        close_socket(&mut ws, 1000, "reconnect").await;
+                        self.shared.set_state(ConnectionState::Closed);
+                        self.shared.dispatch(ClientEvent::Close(CloseInfo {
+                            code: 1000,
+                            reason: "reconnect".into(),
+                        }));
+                        return self.schedule_reconnect();
+                    }
+                    Some(Command::PingIntervalChanged { immediate }) => {
+                        ping_timer = heartbeat_timer(self.shared.ping_interval());
+                        if immediate {
+                            if let Err(e) = self.send_ping(&mut ws, &ping_message, &mut ping_sent, &mut pong_deadline).await {
+                                return self.lost(e);
+                            }
+                        }
+                    }
+                },
+                () = tick(&mut ping_timer) => {
+                    if let Err(e) = self.send_ping(&mut ws, &ping_message, &mut ping_sent, &mut pong_deadline).await {
+                        return self.lost(e);
+                    }
+                }
+                () = sleep_until(pong_deadline) => {
+                    warn!(timeout = ?self.shared.config.pong_timeout, "heartbeat not answered");
+                    self.shared.dispatch(ClientEvent::PongTimeout);
+                    close_socket(&mut ws, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout").await;
+                    self.shared.set_state(ConnectionState::Closed);
+                    self.shared.dispatch(ClientEvent::Close(CloseInfo {
+                        code: CLOSE_HEARTBEAT_TIMEOUT,
+                        reason: "heartbeat timeout".into(),
+                    }));
+                    return self.schedule_reconnect();
+                }
+            }
+        }
+    }
+
+    async fn send_ping(
+        &self,
+        ws: &mut Ws,
+        ping_message: &str,
+        ping_sent: &mut Option<Instant>,
+        pong_deadline: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        ws.send(Message::text(ping_message))
+            .await
+            .map_err(|e| e.to_string())?;
+        // With a heartbeat already in flight, its deadline stands.
+        if ping_sent.is_none() {
+            let now = Instant::now();
+            *ping_sent = Some(now);
+            *pong_deadline = Some(now + self.shared.config.pong_timeout);
+        }
+        self.shared.dispatch(ClientEvent::Ping);
+        Ok(())
+    }
+
+    /// The connection broke: report `error` and `close` (1006), then reconnect.
+    fn lost(&mut self, error: String) -> Phase {
+        warn!(%error, "connection lost");
+        self.shared.set_state(ConnectionState::Closed);
+        self.shared.dispatch(ClientEvent::Error(error));
+        self.shared.dispatch(ClientEvent::Close(CloseInfo {
+            code: CLOSE_ABNORMAL,
+            reason: String::new(),
+        }));
+        self.schedule_reconnect()
+    }
+
+    fn handle_text(&self, text: &str, generation: u64) {
+        let shared = &self.shared;
+        if shared.wants(names::MESSAGE) {
+            shared.dispatch(ClientEvent::Message(Arc::from(text)));
+        }
+        match parse_server_frame(text) {
+            Ok(ServerFrame::Reply {
+                callback_id,
+                payload,
+            }) => {
+                if !shared.resolve_pending(&callback_id, Payload::from_raw(payload)) {
+                    debug!(%callback_id, "reply for no waiting request (late or unknown)");
+                }
+            }
+            Ok(ServerFrame::Event {
+                event,
+                payload,
+                ack_id,
+            }) => {
+                debug!(%event, "event received");
+                let request_handler = match &ack_id {
+                    Some(_) => shared.registry().request(&event),
+                    None => None,
+                };
+                if request_handler.is_none() && !shared.wants(&event) {
+                    return;
+                }
+                let payload = Payload::from_raw(payload);
+                let is_request = ack_id.is_some();
+                if let (Some(handler), Some(ack_id)) = (request_handler, ack_id) {
+                    let ack_id = ack_id.into_owned();
+                    let commands = shared.commands.clone();
+                    let answer = handler(payload.clone());
+                    tokio::spawn(async move {
+                        let text = match answer.await {
+                            Ok(reply) => encode_ack_text(&ack_id, reply.raw()),
+                            Err(e) => Err(e),
+                        };
+                        match text {
+                            Ok(text) => {
+                                let _ = commands.send(Command::Send {
+                                    text,
+                                    generation: Some(generation),
+                                });
+                            }
+                            Err(e) => warn!(%ack_id, error = %e, "request answer not serialisable"),
+                        }
+                    });
+                } else if is_request {
+                    debug!(%event, "request without a request handler: not answered");
+                }
+                shared.dispatch(ClientEvent::Event {
+                    name: Arc::from(event.as_ref()),
+                    payload,
+                });
+            }
+            Err(e) => debug!(error = %e, "text frame is not a protocol frame"),
+        }
+    }
+}
+
+fn heartbeat_timer(period: Duration) -> Option<Interval> {
+    if period.is_zero() {
+        return None;
+    }
+    let mut timer = tokio::time::interval_at(Instant::now() + period, period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    Some(timer)
+}
+
+async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends a close frame and waits (briefly) for the server's answer.
+async fn close_socket(ws: &mut Ws, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
