@@ -148,15 +148,52 @@ pub async fn connect_all(
     }
 }
 
-/// Counters shared by all receivers of a run.
+/// A counter on its own cache line, so that receivers on different threads do not contend.
 #[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
+
+/// Counters shared by all receivers of a run.
+#[derive(Debug)]
 pub struct Shared {
-    /// Unique deliveries so far.
-    pub delivered: AtomicU64,
-    /// Time of the latest delivery ([`now_us`]).
-    pub last_delivery_us: AtomicU64,
+    delivered: Vec<PaddedCounter>,
     /// Receivers whose connection ended before the run did.
     pub disconnected: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            delivered: (0..64).map(|_| PaddedCounter::default()).collect(),
+            disconnected: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// Counts one unique delivery for receiver `key`.
+    pub fn add_delivery(&self, key: usize) {
+        self.delivered[key % self.delivered.len()]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Unique deliveries so far, all receivers together.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// What one receiver saw.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverResult {
+    /// Sequence bookkeeping.
+    pub tracker: SeqTracker,
+    /// Time of the last unique delivery ([`now_us`]), 0 if none.
+    pub last_delivery_us: u64,
 }
 
 /// Receives stamped `msg` events on `conn` until `stop` flips or the connection ends.
@@ -170,26 +207,31 @@ pub async fn receive(
     hist: Arc<ShardedHistogram>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> SeqTracker {
-    let mut tracker = SeqTracker::new(limit);
+) -> ReceiverResult {
+    let mut res = ReceiverResult {
+        tracker: SeqTracker::new(limit),
+        last_delivery_us: 0,
+    };
     let mut batch: Vec<u64> = Vec::with_capacity(64);
     let mut open = true;
+    // One registration for the whole loop rather than one per message.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
             msg = conn.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     if let Some(stamp) = parse_stamp(t.as_str()) {
                         let now = now_us();
-                        if tracker.observe(stamp.seq) == Observation::New {
+                        if res.tracker.observe(stamp.seq) == Observation::New {
                             batch.push(now.saturating_sub(stamp.sent_us));
                             if batch.len() == batch.capacity() {
                                 hist.record_all(key, &batch);
                                 batch.clear();
                             }
-                            shared.delivered.fetch_add(1, Ordering::Relaxed);
-                            shared.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+                            shared.add_delivery(key);
+                            res.last_delivery_us = now;
                         }
                     }
                 }
@@ -199,14 +241,15 @@ pub async fn receive(
                     open = false;
                     break;
                 }
-            }
+            },
+            _ = &mut stopped => break,
         }
     }
     hist.record_all(key, &batch);
     if open {
         ws::close(conn).await;
     }
-    tracker
+    res
 }
 
 /// Totals over all receivers.
@@ -220,18 +263,24 @@ pub struct Totals {
     pub out_of_order: u64,
     /// Stamps with an impossible sequence number.
     pub invalid: u64,
+    /// Time of the last delivery to any receiver ([`now_us`]).
+    pub last_delivery_us: u64,
 }
 
-/// Stops the receivers and adds up their trackers.
-pub async fn collect(stop: &watch::Sender<bool>, handles: Vec<JoinHandle<SeqTracker>>) -> Totals {
+/// Stops the receivers and adds up what they saw.
+pub async fn collect(
+    stop: &watch::Sender<bool>,
+    handles: Vec<JoinHandle<ReceiverResult>>,
+) -> Totals {
     let _ = stop.send(true);
     let mut t = Totals::default();
     for h in handles {
-        if let Ok(tr) = h.await {
-            t.unique += tr.unique;
-            t.duplicates += tr.duplicates;
-            t.out_of_order += tr.out_of_order;
-            t.invalid += tr.invalid;
+        if let Ok(r) = h.await {
+            t.unique += r.tracker.unique;
+            t.duplicates += r.tracker.duplicates;
+            t.out_of_order += r.tracker.out_of_order;
+            t.invalid += r.tracker.invalid;
+            t.last_delivery_us = t.last_delivery_us.max(r.last_delivery_us);
         }
     }
     t
@@ -246,10 +295,10 @@ pub async fn wait_deliveries(
     stall: Duration,
 ) -> bool {
     let deadline = Instant::now() + timeout;
-    let mut last = shared.delivered.load(Ordering::Relaxed);
+    let mut last = shared.delivered();
     let mut last_change = Instant::now();
     loop {
-        let now_count = shared.delivered.load(Ordering::Relaxed);
+        let now_count = shared.delivered();
         if now_count >= expected {
             return true;
         }

@@ -3,14 +3,12 @@
 
 use crate::common::{self, Meter, Settings};
 use crate::report::{self, Report, Row};
-use crate::stamp::{now_us, room_frame, stamped_data};
+use crate::scenarios::publisher::Job;
 use crate::stats::{per_second, LatencySummary};
 use anyhow::{bail, Context, Result};
-use futures_util::SinkExt;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Parameters of the burst scenario.
 #[derive(Debug, Clone)]
@@ -32,29 +30,15 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
     if p.receivers == 0 || p.messages == 0 {
         bail!("burst needs at least one receiver and one message");
     }
-    let mut rig = super::room_rig(settings, &p.room, p.receivers, p.messages).await?;
+    let job = Job::Burst {
+        messages: p.messages,
+    };
+    let mut rig = super::room_rig(settings, &p.room, p.receivers, p.messages, p.size, job).await?;
     let meter = Meter::start(&settings.server_pids).context("sampling --server-pid")?;
-    let first_send_us = now_us();
-    let mut sent = 0u64;
-    let mut send_error = None;
-    for seq in 0..p.messages {
-        let data = stamped_data(seq, now_us(), p.size);
-        if let Err(e) = rig
-            .publisher
-            .feed(Message::text(room_frame(&p.room, &data)))
-            .await
-        {
-            send_error = Some(format!("publisher send failed after {sent} messages: {e}"));
-            break;
-        }
-        sent += 1;
-    }
-    if send_error.is_none() {
-        if let Err(e) = rig.publisher.flush().await {
-            send_error = Some(format!("publisher flush failed: {e}"));
-        }
-    }
-    let send_secs = now_us().saturating_sub(first_send_us) as f64 / 1e6;
+    let publisher = rig.publisher.run().await;
+    let (sent, send_secs, first_send_us) =
+        (publisher.sent, publisher.send_secs, publisher.first_send_us);
+    let send_error = publisher.error;
     let expected = sent * p.receivers as u64;
     let complete = common::wait_deliveries(
         &rig.shared,
@@ -63,14 +47,10 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
         p.timeout.min(Duration::from_secs(5)),
     )
     .await;
-    let delivered = rig.shared.delivered.load(Ordering::Relaxed);
-    let (server, client) = meter.finish(delivered);
-    let last_us = rig.shared.last_delivery_us.load(Ordering::Relaxed);
-    let total_secs = last_us.saturating_sub(first_send_us) as f64 / 1e6;
+    let (server, client) = meter.finish(rig.shared.delivered());
     let disconnected = rig.shared.disconnected.load(Ordering::Relaxed);
     let totals = common::collect(&rig.stop, std::mem::take(&mut rig.receivers)).await;
-    let _ = rig.publisher.close().await;
-    rig.publisher_drain.abort();
+    let total_secs = totals.last_delivery_us.saturating_sub(first_send_us) as f64 / 1e6;
     let latency = LatencySummary::from_histogram(&rig.hist.merged());
 
     let lost = expected.saturating_sub(totals.unique);

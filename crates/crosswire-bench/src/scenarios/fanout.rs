@@ -3,15 +3,12 @@
 
 use crate::common::{self, Meter, Settings};
 use crate::report::{self, Report, Row};
-use crate::stamp::{now_us, room_frame, stamped_data};
+use crate::scenarios::publisher::Job;
 use crate::stats::{per_second, LatencySummary};
 use anyhow::{bail, Context, Result};
-use futures_util::SinkExt;
 use serde_json::json;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-use tokio::time::MissedTickBehavior;
-use tokio_tungstenite::tungstenite::Message;
+use std::time::Duration;
 
 /// Parameters of the fan-out scenario.
 #[derive(Debug, Clone)]
@@ -43,38 +40,19 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
         bail!("fanout needs at least one receiver and a positive rate");
     }
     let planned = (p.rate * p.duration.as_secs_f64()).ceil() as u64;
-    let mut rig = super::room_rig(settings, &p.room, p.receivers, planned + 1024).await?;
     let (per_tick, period) = schedule(p.rate);
+    let job = Job::Rate {
+        per_tick,
+        period,
+        duration: p.duration,
+    };
+    let mut rig =
+        super::room_rig(settings, &p.room, p.receivers, planned + 1024, p.size, job).await?;
 
     let meter = Meter::start(&settings.server_pids).context("sampling --server-pid")?;
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let start = Instant::now();
-    let end = start + p.duration;
-    let first_send_us = now_us();
-    let mut sent: u64 = 0;
-    let mut ticks: u64 = 0;
-    let mut send_error = None;
-    'send: loop {
-        interval.tick().await;
-        if Instant::now() >= end {
-            break;
-        }
-        ticks += 1;
-        for _ in 0..per_tick {
-            let data = stamped_data(sent, now_us(), p.size);
-            if let Err(e) = rig
-                .publisher
-                .send(Message::text(room_frame(&p.room, &data)))
-                .await
-            {
-                send_error = Some(format!("publisher send failed after {sent} messages: {e}"));
-                break 'send;
-            }
-            sent += 1;
-        }
-    }
-    let send_secs = start.elapsed().as_secs_f64();
+    let publisher = rig.publisher.run().await;
+    let (sent, send_secs, first_send_us) =
+        (publisher.sent, publisher.send_secs, publisher.first_send_us);
     let expected = sent * p.receivers as u64;
     let complete = common::wait_deliveries(
         &rig.shared,
@@ -83,16 +61,14 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
         p.drain_timeout.min(Duration::from_secs(3)),
     )
     .await;
-    let delivered = rig.shared.delivered.load(Ordering::Relaxed);
-    let (server, client) = meter.finish(delivered);
-    let last_us = rig.shared.last_delivery_us.load(Ordering::Relaxed);
-    let window_secs = (last_us.saturating_sub(first_send_us) as f64 / 1e6).max(send_secs);
-
+    let (server, client) = meter.finish(rig.shared.delivered());
     let disconnected = rig.shared.disconnected.load(Ordering::Relaxed);
     let totals = common::collect(&rig.stop, std::mem::take(&mut rig.receivers)).await;
-    let _ = rig.publisher.close().await;
-    rig.publisher_drain.abort();
+    let window_secs =
+        (totals.last_delivery_us.saturating_sub(first_send_us) as f64 / 1e6).max(send_secs);
     let latency = LatencySummary::from_histogram(&rig.hist.merged());
+    let skipped_ticks = publisher.skipped_ticks;
+    let send_error = publisher.error;
 
     let lost = expected.saturating_sub(totals.unique);
     let loss_pct = if expected > 0 {
@@ -101,7 +77,6 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
         0.0
     };
     let deliveries_per_s = per_second(totals.unique, window_secs);
-    let skipped_ticks = ((send_secs / period.as_secs_f64()) as u64).saturating_sub(ticks);
     let mut lines = vec![
         format!(
             "load         {} receivers × {} msg/s × {} B for {:.1} s",
