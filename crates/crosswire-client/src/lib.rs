@@ -34,9 +34,18 @@
 //!
 //! # How it works
 //!
-//! [`Client::connect`] spawns one background task that owns the socket ([`connection`]
-//! module docs draw its state machine); every [`Client`] clone talks to it through a
-//! channel. The wire frames are those of `crosswire_protocol::frame`:
+//! [`Client::connect`] spawns one background task that owns the socket; every [`Client`]
+//! clone talks to it through a channel. Its phases ([`ConnectionState`]):
+//!
+//! ```text
+//!   Connecting ──ok──▶ Open ──server close──▶ Closed ──reconnect()──▶ Reconnecting
+//!      │                │ error / pong timeout / reconnect()              │
+//!      └──error──▶ Reconnecting (delay) ──▶ Connecting ◀──────────────────┘
+//!                     └─ repeat limit reached ──▶ Closed
+//!   any phase ──manual_close()──▶ ManuallyClosed (task ended)
+//! ```
+//!
+//! The wire frames are those of `crosswire_protocol::frame`:
 //!
 //! - `emit` sends `{"event", "payload"}`; `request` and `emit_with_callback` add a
 //!   `"callbackId"` and wait for the server's `{"callbackId", "payload"}`, firing `on_pending`
@@ -71,7 +80,7 @@
 mod backoff;
 mod client;
 mod config;
-pub mod connection;
+mod connection;
 mod error;
 mod event;
 mod registry;

@@ -194,6 +194,8 @@ async fn serve(
     mut rx: mpsc::UnboundedReceiver<Message>,
 ) {
     let mut path_and_query = String::new();
+    // The callback's error type is tungstenite's, large by its design.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         path_and_query = request
             .uri()
