@@ -9,7 +9,7 @@ use crosswire_protocol::frame::encode_client_event;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use crate::config::ClientConfig;
 use crate::connection::{Command, ConnectionState, Driver, Shared};
@@ -71,8 +71,9 @@ impl Client {
     pub fn connect(config: ClientConfig) -> Result<Client, ConfigError> {
         let url = config.connect_url()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let (shared, commands) = Shared::new(config, url);
-        runtime.spawn(Driver::new(shared.clone(), commands).run());
+        let (shared, commands) = Shared::new(config, url, runtime.clone());
+        let span = tracing::info_span!("crosswire_client", url = %shared.url);
+        runtime.spawn(Driver::new(shared.clone(), commands).run().instrument(span));
         Ok(Client {
             _last_handle: Arc::new(CloseOnDrop(shared.commands.clone())),
             shared,
@@ -248,7 +249,8 @@ impl Client {
     /// Sends `event` with `data`, expecting no reply.
     ///
     /// Fails with [`EmitError::NotOpen`] unless the connection is open; nothing is queued
-    /// for later.
+    /// for later. The frame is handed to the background task, which writes frames in order;
+    /// if the connection breaks before it is written, it is dropped.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), EmitError> {
         if !self.is_open() {
             return Err(EmitError::NotOpen);
@@ -347,7 +349,8 @@ impl Client {
     /// (`WS_NOT_OPEN` at once, `CALLBACK_TIMEOUT` after the callback timeout). The seed's
     /// `emit(event, data, callback, options)`.
     ///
-    /// The callback runs on a spawned task, except for errors detected before sending
+    /// The callback runs on a task spawned on the client's runtime (so this works from any
+    /// thread), except for errors detected before sending
     /// (`WS_NOT_OPEN`, `ENCODE_ERROR`), which call it before this method returns.
     pub fn emit_with_callback<T, F>(&self, event: &str, data: &T, options: EmitOptions, callback: F)
     where
@@ -358,7 +361,7 @@ impl Client {
             Err(e) => callback(Err(e)),
             Ok(sent) => {
                 let shared = self.shared.clone();
-                tokio::spawn(async move {
+                self.shared.runtime.spawn(async move {
                     let result = Self::await_reply(&shared, sent).await;
                     callback(result);
                 });

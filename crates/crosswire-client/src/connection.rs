@@ -84,6 +84,9 @@ pub(crate) enum Command {
 /// State shared by the client handles and the task.
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
+    /// The runtime the client was started on; callbacks and request answers are spawned
+    /// there, so sending works from any thread.
+    pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) url: String,
     ping_interval_nanos: AtomicU64,
     state: watch::Sender<ConnectionState>,
@@ -113,12 +116,14 @@ impl Shared {
     pub(crate) fn new(
         config: ClientConfig,
         url: String,
+        runtime: tokio::runtime::Handle,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Self {
             ping_interval_nanos: AtomicU64::new(duration_nanos(config.ping_interval)),
             config,
+            runtime,
             url,
             state: watch::Sender::new(ConnectionState::Connecting),
             reconnecting: AtomicBool::new(false),
@@ -542,7 +547,7 @@ impl Driver {
                     let ack_id = ack_id.into_owned();
                     let commands = shared.commands.clone();
                     let answer = handler(payload.clone());
-                    tokio::spawn(async move {
+                    shared.runtime.spawn(async move {
                         let text = match answer.await {
                             Ok(reply) => encode_ack_text(&ack_id, reply.raw()),
                             Err(e) => Err(e),

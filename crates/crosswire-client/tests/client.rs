@@ -497,3 +497,25 @@ async fn dropping_every_handle_closes_with_4001() {
     drop(other);
     assert_eq!(server.expect_close().await.0, Some(4001));
 }
+
+#[tokio::test]
+async fn sending_works_from_a_plain_thread() {
+    let mut server = ScriptServer::start().await;
+    let client = open_client(&mut server, |c| c).await;
+    let (tx, rx) = oneshot::channel();
+    let from_thread = client.clone();
+    std::thread::spawn(move || {
+        from_thread.emit("plain", &1).unwrap();
+        from_thread.emit_with_callback("threaded", &2, EmitOptions::new(), move |result| {
+            let _ = tx.send(result);
+        });
+    })
+    .join()
+    .unwrap();
+    server
+        .expect_frame("plain", |v| v["event"] == "plain")
+        .await;
+    let reply = rx.await.unwrap().unwrap();
+    assert_eq!(reply.value()["echo"], 2);
+    client.manual_close();
+}
