@@ -19,6 +19,8 @@
 //! (`cwb1:<seq>:<send µs>;`, see [`stamp`]) that a substring search finds, which keeps the
 //! generator cheap enough not to be the bottleneck on a small machine.
 
+#![warn(missing_docs)]
+
 pub mod common;
 pub mod procfs;
 pub mod report;

@@ -30,8 +30,12 @@ struct Common {
     /// Print the report as JSON instead of the human-readable summary.
     #[arg(long)]
     json: bool,
-    /// Connection attempts in flight at once.
-    #[arg(long, default_value_t = 256)]
+    /// Also write the JSON report to this file (the human summary still goes to stdout).
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+    /// Connection attempts in flight at once. Keep it below the server's listen backlog:
+    /// overflowing it drops SYNs, which cost a 1 s retransmission each.
+    #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
     /// Worker threads of the runtime (default: one per core).
     #[arg(long)]
@@ -240,7 +244,12 @@ fn real_main() -> Result<()> {
     }
     let rt = rt.build().context("starting the tokio runtime")?;
     let json = common.json;
+    let json_out = common.json_out.clone();
     let report = rt.block_on(run_scenario(cli.command, common))?;
+    if let Some(path) = json_out {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
