@@ -15,6 +15,28 @@
 //! With `--server-pid` every scenario also reads the server's CPU time and RSS from `/proc`
 //! before and after the measured window and reports CPU time per delivery or ack.
 //!
+//! ```text
+//! crosswire-bench fanout --url ws://127.0.0.1:9000 --receivers 1000 --rate 200 --size 100 \
+//!     --duration 10s --server-pid $(pidof crosswire)
+//! crosswire-bench burst  --messages 2000 --receivers 1000
+//! crosswire-bench echo   --clients 100 --in-flight 4 --duration 10s
+//! crosswire-bench idle   --connections 10000
+//! crosswire-bench fanout --url ws://127.0.0.1:9000 --urls ws://127.0.0.1:9000,ws://127.0.0.1:9001 \
+//!     --server-pid 1234 --server-pid 1235          # two nodes, receivers round-robin
+//! crosswire-bench echo --json                       # JSON report on stdout
+//! crosswire-bench echo --json-out echo.json         # summary on stdout, JSON to a file
+//! crosswire-bench table fanout.json echo.json       # markdown table from JSON reports
+//! ```
+//!
+//! `scripts/bench.sh` builds everything, starts a `crosswire serve` on a free loopback port and
+//! runs the four scenarios at their reference loads.
+//!
+//! Client ids are `<run id>-<role><n>` with a run id unique per invocation, and room names
+//! carry the run id too, so runs never see each other's traffic. The publisher of the fan-out
+//! and burst scenarios runs on its own thread and runtime so its schedule is not delayed by
+//! the receivers; when it still falls behind, missed ticks are skipped (not sent in a burst)
+//! and counted.
+//!
 //! Received frames are not parsed as JSON: each message carries a stamp
 //! (`cwb1:<seq>:<send µs>;`, see [`stamp`]) that a substring search finds, which keeps the
 //! generator cheap enough not to be the bottleneck on a small machine.

@@ -48,7 +48,7 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// A connected publisher waiting for [`Publisher::start`].
+/// A connected publisher waiting for [`Publisher::run`].
 pub struct Publisher {
     go: oneshot::Sender<()>,
     done: oneshot::Receiver<Outcome>,
