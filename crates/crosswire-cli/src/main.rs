@@ -1,0 +1,109 @@
+//! `crosswire`: the crosswire server binary.
+//!
+//! ```text
+//! crosswire serve [--host 127.0.0.1] [--port 9000]
+//! ```
+//! runs the relay application (see `crosswire_cli::relay`) on one node, with no broker.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crosswire::{Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "crosswire",
+    version,
+    about = "Distributed real-time WebSocket server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay application (SPEC §4).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "CROSSWIRE_HOST")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the bound address is logged).
+    #[arg(long, default_value_t = 9000, env = "CROSSWIRE_PORT")]
+    port: u16,
+    /// This node's name, unique in a cluster.
+    #[arg(long, default_value = "node-1", env = "CROSSWIRE_NAME")]
+    name: String,
+    /// Seconds between protocol pings; sockets that miss a pong are dropped. 0 disables.
+    #[arg(long, default_value_t = 20)]
+    ping_interval: u64,
+    /// Largest message accepted from a client, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_message_size: usize,
+    /// Most bytes queued for one slow client before it is disconnected.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_queue_bytes: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig::default()
+        .with_node_name(args.name)
+        .with_server_ping_interval(Duration::from_secs(args.ping_interval))
+        .with_max_message_size(args.max_message_size)
+        .with_max_queue_bytes(args.max_queue_bytes);
+    let server = Server::new(config)?;
+    crosswire_cli::relay::install(&server);
+    let addr = server
+        .listen((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
+    tracing::info!(%addr, node = %server.node_name(), "crosswire relay ready");
+    shutdown_signal().await;
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

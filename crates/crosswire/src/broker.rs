@@ -1,0 +1,233 @@
+//! The seam between a node and the rest of the cluster.
+//!
+//! A [`Broker`] moves opaque byte messages on named channels between nodes: publish,
+//! subscribe, unsubscribe, a stream of received messages, and a health report. Nothing about
+//! rooms, ids or envelopes leaks into it, so Redis pub/sub, the in-process [`MemoryHub`], and
+//! later NATS or Redis Cluster fit behind the same trait. A node holds it as
+//! `Arc<dyn Broker>`: no type parameter reaches handler signatures.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::socket::lock;
+
+/// A boxed future, as returned by [`Broker`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A message received on a subscribed channel.
+#[derive(Debug, Clone)]
+pub struct BrokerMessage {
+    /// The channel it arrived on.
+    pub channel: Arc<str>,
+    /// The bytes as published.
+    pub payload: Bytes,
+}
+
+/// A broker operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// No broker connection is healthy; the message was not published. Retry later or
+    /// surface the outage.
+    #[error("no healthy broker connection")]
+    Unavailable,
+    /// The message stream was already taken by a node; a broker serves one node.
+    #[error("broker message stream already taken")]
+    AlreadyAttached,
+    /// A backend-specific failure; the text says what.
+    #[error("broker error: {0}")]
+    Backend(String),
+}
+
+/// Health of a broker as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerHealth {
+    /// Whether it can publish and receive right now.
+    pub healthy: bool,
+    /// Connections able to publish.
+    pub healthy_publishers: usize,
+    /// Connections whose subscriptions are confirmed.
+    pub healthy_subscribers: usize,
+    /// Connections configured.
+    pub total: usize,
+}
+
+/// Moves byte messages between nodes on named channels.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes `payload` on `channel`. Resolves when the broker accepted it.
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Starts receiving messages of `channel`.
+    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Stops receiving messages of `channel`.
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// The stream of received messages; may be taken once.
+    fn messages(&self) -> Result<mpsc::Receiver<BrokerMessage>, BrokerError>;
+
+    /// Current health.
+    fn health(&self) -> BrokerHealth;
+}
+
+/// Capacity of a [`MemoryBroker`]'s inbound queue. A publisher waits when a receiving node
+/// is this far behind, so memory stays bounded and nothing is dropped.
+const MEMORY_QUEUE: usize = 8192;
+
+/// An in-process broker hub: every [`MemoryBroker`] made from one hub reaches the others.
+/// Several nodes in one process (tests, a single binary running many logical nodes)
+/// deliver to each other's sockets through it exactly as through Redis.
+#[derive(Clone, Default)]
+pub struct MemoryHub {
+    inner: Arc<Mutex<HubInner>>,
+}
+
+#[derive(Default)]
+struct HubInner {
+    next: u64,
+    nodes: HashMap<u64, HubNode>,
+}
+
+struct HubNode {
+    channels: HashSet<Arc<str>>,
+    tx: mpsc::Sender<BrokerMessage>,
+}
+
+impl std::fmt::Debug for MemoryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHub").finish_non_exhaustive()
+    }
+}
+
+impl MemoryHub {
+    /// A new, empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A broker attached to this hub, for one node.
+    pub fn broker(&self) -> MemoryBroker {
+        let (tx, rx) = mpsc::channel(MEMORY_QUEUE);
+        let mut inner = lock(&self.inner);
+        inner.next += 1;
+        let key = inner.next;
+        inner.nodes.insert(
+            key,
+            HubNode {
+                channels: HashSet::new(),
+                tx,
+            },
+        );
+        MemoryBroker {
+            hub: Arc::downgrade(&self.inner),
+            key,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+}
+
+/// One node's connection to a [`MemoryHub`].
+pub struct MemoryBroker {
+    hub: Weak<Mutex<HubInner>>,
+    key: u64,
+    rx: Mutex<Option<mpsc::Receiver<BrokerMessage>>>,
+}
+
+impl Drop for MemoryBroker {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            lock(&hub).nodes.remove(&self.key);
+        }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let channel: Arc<str> = Arc::from(channel);
+        Box::pin(async move {
+            let hub = self.hub.upgrade().ok_or(BrokerError::Unavailable)?;
+            let targets: Vec<mpsc::Sender<BrokerMessage>> = {
+                let inner = lock(&hub);
+                inner
+                    .nodes
+                    .values()
+                    .filter(|n| n.channels.contains(&channel))
+                    .map(|n| n.tx.clone())
+                    .collect()
+            };
+            for tx in targets {
+                // A node that went away is simply skipped, as Redis would.
+                let _ = tx
+                    .send(BrokerMessage {
+                        channel: Arc::clone(&channel),
+                        payload: payload.clone(),
+                    })
+                    .await;
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let result = self
+            .hub
+            .upgrade()
+            .ok_or(BrokerError::Unavailable)
+            .map(|hub| {
+                if let Some(node) = lock(&hub).nodes.get_mut(&self.key) {
+                    node.channels.insert(Arc::from(channel));
+                }
+            });
+        Box::pin(async move { result })
+    }
+
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let result = self
+            .hub
+            .upgrade()
+            .ok_or(BrokerError::Unavailable)
+            .map(|hub| {
+                if let Some(node) = lock(&hub).nodes.get_mut(&self.key) {
+                    node.channels.remove(channel);
+                }
+            });
+        Box::pin(async move { result })
+    }
+
+    fn messages(&self) -> Result<mpsc::Receiver<BrokerMessage>, BrokerError> {
+        lock(&self.rx).take().ok_or(BrokerError::AlreadyAttached)
+    }
+
+    fn health(&self) -> BrokerHealth {
+        let up = self.hub.upgrade().is_some();
+        BrokerHealth {
+            healthy: up,
+            healthy_publishers: usize::from(up),
+            healthy_subscribers: usize::from(up),
+            total: 1,
+        }
+    }
+}
+
+impl MemoryBroker {
+    /// Channels this broker is subscribed to (for tests and diagnostics).
+    pub fn subscriptions(&self) -> Vec<String> {
+        let Some(hub) = self.hub.upgrade() else {
+            return Vec::new();
+        };
+        let inner = lock(&hub);
+        let mut v: Vec<String> = inner
+            .nodes
+            .get(&self.key)
+            .map(|n| n.channels.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,185 @@
+//! Server configuration.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// What to do when a socket's outbound queue is full (the client reads slower than the
+/// server sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowClientPolicy {
+    /// Close the socket (close code [`crate::close_code::SEND_QUEUE_FULL`], 1008) and drop its
+    /// queue. The client reconnects and catches up. The default: a stalled client never
+    /// grows memory and never delays anyone else.
+    #[default]
+    Disconnect,
+    /// Drop the message that does not fit and keep the socket. Counted in
+    /// [`crate::Stats::dropped_messages`].
+    DropNewest,
+}
+
+/// Settings of a [`crate::Server`]. Build with [`ServerConfig::default`] and the `with_*`
+/// setters; every default is documented on its setter.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    pub(crate) node_name: String,
+    pub(crate) server_ping_interval: Duration,
+    pub(crate) heartbeat_message: String,
+    pub(crate) enter_background_close_time: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) slow_client_policy: SlowClientPolicy,
+    pub(crate) takeover_close_code: u16,
+    pub(crate) close_timeout: Duration,
+    pub(crate) ws_channel_prefix: String,
+    pub(crate) preset_namespaces: Vec<String>,
+    pub(crate) auto_unsubscribe: bool,
+    pub(crate) lowercase_param_keys: bool,
+    pub(crate) strip_leading_slash: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            node_name: "node-1".to_string(),
+            server_ping_interval: Duration::from_secs(20),
+            heartbeat_message: String::new(),
+            enter_background_close_time: Duration::from_secs(10),
+            max_message_size: 16 << 20,
+            max_queue_bytes: 4 << 20,
+            slow_client_policy: SlowClientPolicy::Disconnect,
+            takeover_close_code: crate::close_code::TAKEN_OVER,
+            close_timeout: Duration::from_secs(2),
+            ws_channel_prefix: "crosswire:ws".to_string(),
+            preset_namespaces: Vec::new(),
+            auto_unsubscribe: true,
+            lowercase_param_keys: false,
+            strip_leading_slash: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The node's name, unique in a cluster. Default: `node-1`.
+    pub fn with_node_name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = name.into();
+        self
+    }
+
+    /// How often the server sends a WebSocket ping; a socket that did not answer the previous
+    /// ping with a pong is terminated. Zero disables the sweep. Default: 20 s.
+    pub fn with_server_ping_interval(mut self, interval: Duration) -> Self {
+        self.server_ping_interval = interval;
+        self
+    }
+
+    /// The application heartbeat: a text frame whose whole content equals this string is
+    /// answered with the same string (and raises `client-ping`). Default: `""`.
+    pub fn with_heartbeat_message(mut self, message: impl Into<String>) -> Self {
+        self.heartbeat_message = message.into();
+        self
+    }
+
+    /// How long a socket marked as in background stays open. Default: 10 s.
+    pub fn with_enter_background_close_time(mut self, time: Duration) -> Self {
+        self.enter_background_close_time = time;
+        self
+    }
+
+    /// Largest message accepted from a client; a larger one closes that socket with 1009.
+    /// Default: 16 MiB.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Most bytes queued for one socket before [`SlowClientPolicy`] applies. Default: 4 MiB.
+    pub fn with_max_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_queue_bytes = bytes;
+        self
+    }
+
+    /// What happens when a socket's queue is full. Default: [`SlowClientPolicy::Disconnect`].
+    pub fn with_slow_client_policy(mut self, policy: SlowClientPolicy) -> Self {
+        self.slow_client_policy = policy;
+        self
+    }
+
+    /// Close code sent to a socket whose id was bound by a newer connection.
+    /// Default: [`crate::close_code::TAKEN_OVER`] (4012).
+    pub fn with_takeover_close_code(mut self, code: u16) -> Self {
+        self.takeover_close_code = code;
+        self
+    }
+
+    /// How long a closing socket waits for the client's close frame, and how long graceful
+    /// shutdown waits for sockets before dropping them. Default: 2 s.
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Prefix of the broker channels carrying WebSocket traffic. Default: `crosswire:ws`.
+    pub fn with_ws_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.ws_channel_prefix = prefix.into();
+        self
+    }
+
+    /// Room namespaces whose broker channel stays subscribed even with no local member.
+    /// Default: none.
+    pub fn with_preset_namespaces<I, S>(mut self, namespaces: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.preset_namespaces = namespaces.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Unsubscribe a namespace's channel when its last local room empties. Default: on.
+    pub fn with_auto_unsubscribe(mut self, on: bool) -> Self {
+        self.auto_unsubscribe = on;
+        self
+    }
+
+    /// Lower-case query parameter keys when parsing connection parameters. Default: off.
+    pub fn with_lowercase_param_keys(mut self, on: bool) -> Self {
+        self.lowercase_param_keys = on;
+        self
+    }
+
+    /// Strip the leading `/` of the request path in connection parameters. Default: on.
+    pub fn with_strip_leading_slash(mut self, on: bool) -> Self {
+        self.strip_leading_slash = on;
+        self
+    }
+
+    /// The node name.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Checks the settings; called by [`crate::Server::new`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_name.is_empty() {
+            return Err(ConfigError::EmptyNodeName);
+        }
+        if self.max_message_size == 0 {
+            return Err(ConfigError::Invalid("max_message_size must be > 0"));
+        }
+        if self.max_queue_bytes == 0 {
+            return Err(ConfigError::Invalid("max_queue_bytes must be > 0"));
+        }
+        if !(4000..=4999).contains(&self.takeover_close_code) {
+            return Err(ConfigError::Invalid(
+                "takeover_close_code must be an application code (4000..=4999)",
+            ));
+        }
+        if self.heartbeat_message.len() > 1024 {
+            return Err(ConfigError::Invalid("heartbeat_message longer than 1 KiB"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,401 @@
+//! The task that owns one connection: reads and dispatches frames, finishes blocked writes,
+//! carries out close requests, and cleans up when the connection ends.
+//!
+//! Reads go into a buffer on the stack of a synchronous function, so an idle connection's
+//! task holds no read buffer. Only a frame split across reads is kept, in `pending`, which
+//! is released as soon as it is consumed.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::time::Instant;
+
+use crate::events::{Event, Payload, Reply, SystemEvent, SystemEventKind};
+use crate::server::{Server, ServerInner};
+use crate::socket::{lock, Batch, Socket};
+use crosswire_protocol::frame::{self, Incoming};
+use crosswire_protocol::ws::{self, Decoded, Decoder, Message, Role};
+
+/// Size of the stack buffer one read goes into.
+const READ_BUF: usize = 16 * 1024;
+/// Reads handled per readiness event before letting other tasks run.
+const READS_PER_WAKE: usize = 8;
+
+/// What reading found.
+enum Flow {
+    /// Keep going.
+    Continue,
+    /// The peer closed the TCP connection (or it failed) without a close frame.
+    Eof,
+    /// The peer sent a close frame (answered already): its code and reason.
+    PeerClose(u16, String),
+    /// The peer broke the protocol; a close frame with this code was queued.
+    ProtocolError(u16, String),
+}
+
+struct Conn {
+    server: Server,
+    socket: Socket,
+    decoder: Decoder,
+    pending: BytesMut,
+    /// Size of the frame being assembled in `pending`, when known.
+    need: usize,
+    /// We sent a close frame.
+    close_sent: bool,
+}
+
+pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
+    let inner: Arc<ServerInner> = Arc::clone(&server.inner);
+    let mut conn = Conn {
+        decoder: Decoder::new(Role::Server, inner.config.max_message_size),
+        server,
+        socket,
+        pending: leftover,
+        need: 0,
+        close_sent: false,
+    };
+    let span =
+        tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
+    let _enter = span.enter();
+    drop(_enter);
+    let (code, reason) = conn.drive(&inner).await;
+    conn.finish(&inner, code, reason);
+}
+
+impl Conn {
+    /// Runs the connection until it is over; returns the close code and reason for the
+    /// `close` event: the code we sent when we closed, the client's when it closed, 1006 when
+    /// the connection dropped.
+    async fn drive(&mut self, inner: &Arc<ServerInner>) -> (u16, String) {
+        let shared = Arc::clone(&self.socket.shared);
+        let close_timeout = inner.config.close_timeout;
+        // The close we started: (code, reason).
+        let mut initiated: Option<(u16, String)> = None;
+        // The read side is over (close frame received or protocol error): stop reading.
+        let mut read_done: Option<(u16, String)> = None;
+        let mut deadline: Option<Instant> = None;
+        let dropped = || (1006, String::new());
+
+        if !self.pending.is_empty() {
+            let mut pending = std::mem::take(&mut self.pending);
+            let batch = Batch::begin();
+            let result = self.process(&mut pending[..]);
+            drop(batch);
+            match result {
+                Ok(used) => {
+                    pending.advance(used);
+                    self.pending = pending;
+                }
+                Err(flow) => {
+                    if let Some(done) = self.on_flow(flow, &mut initiated, &mut deadline) {
+                        return done;
+                    }
+                    read_done = Some(dropped());
+                }
+            }
+        }
+
+        loop {
+            let blocked = {
+                let mut out = lock(&shared.out);
+                if out.terminate || out.failed {
+                    return initiated.or(read_done).unwrap_or_else(dropped);
+                }
+                let request = out.close_request.take();
+                let (blocked, drained) = (out.blocked, out.is_drained());
+                drop(out);
+                if let Some((code, reason)) = request {
+                    if !self.close_sent {
+                        self.send_close(code, &reason);
+                        initiated = Some((code, reason.into()));
+                        deadline.get_or_insert(Instant::now() + close_timeout);
+                        continue;
+                    }
+                }
+                if read_done.is_some() && drained {
+                    return initiated.or(read_done).unwrap_or_else(dropped);
+                }
+                blocked
+            };
+            let sleep_to = deadline.unwrap_or_else(|| Instant::now() + close_timeout);
+            tokio::select! {
+                biased;
+                _ = shared.wake.notified() => {}
+                ready = shared.stream.writable(), if blocked => {
+                    if ready.is_err() {
+                        return initiated.unwrap_or_else(dropped);
+                    }
+                    shared.on_writable();
+                }
+                ready = shared.stream.readable(), if read_done.is_none() => {
+                    if ready.is_err() {
+                        return initiated.unwrap_or_else(dropped);
+                    }
+                    let flow = self.on_readable();
+                    if !matches!(flow, Flow::Continue) {
+                        if let Some(done) = self.on_flow(flow, &mut initiated, &mut deadline) {
+                            return done;
+                        }
+                        read_done = Some(dropped());
+                    }
+                }
+                _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => {
+                    return initiated.or(read_done).unwrap_or_else(dropped);
+                }
+            }
+        }
+    }
+
+    /// Reacts to the end of the read side; returns the final result when the connection is
+    /// over at once.
+    fn on_flow(
+        &mut self,
+        flow: Flow,
+        initiated: &mut Option<(u16, String)>,
+        deadline: &mut Option<Instant>,
+    ) -> Option<(u16, String)> {
+        let timeout = self.server.inner.config.close_timeout;
+        match flow {
+            Flow::Continue => None,
+            Flow::Eof => Some(initiated.take().unwrap_or((1006, String::new()))),
+            Flow::PeerClose(code, reason) => {
+                if let Some(ours) = initiated.take() {
+                    // The client answered the close we started: done.
+                    return Some(ours);
+                }
+                deadline.get_or_insert(Instant::now() + timeout);
+                // Report the client's code once our answer is written.
+                *initiated = Some((code, reason));
+                None
+            }
+            Flow::ProtocolError(code, reason) => {
+                *initiated = Some((code, reason));
+                deadline.get_or_insert(Instant::now() + timeout);
+                None
+            }
+        }
+    }
+
+    /// Queues a close frame and marks the socket closed for further sends.
+    fn send_close(&mut self, code: u16, reason: &str) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        let frame = if ws::is_valid_close_code(code) {
+            ws::close_frame(code, reason)
+        } else {
+            ws::server_frame(ws::OpCode::Close, b"")
+        };
+        self.socket.shared.push_final(frame);
+    }
+
+    fn on_readable(&mut self) -> Flow {
+        let _batch = Batch::begin();
+        for _ in 0..READS_PER_WAKE {
+            let stream = &self.socket.shared.stream;
+            if self.pending.is_empty() {
+                let mut buf = [0u8; READ_BUF];
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return Flow::Eof,
+                    Ok(n) => {
+                        self.count_in(n);
+                        match self.process(&mut buf[..n]) {
+                            Ok(used) => {
+                                if used < n {
+                                    self.pending.extend_from_slice(&buf[used..n]);
+                                }
+                            }
+                            Err(flow) => return flow,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Flow::Eof,
+                }
+            } else {
+                let want = self.need.saturating_sub(self.pending.len()).max(READ_BUF);
+                self.pending.reserve(want);
+                match stream.try_read_buf(&mut self.pending) {
+                    Ok(0) => return Flow::Eof,
+                    Ok(n) => {
+                        self.count_in(n);
+                        let mut pending = std::mem::take(&mut self.pending);
+                        match self.process(&mut pending[..]) {
+                            Ok(used) => {
+                                pending.advance(used);
+                                // Release the buffer once drained: idle sockets hold none.
+                                self.pending = if pending.is_empty() {
+                                    BytesMut::new()
+                                } else {
+                                    pending
+                                };
+                            }
+                            Err(flow) => return flow,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Flow::Eof,
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn count_in(&self, n: usize) {
+        self.socket
+            .shared
+            .counters
+            .bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Decodes and dispatches every complete frame of `buf`; returns the bytes used.
+    fn process(&mut self, buf: &mut [u8]) -> Result<usize, Flow> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            match self.decoder.decode(&mut buf[pos..]) {
+                Ok(Decoded::Message(message, used)) => {
+                    pos += used;
+                    let flow = dispatch(&self.server, &self.socket, message, &mut self.close_sent);
+                    if !matches!(flow, Flow::Continue) {
+                        return Err(flow);
+                    }
+                }
+                Ok(Decoded::Fragment(used)) => pos += used,
+                Ok(Decoded::Incomplete { needed }) => {
+                    self.need = needed.unwrap_or(0);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "protocol error, closing");
+                    self.server
+                        .inner
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.server.emit_system(&SystemEvent::Error {
+                        socket: self.socket.clone(),
+                        error: e.to_string(),
+                    });
+                    let code = e.close_code();
+                    self.send_close(code, &e.to_string());
+                    return Err(Flow::ProtocolError(code, e.to_string()));
+                }
+            }
+        }
+        Ok(pos)
+    }
+
+    fn finish(self, inner: &Arc<ServerInner>, code: u16, reason: String) {
+        let shared = &self.socket.shared;
+        {
+            let mut out = lock(&shared.out);
+            out.closed = true;
+            out.clear();
+        }
+        shared.shutdown_stream();
+        inner.remove_socket(&self.socket);
+        tracing::debug!(conn = shared.conn_id, code, "connection closed");
+        self.server.emit_system(&SystemEvent::Close {
+            socket: self.socket.clone(),
+            code,
+            reason,
+        });
+    }
+}
+
+/// Handles one complete message from a client.
+fn dispatch(server: &Server, socket: &Socket, message: Message<'_>, close_sent: &mut bool) -> Flow {
+    let inner = &server.inner;
+    let shared = &socket.shared;
+    match message {
+        Message::Text(text) => {
+            shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+            if inner.system.has(SystemEventKind::Message.key()) {
+                server.emit_system(&SystemEvent::Message {
+                    socket: socket.clone(),
+                    text: text.to_string(),
+                });
+            }
+            if text == inner.config.heartbeat_message {
+                let _ = shared.enqueue_in_batch(inner.heartbeat_frame.clone());
+                if inner.system.has(SystemEventKind::ClientPing.key()) {
+                    server.emit_system(&SystemEvent::ClientPing(socket.clone()));
+                }
+                return Flow::Continue;
+            }
+            match frame::parse_incoming(text) {
+                Ok(Incoming::Event {
+                    event,
+                    payload,
+                    callback_id,
+                }) => {
+                    let Some(handlers) = inner.events.take(&event) else {
+                        inner.stats.unknown_events.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(event = %event, "no handler for event");
+                        return Flow::Continue;
+                    };
+                    for entry in handlers.iter() {
+                        (entry.handler)(Event {
+                            server,
+                            socket,
+                            payload: Payload(payload),
+                            reply: callback_id
+                                .as_deref()
+                                .map(|id| Reply::new(socket.clone(), id)),
+                        });
+                    }
+                }
+                Ok(Incoming::Ack { ack_id, payload }) => {
+                    if let Ok(n) = ack_id.parse::<u64>() {
+                        inner.acks.resolve(shared.conn_id, n, payload.to_owned());
+                    }
+                }
+                Err(e) => {
+                    inner.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "dropped malformed frame");
+                    server.emit_system(&SystemEvent::Error {
+                        socket: socket.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        Message::Binary(_) => {
+            shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+            inner.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+            server.emit_system(&SystemEvent::Error {
+                socket: socket.clone(),
+                error: "binary frames are not part of the protocol; dropped".to_string(),
+            });
+        }
+        Message::Ping(data) => {
+            let _ = shared.enqueue_in_batch(ws::server_frame(ws::OpCode::Pong, data));
+        }
+        Message::Pong(_) => {
+            shared.awaiting_pong.store(false, Ordering::Release);
+            if inner.system.has(SystemEventKind::Pong.key()) {
+                server.emit_system(&SystemEvent::Pong(socket.clone()));
+            }
+        }
+        Message::Close(frame) => {
+            let (code, reason) =
+                frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
+            if !*close_sent {
+                *close_sent = true;
+                let reply = if frame.is_some() {
+                    ws::close_frame(code, "")
+                } else {
+                    ws::server_frame(ws::OpCode::Close, b"")
+                };
+                shared.push_final(reply);
+            }
+            return Flow::PeerClose(code, reason);
+        }
+    }
+    Flow::Continue
+}

@@ -1,0 +1,65 @@
+//! Error types, one per kind of operation.
+
+/// A [`crate::ServerConfig`] that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The node name is empty; give every node a unique name.
+    #[error("node name must not be empty")]
+    EmptyNodeName,
+    /// A setting is out of range; the message names it.
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+}
+
+/// Sending to sockets failed before anything was delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The payload could not be serialised to JSON; fix the payload type.
+    #[error("payload is not serialisable: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The server is shutting down; nothing was sent.
+    #[error("server is shut down")]
+    ShutDown,
+}
+
+/// A message to one socket was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The socket is closed or closing.
+    #[error("socket is closed")]
+    Closed,
+    /// The socket's queue is full; by [`crate::SlowClientPolicy`] the message was dropped or
+    /// the socket disconnected.
+    #[error("socket send queue is full")]
+    QueueFull,
+}
+
+/// A server → client request got no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The payload could not be serialised.
+    #[error("payload is not serialisable: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The request could not be queued.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// No answer within the timeout. Old clients never answer: they only see the event.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The socket closed before answering.
+    #[error("socket closed before answering")]
+    Closed,
+}
+
+/// Listening or serving failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Could not bind or accept.
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}

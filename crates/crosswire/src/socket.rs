@@ -1,0 +1,551 @@
+//! One client connection: its handle ([`Socket`]), its outbound queue, and the write path.
+//!
+//! # The write path
+//! A message is encoded once into a complete WebSocket frame ([`Bytes`]) and pushed, by
+//! reference count, onto each recipient's queue. Pushing marks the socket *dirty* in a list
+//! kept by the current thread. When the work that produced the deliveries is done — a batch of
+//! frames read from one client, a batch of broker messages, or a single `emit` call from
+//! application code — every dirty socket is written once, with one vectored `write` of all its
+//! queued frames, straight from the producing thread. No task is woken per delivery: a
+//! broadcast to 1,000 sockets costs 1,000 queue pushes and 1,000 syscalls, and a burst of 50
+//! broadcasts read in one go still costs 1,000 syscalls.
+//!
+//! Only when the kernel buffer is full does the socket's own task take over: it waits until the
+//! socket is writable and flushes the rest. The queue is bounded in bytes
+//! ([`crate::ServerConfig::with_max_queue_bytes`]); what happens past the bound is the
+//! [`crate::SlowClientPolicy`].
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::config::SlowClientPolicy;
+use crate::error::{RequestError, SendError};
+use crate::params::RequestParams;
+use crate::server::ServerInner;
+use crosswire_protocol::{frame, ws};
+
+/// Most frames handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Per-socket counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// Snapshot of a socket's traffic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Messages received (text and binary).
+    pub messages_in: u64,
+    /// Bytes received, frame headers included.
+    pub bytes_in: u64,
+    /// Frames queued to the client.
+    pub messages_out: u64,
+    /// Bytes written to the client.
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// The kernel buffer was full: the socket's task flushes when it is writable again.
+    pub(crate) blocked: bool,
+    /// No more frames are accepted (close frame queued, or the socket failed).
+    pub(crate) closed: bool,
+    /// A close was asked for: (code, reason) to send, for the socket's task.
+    pub(crate) close_request: Option<(u16, Box<str>)>,
+    /// Drop the connection without a close handshake.
+    pub(crate) terminate: bool,
+    /// The peer's write side failed.
+    pub(crate) failed: bool,
+}
+
+pub(crate) struct SocketShared {
+    pub(crate) conn_id: u64,
+    pub(crate) stream: TcpStream,
+    pub(crate) out: Mutex<Outbound>,
+    /// Set while the socket sits in some thread's dirty list.
+    dirty: AtomicBool,
+    /// Wakes the socket's task: blocked write, close or terminate requested.
+    pub(crate) wake: Notify,
+    /// A ping was sent and no pong has come back yet.
+    pub(crate) awaiting_pong: AtomicBool,
+    /// Incremented by every `set_background` call, so a stale timer does nothing.
+    pub(crate) background_generation: AtomicU64,
+    pub(crate) background: AtomicBool,
+    pub(crate) id: Mutex<Option<Arc<str>>>,
+    pub(crate) params: RequestParams,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) counters: Counters,
+    pub(crate) server: Weak<ServerInner>,
+    max_queue_bytes: usize,
+    policy: SlowClientPolicy,
+}
+
+/// Locks a mutex, ignoring poisoning: the data behind our locks stays consistent even if a
+/// panic unwound through a critical section (every critical section is a few field updates).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+thread_local! {
+    /// Sockets with queued frames not yet written, for the batch running on this thread.
+    static DIRTY: RefCell<Vec<Arc<SocketShared>>> = const { RefCell::new(Vec::new()) };
+    /// Nesting depth of [`Batch`] guards on this thread.
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// While a `Batch` is alive on a thread, frames queued on that thread are written when the
+/// outermost guard drops, one vectored write per socket. It is `!Send`, so it can never be
+/// held across an `.await`.
+pub(crate) struct Batch {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Batch {
+    pub(crate) fn begin() -> Self {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Batch {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let depth = DEPTH.with(|d| {
+            let v = d.get().saturating_sub(1);
+            d.set(v);
+            v
+        });
+        if depth == 0 {
+            flush_dirty();
+        }
+    }
+}
+
+fn flush_dirty() {
+    loop {
+        let batch = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if batch.is_empty() {
+            return;
+        }
+        for socket in &batch {
+            socket.dirty.store(false, Ordering::Release);
+            socket.flush();
+        }
+        // Give the allocation back for the next batch, unless flushing queued more.
+        DIRTY.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_empty() {
+                let mut batch = batch;
+                batch.clear();
+                *d = batch;
+            }
+        });
+    }
+}
+
+impl SocketShared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        conn_id: u64,
+        stream: TcpStream,
+        params: RequestParams,
+        remote_addr: Option<SocketAddr>,
+        server: Weak<ServerInner>,
+        max_queue_bytes: usize,
+        policy: SlowClientPolicy,
+    ) -> Self {
+        Self {
+            conn_id,
+            stream,
+            out: Mutex::new(Outbound::default()),
+            dirty: AtomicBool::new(false),
+            wake: Notify::new(),
+            awaiting_pong: AtomicBool::new(false),
+            background_generation: AtomicU64::new(0),
+            background: AtomicBool::new(false),
+            id: Mutex::new(None),
+            params,
+            remote_addr,
+            counters: Counters::default(),
+            server,
+            max_queue_bytes,
+            policy,
+        }
+    }
+
+    /// Queues a complete frame. It is written when the current batch ends (immediately when
+    /// no batch is running).
+    pub(crate) fn enqueue(self: &Arc<Self>, frame: Bytes) -> Result<(), SendError> {
+        let batch = Batch::begin();
+        let result = self.enqueue_in_batch(frame);
+        drop(batch);
+        result
+    }
+
+    /// Like [`Self::enqueue`], for callers that hold a [`Batch`] already.
+    pub(crate) fn enqueue_in_batch(self: &Arc<Self>, frame: Bytes) -> Result<(), SendError> {
+        {
+            let mut out = lock(&self.out);
+            if out.closed {
+                return Err(SendError::Closed);
+            }
+            if out.queued_bytes + frame.len() > self.max_queue_bytes {
+                drop(out);
+                return Err(self.queue_full());
+            }
+            out.queued_bytes += frame.len();
+            out.queue.push_back(frame);
+        }
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        if !self.dirty.swap(true, Ordering::AcqRel) {
+            DIRTY.with(|d| d.borrow_mut().push(Arc::clone(self)));
+        }
+        Ok(())
+    }
+
+    fn queue_full(&self) -> SendError {
+        if let Some(server) = self.server.upgrade() {
+            server
+                .stats
+                .dropped_messages
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        match self.policy {
+            SlowClientPolicy::DropNewest => {}
+            SlowClientPolicy::Disconnect => {
+                tracing::debug!(conn = self.conn_id, "send queue full, disconnecting");
+                let mut out = lock(&self.out);
+                out.closed = true;
+                out.terminate = true;
+                out.queue.clear();
+                out.queued_bytes = 0;
+                drop(out);
+                if let Some(server) = self.server.upgrade() {
+                    server
+                        .stats
+                        .slow_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.wake.notify_one();
+            }
+        }
+        SendError::QueueFull
+    }
+
+    /// Writes as much of the queue as the kernel takes, without waiting.
+    pub(crate) fn flush(&self) {
+        let mut out = lock(&self.out);
+        if out.blocked || out.failed {
+            return;
+        }
+        self.write_queued(&mut out);
+    }
+
+    /// Called by the socket's task when the socket became writable again.
+    pub(crate) fn on_writable(&self) {
+        let mut out = lock(&self.out);
+        out.blocked = false;
+        self.write_queued(&mut out);
+    }
+
+    fn write_queued(&self, out: &mut Outbound) {
+        while !out.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(out.queue.iter()) {
+                *slot = IoSlice::new(frame);
+                count += 1;
+            }
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(written) => {
+                    self.counters
+                        .bytes_out
+                        .fetch_add(written as u64, Ordering::Relaxed);
+                    out.queued_bytes -= written;
+                    let mut left = written;
+                    while left > 0 {
+                        let Some(front) = out.queue.front_mut() else {
+                            break;
+                        };
+                        if front.len() <= left {
+                            left -= front.len();
+                            out.queue.pop_front();
+                        } else {
+                            front.advance(left);
+                            left = 0;
+                        }
+                    }
+                    if written == 0 {
+                        out.failed = true;
+                        self.wake.notify_one();
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    out.blocked = true;
+                    self.wake.notify_one();
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = self.conn_id, error = %e, "write failed");
+                    out.failed = true;
+                    out.queue.clear();
+                    out.queued_bytes = 0;
+                    self.wake.notify_one();
+                    return;
+                }
+            }
+        }
+        if out.queue.capacity() > 16 {
+            // Give back memory a burst made the queue grow; idle sockets hold nothing.
+            out.queue = VecDeque::new();
+        }
+    }
+
+    /// Asks the socket's task to close with a close frame.
+    pub(crate) fn request_close(&self, code: u16, reason: &str) {
+        let mut out = lock(&self.out);
+        if out.close_request.is_none() && !out.closed {
+            out.close_request = Some((code, reason.into()));
+        }
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// Asks the socket's task to drop the connection without a close handshake.
+    pub(crate) fn request_terminate(&self) {
+        let mut out = lock(&self.out);
+        out.terminate = true;
+        out.closed = true;
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn bound_id(&self) -> Option<Arc<str>> {
+        lock(&self.id).clone()
+    }
+}
+
+/// A handle to one client connection. Cheap to clone; it stays valid (and inert) after the
+/// connection closes.
+#[derive(Clone)]
+pub struct Socket {
+    pub(crate) shared: Arc<SocketShared>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("conn_id", &self.shared.conn_id)
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
+impl PartialEq for Socket {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for Socket {}
+
+impl Socket {
+    /// A number unique to this connection within this node.
+    pub fn conn_id(&self) -> u64 {
+        self.shared.conn_id
+    }
+
+    /// The id this socket is bound to, if any (see [`crate::Server::bind`]).
+    pub fn id(&self) -> Option<String> {
+        self.shared.bound_id().map(|s| s.to_string())
+    }
+
+    /// The connection's query and path parameters, parsed at upgrade time.
+    pub fn params(&self) -> &RequestParams {
+        &self.shared.params
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.shared.remote_addr
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> SocketStats {
+        let c = &self.shared.counters;
+        SocketStats {
+            messages_in: c.messages_in.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            messages_out: c.messages_out.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the socket no longer accepts messages.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.out).closed
+    }
+
+    /// Sends an event to this socket.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), SendError> {
+        let frame = frame::encode_event(event, payload).map_err(|_| SendError::Closed)?;
+        self.shared.enqueue(frame)
+    }
+
+    /// Sends an event whose payload is already JSON text.
+    pub fn emit_raw(&self, event: &str, payload: &RawValue) -> Result<(), SendError> {
+        self.shared.enqueue(frame::encode_event_raw(event, payload))
+    }
+
+    /// Sends a pre-encoded WebSocket frame (for example one built with
+    /// [`crosswire_protocol::frame::encode_event`] and shared between many sockets).
+    pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        self.shared.enqueue(frame)
+    }
+
+    /// Sends a request and waits for the client's answer (beyond the seed protocol: the event
+    /// carries an `ackId` that crosswire clients answer; older clients only see the event and
+    /// the request times out).
+    pub async fn request<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, RequestError> {
+        let server = self.shared.server.upgrade().ok_or(RequestError::Closed)?;
+        let (ack_number, rx) = server.acks.register(self.shared.conn_id);
+        let ack_id = ack_number.to_string();
+        let frame = match frame::encode_request(event, payload, &ack_id) {
+            Ok(f) => f,
+            Err(e) => {
+                server.acks.forget(self.shared.conn_id, ack_number);
+                return Err(e.into());
+            }
+        };
+        drop(server);
+        if let Err(e) = self.shared.enqueue(frame) {
+            if let Some(server) = self.shared.server.upgrade() {
+                server.acks.forget(self.shared.conn_id, ack_number);
+            }
+            return Err(e.into());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Err(_) => {
+                if let Some(server) = self.shared.server.upgrade() {
+                    server.acks.forget(self.shared.conn_id, ack_number);
+                }
+                Err(RequestError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Closes the connection with a close frame. Codes 4010 and up are the application's
+    /// (e.g. 4010 forced logout, 4011 authentication failed).
+    pub fn close(&self, code: u16, reason: &str) {
+        self.shared.request_close(code, reason);
+    }
+
+    /// Drops the connection at once, without a close handshake.
+    pub fn terminate(&self) {
+        self.shared.request_terminate();
+    }
+
+    /// Marks the client as in background (or back in foreground). A socket that stays in
+    /// background for [`crate::ServerConfig::with_enter_background_close_time`] is closed
+    /// with code 1000 and reason `background timeout`.
+    pub fn set_background(&self, background: bool) {
+        let generation = self
+            .shared
+            .background_generation
+            .fetch_add(1, Ordering::AcqRel)
+            + 1;
+        self.shared.background.store(background, Ordering::Release);
+        if !background {
+            return;
+        }
+        let Some(server) = self.shared.server.upgrade() else {
+            return;
+        };
+        let after = server.config.enter_background_close_time;
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.background.load(Ordering::Acquire)
+                && shared.background_generation.load(Ordering::Acquire) == generation
+            {
+                tracing::debug!(conn = shared.conn_id, "closing socket left in background");
+                shared.request_close(1000, "background timeout");
+            }
+        });
+    }
+
+    /// Whether the socket is marked as in background.
+    pub fn is_background(&self) -> bool {
+        self.shared.background.load(Ordering::Acquire)
+    }
+}
+
+/// A ping frame with an empty payload, shared by every sweep.
+pub(crate) fn ping_frame() -> Bytes {
+    ws::server_frame(ws::OpCode::Ping, b"")
+}
+
+impl Outbound {
+    pub(crate) fn is_drained(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.queue = VecDeque::new();
+        self.queued_bytes = 0;
+    }
+}
+
+impl SocketShared {
+    /// Queues the last frame this socket will send (a close frame) and writes it now.
+    pub(crate) fn push_final(&self, frame: Bytes) {
+        let mut out = lock(&self.out);
+        if out.failed || out.terminate {
+            return;
+        }
+        out.closed = true;
+        out.queued_bytes += frame.len();
+        out.queue.push_back(frame);
+        if !out.blocked {
+            self.write_queued(&mut out);
+        }
+    }
+
+    /// Ends the TCP connection now, even while other handles to this socket live on.
+    pub(crate) fn shutdown_stream(&self) {
+        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Both);
+    }
+}

@@ -1,0 +1,231 @@
+//! Taking WebSocket upgrades in through hyper/axum.
+//!
+//! Three ways in, one path: [`crate::Server::listen`] (own port, every path), a route mounted
+//! in an existing axum `Router` ([`crate::Server::ws_handler`]), or the application's own
+//! handler that authenticates first and then accepts ([`WsUpgrade`], the seed's "noServer"
+//! mode). After the 101 response the connection is taken out of hyper as a plain
+//! `TcpStream` and served by crosswire's own codec.
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::events::SystemEvent;
+use crate::params::{ParseOptions, RequestParams};
+use crate::server::Server;
+use crate::socket::Socket;
+use crosswire_protocol::ws;
+
+/// A WebSocket upgrade request, as an axum extractor. Authenticate first (from
+/// [`WsUpgrade::params`] or the request headers), then call [`WsUpgrade::accept`] — or return
+/// an error response such as 401 and the socket never opens.
+pub struct WsUpgrade {
+    on_upgrade: OnUpgrade,
+    accept: HeaderValue,
+    target: String,
+}
+
+impl std::fmt::Debug for WsUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsUpgrade")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request is not a WebSocket upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpgradeRejection {
+    /// Not a GET request.
+    #[error("WebSocket upgrades must use GET")]
+    Method,
+    /// `Connection: upgrade` / `Upgrade: websocket` missing.
+    #[error("not a WebSocket upgrade request")]
+    NotUpgrade,
+    /// `Sec-WebSocket-Version` is not 13.
+    #[error("unsupported WebSocket version (13 required)")]
+    Version,
+    /// `Sec-WebSocket-Key` missing.
+    #[error("missing Sec-WebSocket-Key")]
+    Key,
+    /// The connection cannot be upgraded (HTTP/2 or a server without upgrade support).
+    #[error("connection cannot be upgraded")]
+    NotUpgradable,
+}
+
+impl IntoResponse for UpgradeRejection {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::Method => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotUpgrade | Self::Version => StatusCode::UPGRADE_REQUIRED,
+            Self::Key | Self::NotUpgradable => StatusCode::BAD_REQUEST,
+        };
+        let mut res = (status, self.to_string()).into_response();
+        if matches!(self, Self::NotUpgrade | Self::Version) {
+            res.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            res.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        res
+    }
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = UpgradeRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err(UpgradeRejection::Method);
+        }
+        if !header_has(&parts.headers, header::CONNECTION, "upgrade")
+            || !header_has(&parts.headers, header::UPGRADE, "websocket")
+        {
+            return Err(UpgradeRejection::NotUpgrade);
+        }
+        if parts
+            .headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            != Some(b"13")
+        {
+            return Err(UpgradeRejection::Version);
+        }
+        let key = parts
+            .headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or(UpgradeRejection::Key)?;
+        let accept = HeaderValue::from_str(&ws::accept_key(key.as_bytes()))
+            .map_err(|_| UpgradeRejection::Key)?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or(UpgradeRejection::NotUpgradable)?;
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+        Ok(Self {
+            on_upgrade,
+            accept,
+            target,
+        })
+    }
+}
+
+impl WsUpgrade {
+    /// The path and query parameters, parsed with the server's options.
+    pub fn params(&self, server: &Server) -> RequestParams {
+        RequestParams::parse(&self.target, parse_options(server))
+    }
+
+    /// The raw request target (path and query).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Accepts the connection into `server`. `setup` runs first on the new socket (bind its
+    /// id here when authentication happened before the upgrade), then the `connection`
+    /// system event fires.
+    pub fn accept<F>(self, server: &Server, setup: F) -> Response
+    where
+        F: FnOnce(&Server, &Socket) + Send + 'static,
+    {
+        let server = server.clone();
+        if server.is_shutting_down() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        }
+        let params = RequestParams::parse(&self.target, parse_options(&server));
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            // axum::serve (hyper-util's auto builder) wraps the stream; a plain hyper http1
+            // server does not. Take the TcpStream out either way.
+            let parts = match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(
+                upgraded,
+            ) {
+                Ok(p) => Some((p.io, p.read_buf)),
+                Err(upgraded) => upgraded
+                    .downcast::<TokioIo<TcpStream>>()
+                    .ok()
+                    .map(|p| (p.io, p.read_buf)),
+            };
+            match parts {
+                Some((io, read_buf)) => {
+                    let leftover = BytesMut::from(&read_buf[..]);
+                    server.adopt(io.into_inner(), leftover, params, setup);
+                }
+                None => {
+                    let message = "upgraded connection is not a plain TcpStream; terminate TLS in front of crosswire";
+                    tracing::warn!(message);
+                    server.emit_system(&SystemEvent::ServerError(message.to_string()));
+                }
+            }
+        });
+        let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        res
+    }
+}
+
+fn parse_options(server: &Server) -> ParseOptions {
+    let c = server.config();
+    ParseOptions {
+        lowercase_keys: c.lowercase_param_keys,
+        strip_leading_slash: c.strip_leading_slash,
+    }
+}
+
+impl Server {
+    /// A handler for an axum route that accepts WebSocket upgrades into this server, e.g.
+    /// `Router::new().route("/ws", server.ws_handler())`.
+    pub fn ws_handler<S>(&self) -> axum::routing::MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let server = self.clone();
+        axum::routing::get(move |upgrade: WsUpgrade| {
+            let server = server.clone();
+            async move { upgrade.accept(&server, |_, _| {}) }
+        })
+    }
+
+    /// A router that accepts WebSocket upgrades on every path (what [`Server::listen`]
+    /// serves).
+    pub fn router(&self) -> axum::Router {
+        let server = self.clone();
+        axum::Router::new().fallback(move |upgrade: Result<WsUpgrade, UpgradeRejection>| {
+            let server = server.clone();
+            async move {
+                match upgrade {
+                    Ok(u) => u.accept(&server, |_, _| {}),
+                    Err(e) => e.into_response(),
+                }
+            }
+        })
+    }
+}
