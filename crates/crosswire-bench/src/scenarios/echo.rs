@@ -7,7 +7,7 @@ use crate::stamp::{echo_frame, now_us, parse_stamp, stamped_data};
 use crate::stats::{per_second, LatencySummary, ShardedHistogram};
 use crate::ws::{self, Ws, IO_TIMEOUT};
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,32 +62,42 @@ async fn client(
         }
         conn.flush().await?;
         while outstanding > 0 {
-            let msg = tokio::time::timeout(IO_TIMEOUT, conn.next())
+            let first = tokio::time::timeout(IO_TIMEOUT, conn.next())
                 .await
                 .map_err(|_| anyhow!("no echo reply within {IO_TIMEOUT:?}"))?;
-            let text = match msg {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(f))) => bail!("server closed the connection: {f:?}"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("connection error: {e}"),
-                None => bail!("connection ended"),
-            };
-            let Some(stamp) = parse_stamp(text.as_str()) else {
-                continue;
-            };
-            let now = now_us();
-            batch.push(now.saturating_sub(stamp.sent_us));
-            if batch.len() == batch.capacity() {
-                hist.record_all(key, &batch);
-                batch.clear();
+            // Handle this reply and every other one already buffered, queueing the follow-up
+            // requests, then write them all with one flush.
+            let mut next = Some(first);
+            let mut queued = false;
+            while let Some(msg) = next.take() {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => Some(t),
+                    Some(Ok(Message::Close(f))) => bail!("server closed the connection: {f:?}"),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => bail!("connection error: {e}"),
+                    None => bail!("connection ended"),
+                };
+                if let Some(stamp) = text.as_ref().and_then(|t| parse_stamp(t.as_str())) {
+                    let now = now_us();
+                    batch.push(now.saturating_sub(stamp.sent_us));
+                    if batch.len() == batch.capacity() {
+                        hist.record_all(key, &batch);
+                        batch.clear();
+                    }
+                    res.acks += 1;
+                    outstanding -= 1;
+                    if Instant::now() < deadline {
+                        let data = stamped_data(seq, now_us(), p.size);
+                        conn.feed(Message::text(echo_frame(&data, seq))).await?;
+                        queued = true;
+                        seq += 1;
+                        outstanding += 1;
+                    }
+                }
+                next = conn.next().now_or_never();
             }
-            res.acks += 1;
-            outstanding -= 1;
-            if Instant::now() < deadline {
-                let data = stamped_data(seq, now_us(), p.size);
-                conn.send(Message::text(echo_frame(&data, seq))).await?;
-                seq += 1;
-                outstanding += 1;
+            if queued {
+                conn.flush().await?;
             }
         }
         Ok(())
