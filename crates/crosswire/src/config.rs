@@ -9,8 +9,9 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SlowClientPolicy {
-    /// Close the socket (close code [`crate::close_code::SEND_QUEUE_FULL`], 1008) and drop its
-    /// queue. The client reconnects and catches up. The default: a stalled client never
+    /// Drop the connection and its queue at once (a client that does not read would not read
+    /// a close frame either); the `close` event reports [`crate::close_code::SEND_QUEUE_FULL`]
+    /// (1008). The client reconnects and catches up. The default: a stalled client never
     /// grows memory and never delays anyone else.
     #[default]
     Disconnect,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::events::{Event, Payload, Reply, SystemEvent, SystemEventKind};
 use crate::server::{Server, ServerInner};
@@ -58,10 +59,21 @@ pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
     };
     let span =
         tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
-    let _enter = span.enter();
-    drop(_enter);
-    let (code, reason) = conn.drive(&inner).await;
+    let (code, reason) = conn.drive(&inner).instrument(span).await;
     conn.finish(&inner, code, reason);
+}
+
+/// What the read side is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    /// Decoding and dispatching frames.
+    Open,
+    /// The client broke the protocol and was sent a close frame: read and drop what it
+    /// still sends, so that closing does not reset the connection before the close frame
+    /// reached it.
+    Discard,
+    /// The client's close frame arrived: nothing more to read.
+    Done,
 }
 
 impl Conn {
@@ -71,10 +83,9 @@ impl Conn {
     async fn drive(&mut self, inner: &Arc<ServerInner>) -> (u16, String) {
         let shared = Arc::clone(&self.socket.shared);
         let close_timeout = inner.config.close_timeout;
-        // The close we started: (code, reason).
-        let mut initiated: Option<(u16, String)> = None;
-        // The read side is over (close frame received or protocol error): stop reading.
-        let mut read_done: Option<(u16, String)> = None;
+        // The close code to report: ours when we closed first, the client's otherwise.
+        let mut outcome: Option<(u16, String)> = None;
+        let mut reading = ReadState::Open;
         let mut deadline: Option<Instant> = None;
         let dropped = || (1006, String::new());
 
@@ -89,10 +100,10 @@ impl Conn {
                     self.pending = pending;
                 }
                 Err(flow) => {
-                    if let Some(done) = self.on_flow(flow, &mut initiated, &mut deadline) {
+                    if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
                         return done;
                     }
-                    read_done = Some(dropped());
+                    deadline.get_or_insert(Instant::now() + close_timeout);
                 }
             }
         }
@@ -101,7 +112,8 @@ impl Conn {
             let blocked = {
                 let mut out = lock(&shared.out);
                 if out.terminate || out.failed {
-                    return initiated.or(read_done).unwrap_or_else(dropped);
+                    let terminated = out.terminate_reason.take();
+                    return outcome.or(terminated).unwrap_or_else(dropped);
                 }
                 let request = out.close_request.take();
                 let (blocked, drained) = (out.blocked, out.is_drained());
@@ -109,13 +121,13 @@ impl Conn {
                 if let Some((code, reason)) = request {
                     if !self.close_sent {
                         self.send_close(code, &reason);
-                        initiated = Some((code, reason.into()));
+                        outcome.get_or_insert((code, reason.into()));
                         deadline.get_or_insert(Instant::now() + close_timeout);
                         continue;
                     }
                 }
-                if read_done.is_some() && drained {
-                    return initiated.or(read_done).unwrap_or_else(dropped);
+                if reading == ReadState::Done && drained {
+                    return outcome.unwrap_or_else(dropped);
                 }
                 blocked
             };
@@ -125,57 +137,74 @@ impl Conn {
                 _ = shared.wake.notified() => {}
                 ready = shared.stream.writable(), if blocked => {
                     if ready.is_err() {
-                        return initiated.unwrap_or_else(dropped);
+                        return outcome.unwrap_or_else(dropped);
                     }
                     shared.on_writable();
                 }
-                ready = shared.stream.readable(), if read_done.is_none() => {
+                ready = shared.stream.readable(), if reading != ReadState::Done => {
                     if ready.is_err() {
-                        return initiated.unwrap_or_else(dropped);
+                        return outcome.unwrap_or_else(dropped);
                     }
-                    let flow = self.on_readable();
-                    if !matches!(flow, Flow::Continue) {
-                        if let Some(done) = self.on_flow(flow, &mut initiated, &mut deadline) {
-                            return done;
-                        }
-                        read_done = Some(dropped());
+                    let flow = if reading == ReadState::Open {
+                        self.on_readable()
+                    } else {
+                        self.discard_readable()
+                    };
+                    if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
+                        return done;
+                    }
+                    if reading != ReadState::Open {
+                        deadline.get_or_insert(Instant::now() + close_timeout);
                     }
                 }
                 _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => {
-                    return initiated.or(read_done).unwrap_or_else(dropped);
+                    return outcome.unwrap_or_else(dropped);
                 }
             }
         }
     }
 
-    /// Reacts to the end of the read side; returns the final result when the connection is
-    /// over at once.
+    /// Reacts to what reading found; returns the final result when the connection is over.
     fn on_flow(
         &mut self,
         flow: Flow,
-        initiated: &mut Option<(u16, String)>,
-        deadline: &mut Option<Instant>,
+        outcome: &mut Option<(u16, String)>,
+        reading: &mut ReadState,
     ) -> Option<(u16, String)> {
-        let timeout = self.server.inner.config.close_timeout;
         match flow {
             Flow::Continue => None,
-            Flow::Eof => Some(initiated.take().unwrap_or((1006, String::new()))),
+            Flow::Eof => Some(outcome.take().unwrap_or((1006, String::new()))),
             Flow::PeerClose(code, reason) => {
-                if let Some(ours) = initiated.take() {
+                if self.close_sent && outcome.is_some() && *reading == ReadState::Open {
                     // The client answered the close we started: done.
-                    return Some(ours);
+                    return outcome.take();
                 }
-                deadline.get_or_insert(Instant::now() + timeout);
-                // Report the client's code once our answer is written.
-                *initiated = Some((code, reason));
+                *reading = ReadState::Done;
+                outcome.get_or_insert((code, reason));
                 None
             }
             Flow::ProtocolError(code, reason) => {
-                *initiated = Some((code, reason));
-                deadline.get_or_insert(Instant::now() + timeout);
+                *reading = ReadState::Discard;
+                outcome.get_or_insert((code, reason));
                 None
             }
         }
+    }
+
+    /// Reads and drops whatever the client still sends after a protocol error.
+    fn discard_readable(&mut self) -> Flow {
+        let stream = &self.socket.shared.stream;
+        for _ in 0..READS_PER_WAKE {
+            let mut buf = [0u8; READ_BUF];
+            match stream.try_read(&mut buf) {
+                Ok(0) => return Flow::Eof,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flow::Eof,
+            }
+        }
+        Flow::Continue
     }
 
     /// Queues a close frame and marks the socket closed for further sends.

@@ -35,6 +35,9 @@ pub enum SendError {
     /// the socket disconnected.
     #[error("socket send queue is full")]
     QueueFull,
+    /// The payload could not be serialised to JSON; fix the payload type.
+    #[error("payload is not serialisable")]
+    Encode,
 }
 
 /// A server → client request got no answer.

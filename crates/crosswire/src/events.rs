@@ -76,7 +76,7 @@ impl Reply {
     /// Sends the reply `{"callbackId": …, "payload": <payload>}`.
     pub fn send<T: Serialize + ?Sized>(self, payload: &T) -> Result<(), SendError> {
         let frame =
-            frame::encode_reply(&self.callback_id, payload).map_err(|_| SendError::Closed)?;
+            frame::encode_reply(&self.callback_id, payload).map_err(|_| SendError::Encode)?;
         self.socket.send_frame(frame)
     }
 

@@ -758,8 +758,12 @@ impl Server {
         tracing::info!(%addr, node = %self.node_name(), "listening");
         let inner = Arc::clone(&self.inner);
         let shutdown = async move {
+            let notified = inner.shutdown.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is checked, so a shutdown in between is not missed.
+            notified.as_mut().enable();
             if !inner.shutting_down.load(Ordering::Acquire) {
-                inner.shutdown.notified().await;
+                notified.await;
             }
         };
         axum::serve(listener, self.router())

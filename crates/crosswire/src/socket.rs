@@ -76,6 +76,8 @@ pub(crate) struct Outbound {
     pub(crate) terminate: bool,
     /// The peer's write side failed.
     pub(crate) failed: bool,
+    /// Close code and reason to report when terminated on purpose (e.g. queue full).
+    pub(crate) terminate_reason: Option<(u16, String)>,
 }
 
 pub(crate) struct SocketShared {
@@ -238,8 +240,11 @@ impl SocketShared {
                 let mut out = lock(&self.out);
                 out.closed = true;
                 out.terminate = true;
-                out.queue.clear();
-                out.queued_bytes = 0;
+                out.terminate_reason = Some((
+                    crate::close_code::SEND_QUEUE_FULL,
+                    "send queue full".to_string(),
+                ));
+                out.clear();
                 drop(out);
                 if let Some(server) = self.server.upgrade() {
                     server
@@ -411,7 +416,7 @@ impl Socket {
 
     /// Sends an event to this socket.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), SendError> {
-        let frame = frame::encode_event(event, payload).map_err(|_| SendError::Closed)?;
+        let frame = frame::encode_event(event, payload).map_err(|_| SendError::Encode)?;
         self.shared.enqueue(frame)
     }
 
