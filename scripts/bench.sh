@@ -106,6 +106,9 @@ for name in fanout burst echo idle; do
 done
 if ((${#reports[@]} > 0)); then
   "$BENCH" table "${reports[@]}"
+  echo
+  echo "CPU figures are percent of one core; \"other load\" is CPU used by programs other than"
+  echo "the server and the generator during the window (high values mean disturbed results)."
 else
   echo "no scenario produced a report" >&2
   exit 1

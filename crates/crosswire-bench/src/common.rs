@@ -319,7 +319,19 @@ pub struct Meter {
     pids: Vec<u32>,
     server_before: Vec<ProcSample>,
     client_before: Option<ProcSample>,
+    machine_before: Option<procfs::MachineTicks>,
     started: Instant,
+}
+
+/// What [`Meter::finish`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Server processes (when pids were given).
+    pub server: Option<Usage>,
+    /// The load generator itself.
+    pub client: Option<Usage>,
+    /// The whole machine.
+    pub machine: Option<procfs::MachineUsage>,
 }
 
 impl Meter {
@@ -329,6 +341,7 @@ impl Meter {
             pids: pids.to_vec(),
             server_before: procfs::sample_all(pids)?,
             client_before: procfs::sample(0).ok(),
+            machine_before: procfs::sample_machine().ok(),
             started: Instant::now(),
         })
     }
@@ -339,8 +352,7 @@ impl Meter {
     }
 
     /// Takes the "after" samples; `ops` is the number of deliveries or acks in the window.
-    /// Returns (server usage if pids were given, load-generator usage).
-    pub fn finish(&self, ops: u64) -> (Option<Usage>, Option<Usage>) {
+    pub fn finish(&self, ops: u64) -> Measured {
         let secs = self.elapsed_secs();
         let tps = procfs::clock_ticks_per_second();
         let server = if self.pids.is_empty() {
@@ -358,6 +370,24 @@ impl Meter {
             (Some(b), Ok(a)) => Some(Usage::between(&[b], &[a], secs, ops, tps)),
             _ => None,
         };
-        (server, client)
+        let accounted_ms =
+            server.as_ref().map_or(0.0, |u| u.cpu_ms) + client.as_ref().map_or(0.0, |u| u.cpu_ms);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let machine = match (self.machine_before, procfs::sample_machine()) {
+            (Some(b), Ok(a)) => Some(procfs::MachineUsage::between(
+                b,
+                a,
+                secs,
+                accounted_ms,
+                tps,
+                cores,
+            )),
+            _ => None,
+        };
+        Measured {
+            server,
+            client,
+            machine,
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! CPU time is `utime + stime` from `/proc/PID/stat` (fields 14 and 15, in clock ticks, summed
 //! over all threads of the process); memory is `VmRSS` from `/proc/PID/status`.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 /// CPU time and resident memory of one process at one instant.
@@ -150,6 +150,85 @@ pub fn raise_nofile_limit(want: u64) -> u64 {
     }
 }
 
+/// Whole-machine CPU counters from the first line of `/proc/stat` (clock ticks, all cores).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Ticks spent doing anything but idling or waiting for I/O.
+    pub busy: u64,
+    /// All ticks.
+    pub total: u64,
+}
+
+/// Parses the aggregate `cpu` line of `/proc/stat`.
+pub fn parse_machine_stat(stat: &str) -> Result<MachineTicks> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("no aggregate cpu line in /proc/stat"))?;
+    let values = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("/proc/stat cpu line is not numeric")?;
+    if values.len() < 4 {
+        bail!("/proc/stat cpu line has {} fields", values.len());
+    }
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
+    // counted in user and nice.
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values[3] + values.get(4).copied().unwrap_or(0);
+    Ok(MachineTicks {
+        busy: total - idle,
+        total,
+    })
+}
+
+/// Samples the whole machine's CPU counters.
+pub fn sample_machine() -> Result<MachineTicks> {
+    parse_machine_stat(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+}
+
+/// How busy the whole machine was over a window, and how much of that was neither the server
+/// nor the load generator (other programs disturbing the measurement).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MachineUsage {
+    /// Number of cores.
+    pub cores: usize,
+    /// Busy time of all cores in percent of one core (so up to `cores × 100`).
+    pub busy_pct: f64,
+    /// Busy time not accounted to the measured server processes or the generator, in percent
+    /// of one core.
+    pub other_pct: f64,
+}
+
+impl MachineUsage {
+    /// Computes machine usage between two samples given the measured processes' CPU time.
+    pub fn between(
+        before: MachineTicks,
+        after: MachineTicks,
+        window_secs: f64,
+        accounted_ms: f64,
+        ticks_per_sec: u64,
+        cores: usize,
+    ) -> Self {
+        let busy_ms =
+            after.busy.saturating_sub(before.busy) as f64 * 1000.0 / ticks_per_sec.max(1) as f64;
+        let pct = |ms: f64| {
+            if window_secs > 0.0 {
+                ms / 10.0 / window_secs
+            } else {
+                0.0
+            }
+        };
+        Self {
+            cores,
+            busy_pct: pct(busy_ms),
+            other_pct: pct((busy_ms - accounted_ms).max(0.0)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +262,30 @@ mod tests {
         let s = sample(0).unwrap();
         assert!(s.rss_kb > 0);
         assert!(clock_ticks_per_second() > 0);
+    }
+
+    #[test]
+    fn machine_stat() {
+        let stat = "cpu  100 5 50 1000 20 3 2 0 7 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nintr 1\n";
+        let t = parse_machine_stat(stat).unwrap();
+        assert_eq!(t.total, 1180);
+        assert_eq!(t.busy, 160);
+        assert!(parse_machine_stat("cpu0 1 2 3 4\n").is_err());
+        assert!(parse_machine_stat("cpu  1 x 3 4\n").is_err());
+        let u = MachineUsage::between(
+            MachineTicks { busy: 0, total: 0 },
+            MachineTicks {
+                busy: 300,
+                total: 400,
+            },
+            2.0,
+            1000.0,
+            100,
+            2,
+        );
+        assert_eq!(u.busy_pct, 150.0);
+        assert_eq!(u.other_pct, 100.0);
+        assert!(sample_machine().unwrap().total > 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Scenario reports: a human-readable summary, a JSON document, and a one-line row for the
 //! markdown table printed by `crosswire-bench table`.
 
-use crate::procfs::Usage;
+use crate::procfs::{MachineUsage, Usage};
 use crate::stats::LatencySummary;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub struct Report {
     pub server: Option<Usage>,
     /// Resource use of the load generator itself.
     pub client: Option<Usage>,
+    /// CPU use of the whole machine in the window (shows interference by other programs).
+    pub machine: Option<MachineUsage>,
     /// Summary row for the markdown table.
     pub row: Row,
     /// Lines of the human-readable summary (not serialised).
@@ -48,6 +50,9 @@ pub struct Row {
     pub server_rss: String,
     /// Load generator CPU utilisation.
     pub client_cpu: String,
+    /// CPU used by other programs during the window.
+    #[serde(default)]
+    pub other_cpu: String,
 }
 
 impl Report {
@@ -83,6 +88,20 @@ impl Report {
                 kib(u.rss_after_kb)
             );
         }
+        if let Some(m) = &self.machine {
+            let _ = writeln!(
+                s,
+                "  machine      {:.0}% busy of {}00%, other programs {:.0}%{}",
+                m.busy_pct,
+                m.cores,
+                m.other_pct,
+                if m.other_pct >= 20.0 {
+                    " — results disturbed by other load"
+                } else {
+                    ""
+                }
+            );
+        }
         s
     }
 
@@ -99,6 +118,9 @@ impl Report {
         }
         if let Some(u) = &self.client {
             self.row.client_cpu = format!("{:.0}%", u.cpu_pct);
+        }
+        if let Some(m) = &self.machine {
+            self.row.other_cpu = format!("{:.0}%", m.other_pct);
         }
     }
 }
@@ -156,8 +178,8 @@ pub fn markdown_table(json_docs: &[String]) -> Result<String> {
         row: Row,
     }
     let mut out = String::from(
-        "| scenario | load | throughput | loss / dup / failed | latency p50 / p99 / p99.9 / max | server CPU | server RSS | generator CPU |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| scenario | load | throughput | loss / dup / failed | latency p50 / p99 / p99.9 / max | server CPU | server RSS | generator CPU | other load |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for (i, doc) in json_docs.iter().enumerate() {
         let d: Doc =
@@ -165,7 +187,7 @@ pub fn markdown_table(json_docs: &[String]) -> Result<String> {
         let r = d.row;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.load,
             r.throughput,
@@ -173,7 +195,8 @@ pub fn markdown_table(json_docs: &[String]) -> Result<String> {
             r.latency,
             r.server_cpu,
             r.server_rss,
-            r.client_cpu
+            r.client_cpu,
+            r.other_cpu
         );
     }
     Ok(out)
@@ -205,6 +228,7 @@ mod tests {
             latency: None,
             server: None,
             client: None,
+            machine: None,
             row: Row {
                 scenario: "echo".into(),
                 load: "100 × 4".into(),

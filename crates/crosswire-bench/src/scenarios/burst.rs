@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
         p.timeout.min(Duration::from_secs(5)),
     )
     .await;
-    let (server, client) = meter.finish(rig.shared.delivered());
+    let measured = meter.finish(rig.shared.delivered());
     let disconnected = rig.shared.disconnected.load(Ordering::Relaxed);
     let totals = common::collect(&rig.stop, std::mem::take(&mut rig.receivers)).await;
     let total_secs = totals.last_delivery_us.saturating_sub(first_send_us) as f64 / 1e6;
@@ -98,8 +98,9 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
             "total_secs": total_secs, "deliveries_per_sec": dps, "send_error": send_error,
         }),
         latency: Some(latency),
-        server,
-        client,
+        server: measured.server,
+        client: measured.client,
+        machine: measured.machine,
         row: Row {
             scenario: "burst".into(),
             load: format!("{} msg → {} rcv × {} B", p.messages, p.receivers, p.size),

@@ -143,7 +143,7 @@ pub async fn run(settings: &Settings, p: &EchoParams) -> Result<Report> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let (server, client) = meter.finish(acks);
+    let measured = meter.finish(acks);
     let latency = LatencySummary::from_histogram(&hist.merged());
     let acks_per_s = per_second(acks, secs);
     let mut lines = vec![
@@ -174,8 +174,9 @@ pub async fn run(settings: &Settings, p: &EchoParams) -> Result<Report> {
             "failed_clients": errors.len(), "errors": errors.iter().take(5).collect::<Vec<_>>(),
         }),
         latency: Some(latency),
-        server,
-        client,
+        server: measured.server,
+        client: measured.client,
+        machine: measured.machine,
         row: Row {
             scenario: "echo".into(),
             load: format!(

@@ -61,7 +61,7 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
         p.drain_timeout.min(Duration::from_secs(3)),
     )
     .await;
-    let (server, client) = meter.finish(rig.shared.delivered());
+    let measured = meter.finish(rig.shared.delivered());
     let disconnected = rig.shared.disconnected.load(Ordering::Relaxed);
     let totals = common::collect(&rig.stop, std::mem::take(&mut rig.receivers)).await;
     let window_secs =
@@ -124,8 +124,9 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
             "send_error": send_error,
         }),
         latency: Some(latency),
-        server,
-        client,
+        server: measured.server,
+        client: measured.client,
+        machine: measured.machine,
         row: Row {
             scenario: "fan-out".into(),
             load: format!(

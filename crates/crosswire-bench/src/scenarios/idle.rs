@@ -73,7 +73,7 @@ pub async fn run(settings: &Settings, p: &IdleParams) -> Result<Report> {
     }
     let connected = holders.len() as u64;
     tokio::time::sleep(p.hold).await;
-    let (server, client) = meter.finish(connected);
+    let measured = meter.finish(connected);
     let _ = stop.send(true);
     let mut dropped = 0u64;
     for h in holders {
@@ -82,10 +82,12 @@ pub async fn run(settings: &Settings, p: &IdleParams) -> Result<Report> {
         }
     }
 
-    let per_conn = server
+    let per_conn = measured
+        .server
         .as_ref()
         .map(|u| bytes_per_connection(u.rss_before_kb, u.rss_after_kb, connected));
-    let client_per_conn = client
+    let client_per_conn = measured
+        .client
         .as_ref()
         .map(|u| bytes_per_connection(u.rss_before_kb, u.rss_after_kb, connected));
     let mut lines = vec![
@@ -120,8 +122,9 @@ pub async fn run(settings: &Settings, p: &IdleParams) -> Result<Report> {
             "errors": errors.iter().take(5).collect::<Vec<_>>(),
         }),
         latency: None,
-        server,
-        client,
+        server: measured.server,
+        client: measured.client,
+        machine: measured.machine,
         row: Row {
             scenario: "idle".into(),
             load: format!("{} connections", p.connections),
