@@ -59,15 +59,26 @@ pub struct BrokerHealth {
 }
 
 /// Moves byte messages between nodes on named channels.
+///
+/// # Contract
+/// - **Order:** a message is queued for sending when `publish` is *called*, not when its future
+///   is polled, so messages published by successive calls on one channel are sent in call
+///   order. The returned future only reports the outcome. (The node relies on this to keep
+///   per-room and per-id order without waiting for each publish to complete.)
+/// - **Echo:** a node receives its own messages on channels it subscribes to; the node drops
+///   them.
+/// - **Failure:** a publish that cannot be carried out resolves to an error; it never hangs
+///   past the backend's own timeout.
 pub trait Broker: Send + Sync + 'static {
     /// Publishes `payload` on `channel`. Resolves when the broker accepted it.
-    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
+    fn publish(&self, channel: &str, payload: Bytes)
+        -> BoxFuture<'static, Result<(), BrokerError>>;
 
-    /// Starts receiving messages of `channel`.
-    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Starts receiving messages of `channel`. Resolves when the subscription is confirmed.
+    fn subscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// Stops receiving messages of `channel`.
-    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// The stream of received messages; may be taken once.
     fn messages(&self) -> Result<mpsc::Receiver<BrokerMessage>, BrokerError>;
@@ -148,19 +159,24 @@ impl Drop for MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn publish(
+        &self,
+        channel: &str,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        // The receivers are chosen now, at call time; sending happens when the future runs.
+        // Each node's queue is FIFO, so successive publishes keep their order.
         let channel: Arc<str> = Arc::from(channel);
+        let targets: Option<Vec<mpsc::Sender<BrokerMessage>>> = self.hub.upgrade().map(|hub| {
+            lock(&hub)
+                .nodes
+                .values()
+                .filter(|n| n.channels.contains(&channel))
+                .map(|n| n.tx.clone())
+                .collect()
+        });
         Box::pin(async move {
-            let hub = self.hub.upgrade().ok_or(BrokerError::Unavailable)?;
-            let targets: Vec<mpsc::Sender<BrokerMessage>> = {
-                let inner = lock(&hub);
-                inner
-                    .nodes
-                    .values()
-                    .filter(|n| n.channels.contains(&channel))
-                    .map(|n| n.tx.clone())
-                    .collect()
-            };
+            let targets = targets.ok_or(BrokerError::Unavailable)?;
             for tx in targets {
                 // A node that went away is simply skipped, as Redis would.
                 let _ = tx
@@ -174,7 +190,7 @@ impl Broker for MemoryBroker {
         })
     }
 
-    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn subscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
         let result = self
             .hub
             .upgrade()
@@ -187,7 +203,7 @@ impl Broker for MemoryBroker {
         Box::pin(async move { result })
     }
 
-    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
         let result = self
             .hub
             .upgrade()

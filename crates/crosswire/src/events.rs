@@ -155,9 +155,12 @@ impl<F: ?Sized> Clone for Entry<F> {
     }
 }
 
+/// Handler lists by name; each list is replaced, never mutated, on change.
+type HandlerMap<F> = HashMap<Box<str>, Arc<[Entry<F>]>>;
+
 /// Handlers of one kind, keyed by a name (event name; `""` for system events).
 pub(crate) struct Listeners<F: ?Sized> {
-    map: RwLock<HashMap<Box<str>, Arc<[Entry<F>]>>>,
+    map: RwLock<HandlerMap<F>>,
 }
 
 impl<F: ?Sized> Default for Listeners<F> {

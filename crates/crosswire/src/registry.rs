@@ -31,6 +31,8 @@ impl Match {
 }
 
 type Members = HashSet<Arc<str>>;
+/// A (namespace, room) pair.
+type RoomKey = (Arc<str>, Arc<str>);
 
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -41,7 +43,7 @@ pub(crate) struct Registry {
     /// namespace → room → ids.
     rooms: HashMap<Arc<str>, HashMap<Arc<str>, Members>>,
     /// id → (namespace, room) it joined.
-    joined: HashMap<Arc<str>, Vec<(Arc<str>, Arc<str>)>>,
+    joined: HashMap<Arc<str>, Vec<RoomKey>>,
 }
 
 /// A change in which namespaces have local members, for broker subscriptions.
@@ -262,7 +264,7 @@ impl Registry {
         out
     }
 
-    pub(crate) fn rooms_of(&self, id: &str) -> &[(Arc<str>, Arc<str>)] {
+    pub(crate) fn rooms_of(&self, id: &str) -> &[RoomKey] {
         self.joined.get(id).map_or(&[], |v| v.as_slice())
     }
 }

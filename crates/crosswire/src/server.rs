@@ -63,11 +63,14 @@ pub struct Stats {
     pub broker_dropped: u64,
 }
 
+/// Where the answer to one server → client request goes.
+type AckSender = oneshot::Sender<Box<RawValue>>;
+
 /// Pending server → client requests, keyed by (connection, ack number).
 #[derive(Default)]
 pub(crate) struct Acks {
     next: AtomicU64,
-    pending: Mutex<HashMap<(u64, u64), oneshot::Sender<Box<RawValue>>>>,
+    pending: Mutex<HashMap<(u64, u64), AckSender>>,
 }
 
 impl Acks {
