@@ -1,0 +1,462 @@
+//! Shared helpers of the end-to-end tests: the real `crosswire serve` process as a guard that
+//! kills it on drop, and a raw seed-protocol WebSocket client speaking exact JSON.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any expected thing may take before a test fails.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// Removes ANSI escape sequences (colours) from a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // CSI: parameters and intermediates, then one final byte in '@'..='~'.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A running `crosswire serve`; killed (SIGKILL) and reaped on drop.
+pub struct Relay {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect_lines(source: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            let line = strip_ansi(&line);
+            if std::env::var_os("CROSSWIRE_TEST_ECHO_LOGS").is_some() {
+                eprintln!("[relay] {line}");
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+}
+
+fn parse_ready_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("crosswire relay ready") {
+        return None;
+    }
+    let rest = &line[line.find("addr=")? + "addr=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+impl Relay {
+    /// Starts `crosswire serve --port 0 <args>` and waits until it logs its address.
+    pub async fn start(args: &[&str]) -> Relay {
+        Self::start_with(args, &[]).await
+    }
+
+    /// Like [`start`](Self::start) with extra environment variables (e.g. `RUST_LOG`).
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crosswire"));
+        command.arg("serve");
+        if !args.contains(&"--port") {
+            command.args(["--port", "0"]);
+        }
+        command
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG_STYLE", "never")
+            .env_remove("CROSSWIRE_HOST")
+            .env_remove("CROSSWIRE_PORT")
+            .env_remove("CROSSWIRE_NAME")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawning crosswire serve");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        collect_lines(child.stdout.take().unwrap(), lines.clone());
+        collect_lines(child.stderr.take().unwrap(), lines.clone());
+        let mut relay = Relay {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(addr) = relay.lines().iter().find_map(|l| parse_ready_addr(l)) {
+                relay.addr = addr;
+                return relay;
+            }
+            if let Some(status) = relay.child_mut().try_wait().unwrap() {
+                panic!(
+                    "crosswire serve exited with {status} before it was ready:\n{}",
+                    relay.lines().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crosswire serve not ready in time:\n{}",
+                relay.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("process already reaped")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("process already reaped").id()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Everything the process logged so far (stdout and stderr), colours removed.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred`; returns it.
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} in time:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `ws://addr/?<query>`.
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/?{query}", self.addr)
+    }
+
+    /// `ws://addr` (no path, no query), for clients that add their own parameters.
+    pub fn base_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Sends a signal with the `kill` command (the workspace forbids `unsafe`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Freezes the process (SIGSTOP): it stops answering anything.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a frozen process (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child_mut().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crosswire serve did not exit within {timeout:?}:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Kills the process at once (SIGKILL: no close frames) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a raw socket received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Text(String),
+    Binary(usize),
+    /// A close frame: code (1005 when it had none) and reason.
+    Close(u16, String),
+    /// The stream ended without a close frame.
+    Ended,
+    /// A transport error (e.g. connection reset).
+    Error(String),
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw seed-protocol client: exact JSON text frames, no heartbeat, no reconnect.
+pub struct Raw {
+    pub id: String,
+    ws: Ws,
+    /// Frames received while waiting for something else (e.g. a reply), in arrival order.
+    backlog: VecDeque<Incoming>,
+    next_callback: u64,
+}
+
+impl Raw {
+    /// Connects to `relay` with `?id=<id>` and checks the connection is bound (a request
+    /// round trip succeeds).
+    pub async fn connect(relay: &Relay, id: &str) -> Raw {
+        let mut raw = Raw::connect_url(&relay.url(&format!("id={id}")), id).await;
+        let reply = raw.request("echo", json!("hello")).await;
+        assert_eq!(reply, json!("hello"), "{id}: first echo");
+        raw
+    }
+
+    /// Connects to `url` without any check.
+    pub async fn connect_url(url: &str, id: &str) -> Raw {
+        let (ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("{id}: connect timed out"))
+            .unwrap_or_else(|e| panic!("{id}: connect failed: {e}"));
+        Raw {
+            id: id.to_string(),
+            ws,
+            backlog: VecDeque::new(),
+            next_callback: 0,
+        }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        let text: String = text.into();
+        self.ws
+            .send(Message::text(text))
+            .await
+            .unwrap_or_else(|e| panic!("{}: send failed: {e}", self.id));
+    }
+
+    /// Sends a message, returning the transport error if any (for frames the server may
+    /// refuse by closing the connection).
+    pub async fn try_send(&mut self, message: Message) -> Result<(), String> {
+        self.ws.send(message).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Next frame from the wire (protocol pings and pongs are skipped), or `None` after
+    /// `timeout`.
+    async fn next_wire(&mut self, timeout: Duration) -> Option<Incoming> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            return Some(match next {
+                Some(Ok(Message::Text(text))) => Incoming::Text(text.to_string()),
+                Some(Ok(Message::Binary(data))) => Incoming::Binary(data.len()),
+                Some(Ok(Message::Close(frame))) => match frame {
+                    Some(f) => Incoming::Close(u16::from(f.code), f.reason.to_string()),
+                    None => Incoming::Close(1005, String::new()),
+                },
+                Some(Ok(_)) => continue, // ping / pong / raw frame
+                Some(Err(e)) => Incoming::Error(e.to_string()),
+                None => Incoming::Ended,
+            });
+        }
+    }
+
+    /// The next thing received (backlog first), or `None` after `timeout`.
+    pub async fn recv_within(&mut self, timeout: Duration) -> Option<Incoming> {
+        if let Some(first) = self.backlog.pop_front() {
+            return Some(first);
+        }
+        self.next_wire(timeout).await
+    }
+
+    /// The next thing received; fails the test after [`STEP`].
+    pub async fn recv(&mut self) -> Incoming {
+        let id = self.id.clone();
+        self.recv_within(STEP)
+            .await
+            .unwrap_or_else(|| panic!("{id}: nothing received within {STEP:?}"))
+    }
+
+    /// The next text frame; anything else fails the test.
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            Incoming::Text(text) => text,
+            other => panic!("{}: expected a text frame, got {other:?}", self.id),
+        }
+    }
+
+    /// The next text frame, parsed.
+    pub async fn recv_json(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.id))
+    }
+
+    /// Sends `{"event", "payload", "callbackId"}` and waits for the reply with that id;
+    /// frames arriving first are kept for later `recv`s. Returns the reply's payload, after
+    /// checking the reply has exactly the keys `callbackId` and `payload`.
+    pub async fn request(&mut self, event: &str, payload: Value) -> Value {
+        self.next_callback += 1;
+        let callback_id = format!("{}-{}", self.id, self.next_callback);
+        self.send_json(&json!({"event": event, "payload": payload, "callbackId": callback_id}))
+            .await;
+        self.wait_reply(&callback_id).await
+    }
+
+    /// Waits for the reply with `callback_id`, keeping other frames in the backlog.
+    pub async fn wait_reply(&mut self, callback_id: &str) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(incoming) = self.next_wire(left).await else {
+                panic!(
+                    "{}: no reply to {callback_id} within {STEP:?}; backlog {:?}",
+                    self.id, self.backlog
+                );
+            };
+            if let Incoming::Text(text) = &incoming {
+                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) {
+                    if map.get("callbackId") == Some(&json!(callback_id)) {
+                        let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+                        keys.sort_unstable();
+                        assert_eq!(keys, ["callbackId", "payload"], "reply shape: {text}");
+                        return map["payload"].clone();
+                    }
+                }
+            }
+            assert!(
+                !matches!(
+                    incoming,
+                    Incoming::Close(..) | Incoming::Ended | Incoming::Error(_)
+                ),
+                "{}: connection ended while waiting for {callback_id}: {incoming:?}",
+                self.id
+            );
+            self.backlog.push_back(incoming);
+        }
+    }
+
+    /// The next frame must be exactly `{"event": "msg", "payload": data}`.
+    pub async fn expect_msg(&mut self, data: &Value) {
+        let got = self.recv_json().await;
+        assert_eq!(
+            got,
+            json!({"event": "msg", "payload": data}),
+            "{}: expected msg {data}",
+            self.id
+        );
+    }
+
+    /// The next thing received must be a close frame with `code`; the stream then ends.
+    pub async fn expect_close(&mut self, code: u16) -> String {
+        match self.recv().await {
+            Incoming::Close(got, reason) => {
+                assert_eq!(got, code, "{}: close code (reason {reason:?})", self.id);
+                // Finish the closing handshake: the stream ends.
+                let deadline = Instant::now() + STEP;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.next_wire(left).await {
+                        Some(Incoming::Ended | Incoming::Error(_)) => break,
+                        Some(Incoming::Close(..)) => {}
+                        Some(other) => panic!("{}: {other:?} after close", self.id),
+                        None => panic!("{}: stream did not end after close", self.id),
+                    }
+                }
+                reason
+            }
+            other => panic!("{}: expected close {code}, got {other:?}", self.id),
+        }
+    }
+
+    /// Asserts nothing more was delivered to this socket: `probe` sends it a unique
+    /// sentinel with `to` (after every earlier send was acknowledged, so the sentinel is
+    /// queued behind anything already due), and the sentinel must be the very next frame.
+    pub async fn expect_nothing_more(&mut self, probe: &mut Raw) {
+        let sentinel =
+            json!({"sentinel": format!("{}->{}", probe.id, self.id), "n": probe.next_callback});
+        let reply = probe
+            .request("to", json!({"id": self.id, "data": sentinel}))
+            .await;
+        assert_eq!(reply, json!({"ok": true}));
+        self.expect_msg(&sentinel).await;
+    }
+
+    /// Like [`expect_nothing_more`](Self::expect_nothing_more) for the probe itself.
+    pub async fn expect_nothing_more_self(&mut self) {
+        let sentinel = json!({"sentinel": format!("self {}", self.id), "n": self.next_callback});
+        let reply = self
+            .request("to", json!({"id": self.id, "data": sentinel}))
+            .await;
+        assert_eq!(reply, json!({"ok": true}));
+        self.expect_msg(&sentinel).await;
+    }
+
+    /// Sends a close frame with `code` and waits for the server's answer.
+    pub async fn close(mut self, code: u16) {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: "bye".into(),
+            }))
+            .await;
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_wire(left).await {
+                Some(Incoming::Ended | Incoming::Error(_)) => return,
+                Some(_) => {}
+                None => panic!("{}: server did not finish the close handshake", self.id),
+            }
+        }
+    }
+}
