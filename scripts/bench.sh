@@ -11,6 +11,8 @@
 #   BENCH_OUT         directory for the JSON reports and the server log (default: a temp dir)
 #   BENCH_NO_BUILD=1  skip `cargo build --release`
 #   CARGO_TARGET_DIR  cargo's target directory (default: ./target)
+#   BENCH_QUIET_WAIT  seconds to wait, before each scenario, for the machine to be idle
+#                     (other programs below 30% of a core); default 60, 0 to skip
 #
 # Everything runs on 127.0.0.1, every step is bounded by a timeout, and the server started
 # here is stopped on exit.
@@ -79,17 +81,37 @@ for _ in $(seq 1 300); do
 done
 port_in_use "$PORT" || { echo "server did not listen on $PORT within 30 s" >&2; exit 1; }
 
+# Busy and total clock ticks of all cores from /proc/stat.
+cpu_ticks() {
+  local _cpu user nice system idle iowait irq softirq steal _rest
+  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
+}
+# Waits (bounded) until other programs use less than 30% of one core over one second.
+wait_quiet() {
+  local limit=${BENCH_QUIET_WAIT:-60} waited=0 b0 t0 b1 t1 cores
+  cores=$(nproc)
+  while ((waited < limit)); do
+    read -r b0 t0 < <(cpu_ticks)
+    sleep 1
+    read -r b1 t1 < <(cpu_ticks)
+    # busy share of all cores, in percent of one core
+    if (( t1 > t0 && (b1 - b0) * 100 * cores / (t1 - t0) < 30 )); then return 0; fi
+    waited=$((waited + 1))
+  done
+  ((limit == 0)) || echo "warning: machine still busy after ${limit}s; results may be disturbed" >&2
+}
+
 URL="ws://127.0.0.1:$PORT"
 COMMON=(--url "$URL" --server-pid "$SERVER_PID")
 run() {
   local name=$1; shift
   echo >&2
+  wait_quiet
   if ! timeout 180 "$BENCH" "$@" "${COMMON[@]}" --json-out "$OUT/$name.json"; then
     echo "scenario $name failed" >&2
     rm -f "$OUT/$name.json"
   fi
-  # Let the server settle (closed sockets, freed memory) before the next scenario.
-  sleep 1
 }
 
 run fanout fanout "${FANOUT[@]}"
