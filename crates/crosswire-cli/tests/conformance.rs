@@ -541,3 +541,144 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
         "no `stopped` log line"
     );
 }
+
+#[tokio::test]
+async fn ids_are_percent_decoded_and_any_path_is_served() {
+    let relay = Relay::start(&[]).await;
+    let mut probe = Raw::connect(&relay, "probe").await;
+    for (query_id, id) in [
+        ("Sam%20Smith", "Sam Smith"),
+        ("a%2Bb%26c%3Dd", "a+b&c=d"),
+        ("%C3%A9t%C3%A9", "\u{e9}t\u{e9}"),
+    ] {
+        let mut raw = Raw::connect_url(&relay.url(&format!("id={query_id}&name=x")), id).await;
+        assert_eq!(
+            probe
+                .request("to", json!({"id": id, "data": query_id}))
+                .await,
+            OK()
+        );
+        raw.expect_msg(&json!(query_id)).await;
+        raw.expect_nothing_more(&mut probe).await;
+    }
+    // A path before the query (seed clients may use one to pick a route).
+    let mut routed = Raw::connect_url(
+        &format!("ws://{}/some/route?id=routed", relay.addr),
+        "routed",
+    )
+    .await;
+    assert_eq!(routed.request("echo", json!(1)).await, json!(1));
+    routed.expect_nothing_more(&mut probe).await;
+}
+
+/// The protocol heartbeat (SPEC §1): with `--ping-interval 1`, a socket that never answers
+/// WebSocket pings is terminated, while one that reads (and so answers) stays.
+#[tokio::test]
+async fn sockets_that_miss_protocol_pongs_are_terminated() {
+    let relay = Relay::start_with(
+        &["--ping-interval", "1"],
+        &[("RUST_LOG", "info,crosswire::server=debug")],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut silent = Raw::connect(&relay, "silent").await;
+    let mut live = Raw::connect(&relay, "live").await;
+    // Keep `live` reading (tungstenite answers pings while reading) until the server has
+    // dropped a socket and at least two ping rounds have passed.
+    let deadline = started + STEP + STEP;
+    loop {
+        live.send_text("").await;
+        assert_eq!(live.recv_text().await, "");
+        let terminated = relay
+            .lines()
+            .iter()
+            .any(|l| l.contains("no pong since the last ping"));
+        if terminated && started.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket terminated for a missing pong:\n{}",
+            relay.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The silent socket is gone (it may still read the frames queued before the end).
+    loop {
+        match silent.recv().await {
+            Incoming::Ended | Incoming::Error(_) | Incoming::Close(..) => break,
+            Incoming::Text(_) | Incoming::Binary(_) => {}
+        }
+    }
+    assert_eq!(live.request("echo", json!("alive")).await, json!("alive"));
+    assert_eq!(
+        relay
+            .lines()
+            .iter()
+            .filter(|l| l.contains("no pong since the last ping"))
+            .count(),
+        1,
+        "only the silent socket is terminated"
+    );
+    // Its id is free again.
+    let mut again = Raw::connect(&relay, "silent").await;
+    again.expect_nothing_more(&mut live).await;
+}
+
+/// Backpressure (SPEC §5): a client that stops reading is disconnected once its send queue
+/// passes `--max-queue-bytes`, and the others keep being served.
+#[tokio::test]
+async fn a_stalled_reader_is_disconnected_and_others_are_served() {
+    let relay = Relay::start_with(
+        &["--max-queue-bytes", "1048576"],
+        &[("RUST_LOG", "info,crosswire::socket=debug")],
+    )
+    .await;
+    let mut stalled = Raw::connect(&relay, "stalled").await;
+    let mut fast = Raw::connect(&relay, "fast").await;
+    let mut sender = Raw::connect(&relay, "sender").await;
+    let chunk = "z".repeat(64 << 10);
+    let mut sent = 0usize;
+    loop {
+        assert_eq!(
+            sender
+                .request("to", json!({"id": "stalled", "data": chunk}))
+                .await,
+            OK()
+        );
+        sent += chunk.len();
+        if relay
+            .lines()
+            .iter()
+            .any(|l| l.contains("send queue full, disconnecting"))
+        {
+            break;
+        }
+        assert!(
+            sent < 512 << 20,
+            "stalled reader not disconnected after {sent} bytes:\n{}",
+            relay.lines().join("\n")
+        );
+        // The others are not delayed meanwhile.
+        if sent % (4 << 20) == 0 {
+            assert_eq!(
+                sender
+                    .request("to", json!({"id": "fast", "data": sent}))
+                    .await,
+                OK()
+            );
+            fast.expect_msg(&json!(sent)).await;
+        }
+    }
+    // The stalled socket gets what was already in flight, then the connection ends.
+    loop {
+        match stalled.recv().await {
+            Incoming::Ended | Incoming::Error(_) | Incoming::Close(..) => break,
+            Incoming::Text(_) | Incoming::Binary(_) => {}
+        }
+    }
+    assert_eq!(fast.request("echo", json!("fine")).await, json!("fine"));
+    fast.expect_nothing_more(&mut sender).await;
+    let mut again = Raw::connect(&relay, "stalled").await;
+    again.expect_nothing_more(&mut sender).await;
+}
