@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// Version of the envelope format; a node refuses envelopes of another version.
 pub const ENVELOPE_VERSION: u8 = 1;
 
+/// First byte of an encoded envelope: plain MessagePack follows.
+pub const MARKER_PLAIN: u8 = 0x01;
+/// First byte of an encoded envelope: LZ4-compressed MessagePack follows (size-prefixed).
+pub const MARKER_LZ4: u8 = 0x02;
+
 /// Why an envelope could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,6 +34,78 @@ pub enum EnvelopeError {
         /// Version this node speaks.
         expected: u8,
     },
+    /// The envelope is compressed but this node has compression off: every node of a cluster
+    /// must use the same compression setting.
+    #[error("received a compressed envelope but compression is off on this node; all nodes must agree on the compression setting")]
+    CompressionMismatch,
+    /// Compressed data that does not decompress.
+    #[error("corrupt compressed envelope: {0}")]
+    Decompress(String),
+    /// Neither a plain nor a compressed envelope.
+    #[error("unknown envelope marker {0:#04x}")]
+    Marker(u8),
+    /// Empty message.
+    #[error("empty envelope")]
+    Empty,
+}
+
+/// How envelopes are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Codec {
+    /// Compress envelopes whose MessagePack form is at least this many bytes; `None`
+    /// disables compression (and makes compressed envelopes an error).
+    pub compress_above: Option<usize>,
+}
+
+impl Codec {
+    /// A codec compressing envelopes of at least `threshold` bytes with LZ4.
+    pub fn compressed(threshold: usize) -> Self {
+        Self {
+            compress_above: Some(threshold),
+        }
+    }
+
+    /// Encodes an envelope: a marker byte, then MessagePack, compressed when large enough.
+    pub fn encode(&self, envelope: &Envelope) -> Result<Vec<u8>, EnvelopeError> {
+        let mut out = Vec::with_capacity(64);
+        out.push(MARKER_PLAIN);
+        rmp_serde::encode::write(&mut out, envelope)?;
+        match self.compress_above {
+            Some(threshold) if out.len() > threshold => {
+                let mut compressed = Vec::with_capacity(out.len() / 2 + 8);
+                compressed.push(MARKER_LZ4);
+                compressed.extend_from_slice(&lz4_flex::compress_prepend_size(&out[1..]));
+                Ok(compressed)
+            }
+            _ => Ok(out),
+        }
+    }
+
+    /// Decodes what [`Codec::encode`] produced, checking the version and the compression
+    /// setting.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let (&marker, rest) = bytes.split_first().ok_or(EnvelopeError::Empty)?;
+        let envelope: Envelope = match marker {
+            MARKER_PLAIN => rmp_serde::from_slice(rest)?,
+            MARKER_LZ4 => {
+                if self.compress_above.is_none() {
+                    return Err(EnvelopeError::CompressionMismatch);
+                }
+                let plain = lz4_flex::decompress_size_prepended(rest)
+                    .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
+                rmp_serde::from_slice(&plain)?
+            }
+            other => return Err(EnvelopeError::Marker(other)),
+        };
+        if envelope.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version {
+                found: envelope.v,
+                expected: ENVELOPE_VERSION,
+            });
+        }
+        Ok(envelope)
+    }
 }
 
 /// One message between nodes.
@@ -38,7 +115,10 @@ pub struct Envelope {
     pub v: u8,
     /// Name of the node that published it.
     pub origin: String,
-    /// Sequence number, increasing per origin node.
+    /// Identifies one run of the origin node (a restarted node starts a new incarnation and
+    /// its sequence numbers start again).
+    pub incarnation: u64,
+    /// Sequence number, increasing per origin incarnation.
     pub seq: u64,
     /// What it carries.
     pub body: Body,
@@ -77,9 +157,15 @@ pub enum Body {
         #[serde(with = "serde_bytes_compat")]
         frame: Bytes,
     },
-    /// `id` was bound on the origin node: any other node holding a socket for it closes it.
+    /// `id` was bound on the origin node: any other node holding a socket for it closes it,
+    /// and every node records where `id` lives.
     Takeover {
         /// The id that moved.
+        id: String,
+    },
+    /// `id` is no longer bound on the origin node.
+    Gone {
+        /// The id.
         id: String,
     },
     /// Remove a room on every node (without delivering anything).
@@ -89,34 +175,62 @@ pub enum Body {
         /// Room id.
         room: String,
     },
+    /// A server-to-server event.
+    ServerEvent {
+        /// Event name.
+        event: String,
+        /// JSON payload.
+        #[serde(with = "serde_bytes_compat")]
+        payload: Bytes,
+        /// Set when the sender waits for replies.
+        request: Option<u64>,
+        /// The nodes it is for; empty means every node.
+        targets: Vec<String>,
+    },
+    /// A reply to a [`Body::ServerEvent`] request.
+    ServerReply {
+        /// The request's id on its origin node.
+        request: u64,
+        /// The node that sent the request.
+        to: String,
+        /// JSON payload.
+        #[serde(with = "serde_bytes_compat")]
+        payload: Bytes,
+    },
+    /// The origin node is alive (sent periodically and when it starts).
+    Announce {
+        /// Milliseconds after which receivers may consider it gone if silent.
+        ttl_ms: u64,
+        /// Whether the origin compresses envelopes (all nodes must agree).
+        compression: bool,
+        /// Set when the origin just started or saw a new node: receivers answer with their
+        /// own announce so it learns the node set at once.
+        hello: bool,
+    },
+    /// The origin node is shutting down.
+    Leave,
 }
 
 impl Envelope {
     /// Builds an envelope of the current version.
-    pub fn new(origin: impl Into<String>, seq: u64, body: Body) -> Self {
+    pub fn new(origin: impl Into<String>, incarnation: u64, seq: u64, body: Body) -> Self {
         Self {
             v: ENVELOPE_VERSION,
             origin: origin.into(),
+            incarnation,
             seq,
             body,
         }
     }
 
-    /// Encodes it as MessagePack.
+    /// Encodes it as uncompressed MessagePack (with the plain marker byte).
     pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
-        Ok(rmp_serde::to_vec(self)?)
+        Codec::default().encode(self)
     }
 
-    /// Decodes MessagePack bytes, checking the version.
+    /// Decodes an uncompressed envelope, checking the version.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let env: Self = rmp_serde::from_slice(bytes)?;
-        if env.v != ENVELOPE_VERSION {
-            return Err(EnvelopeError::Version {
-                found: env.v,
-                expected: ENVELOPE_VERSION,
-            });
-        }
-        Ok(env)
+        Codec::default().decode(bytes)
     }
 }
 
@@ -158,11 +272,10 @@ mod serde_bytes_compat {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_compact() {
-        let frame = Bytes::from_static(b"\x81\x05hello");
-        let env = Envelope::new(
+    fn deliver() -> Envelope {
+        Envelope::new(
             "node-a",
+            7,
             42,
             Body::Deliver {
                 target: Target::Room {
@@ -171,24 +284,64 @@ mod tests {
                     except: vec!["7".into()],
                     destroy: false,
                 },
-                frame: frame.clone(),
+                frame: Bytes::from_static(b"\x81\x05hello"),
             },
-        );
+        )
+    }
+
+    #[test]
+    fn round_trip_and_compact() {
+        let env = deliver();
         let bytes = env.encode().unwrap();
+        assert_eq!(bytes[0], MARKER_PLAIN);
         // The frame travels as a bin, not as 7 integers.
-        assert!(bytes.windows(frame.len()).any(|w| w == &frame[..]));
+        assert!(bytes.windows(7).any(|w| w == b"\x81\x05hello"));
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
     }
 
     #[test]
-    fn refuses_garbage_and_other_versions() {
+    fn compression_round_trip_and_mismatch() {
+        let mut env = deliver();
+        if let Body::Deliver { frame, .. } = &mut env.body {
+            *frame = Bytes::from(vec![b'a'; 10_000]);
+        }
+        let on = Codec::compressed(1024);
+        let bytes = on.encode(&env).unwrap();
+        assert_eq!(bytes[0], MARKER_LZ4);
+        assert!(bytes.len() < 1000);
+        assert_eq!(on.decode(&bytes).unwrap(), env);
+        // Small envelopes stay plain and decode anywhere.
+        let small = on.encode(&deliver()).unwrap();
+        assert_eq!(small[0], MARKER_PLAIN);
+        assert_eq!(Codec::default().decode(&small).unwrap(), deliver());
+        // A node with compression off refuses compressed envelopes clearly.
         assert!(matches!(
-            Envelope::decode(b"\xc1nonsense"),
+            Codec::default().decode(&bytes),
+            Err(EnvelopeError::CompressionMismatch)
+        ));
+        let mut corrupt = bytes.clone();
+        corrupt.truncate(bytes.len() / 2);
+        assert!(matches!(
+            on.decode(&corrupt),
+            Err(EnvelopeError::Decompress(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_garbage_and_other_versions() {
+        assert!(matches!(Envelope::decode(b""), Err(EnvelopeError::Empty)));
+        assert!(matches!(
+            Envelope::decode(b"\x07abc"),
+            Err(EnvelopeError::Marker(7))
+        ));
+        assert!(matches!(
+            Envelope::decode(b"\x01\xc1nonsense"),
             Err(EnvelopeError::Decode(_))
         ));
-        let mut env = Envelope::new("a", 1, Body::Takeover { id: "x".into() });
+        let mut env = Envelope::new("a", 1, 1, Body::Takeover { id: "x".into() });
         env.v = 9;
-        let bytes = rmp_serde::to_vec(&env).unwrap();
+        let mut bytes = vec![MARKER_PLAIN];
+        bytes.extend(rmp_serde::to_vec(&env).unwrap());
         assert!(matches!(
             Envelope::decode(&bytes),
             Err(EnvelopeError::Version { found: 9, .. })

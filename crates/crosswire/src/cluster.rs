@@ -1,36 +1,56 @@
 //! The cluster core: what a node publishes through its [`Broker`] and what it does with what
-//! it receives.
+//! it receives — client-bound deliveries, id takeovers, server-to-server events and replies,
+//! and node announcements.
 //!
 //! # Channels
-//! With the default prefix `crosswire:ws`:
-//! - `crosswire:ws:all` — deliveries to everyone and to ids, id takeovers, room removals;
-//!   every node subscribes.
-//! - `crosswire:ws:room:<namespace>` — deliveries to rooms of one namespace; a node subscribes
-//!   while it has a local room in that namespace (always, for preset namespaces).
+//! With the default prefixes (`crosswire:ws`, `crosswire:s2s`):
 //!
-//! Every envelope carries the origin node's name; a node ignores its own echo, so local
-//! sockets, already served directly, never get a message twice.
+//! | channel | carries | subscribed by |
+//! |---|---|---|
+//! | `crosswire:ws:all` | deliveries to everyone, to ids of unknown location; id takeovers and departures; room removals | every node |
+//! | `crosswire:ws:room:<namespace>` | deliveries to rooms of one namespace | nodes with a local room in it (always, for preset namespaces) |
+//! | `crosswire:ws:node:<name>` | deliveries to ids known to live on node `<name>` | node `<name>` |
+//! | `crosswire:s2s:all` | server events for every node; node announcements | every node |
+//! | `crosswire:s2s:node:<name>` | server events for named nodes; replies to `<name>`'s requests | node `<name>` |
 //!
+//! A unicast to an id whose node is known (every bind is announced) is published on that
+//! node's channel only, so no other node receives an envelope for it.
+//!
+//! # Envelopes
+//! MessagePack ([`crosswire_protocol::envelope`]), optionally LZ4-compressed above a size
+//! threshold; every node must use the same setting, and a mismatch is reported as a server
+//! error. Each envelope carries its origin node, the origin's incarnation (a random number per
+//! process run) and a sequence number: a node drops its own echo, and drops duplicates when
+//! the broker delivers a message twice (e.g. published on two Redis nodes for redundancy).
+//!
+//! # Order
 //! Outgoing operations (publish, subscribe, unsubscribe) go through one ordered queue to one
 //! task, so messages from this node reach the broker in the order they were sent.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::broker::{Broker, BrokerMessage};
 use crate::config::ServerConfig;
 use crate::events::SystemEvent;
-use crate::server::{queue_outgoing, Counters, Server};
-use crate::socket::Batch;
-use crosswire_protocol::envelope::{Body, Envelope, Target};
+use crate::server::{queue_outgoing, Counters, Server, ServerInner};
+use crate::server_events;
+use crate::socket::{lock, Batch};
+use crosswire_protocol::envelope::{Body, Codec, Envelope, EnvelopeError, Target};
 
 /// Capacity of the ordered queue of outgoing broker operations.
 const OUTGOING_QUEUE: usize = 65_536;
 /// Broker messages handled before written sockets are flushed.
 const INCOMING_BATCH: usize = 256;
+/// Outgoing operations started before their results are awaited together.
+const OUTGOING_BATCH: usize = 256;
+/// Sequence numbers remembered per origin for duplicate detection.
+const DEDUP_WINDOW: u64 = 1 << 16;
 
 pub(crate) enum Outgoing {
     Publish(Arc<str>, Bytes),
@@ -38,14 +58,134 @@ pub(crate) enum Outgoing {
     Unsubscribe(String),
 }
 
+/// Channel names of one cluster.
+pub(crate) struct Channels {
+    ws_prefix: String,
+    s2s_prefix: String,
+    pub(crate) ws_all: Arc<str>,
+    ws_room: String,
+    ws_node: String,
+    pub(crate) s2s_all: Arc<str>,
+    s2s_node: String,
+}
+
+impl Channels {
+    fn new(config: &ServerConfig) -> Self {
+        let ws = &config.ws_channel_prefix;
+        let s2s = &config.server_channel_prefix;
+        Self {
+            ws_prefix: format!("{ws}:"),
+            s2s_prefix: format!("{s2s}:"),
+            ws_all: Arc::from(format!("{ws}:all")),
+            ws_room: format!("{ws}:room:"),
+            ws_node: format!("{ws}:node:"),
+            s2s_all: Arc::from(format!("{s2s}:all")),
+            s2s_node: format!("{s2s}:node:"),
+        }
+    }
+
+    /// Whether a channel carries crosswire envelopes (otherwise it is a custom channel).
+    fn is_internal(&self, channel: &str) -> bool {
+        channel.starts_with(&self.ws_prefix) || channel.starts_with(&self.s2s_prefix)
+    }
+
+    pub(crate) fn room(&self, namespace: &str) -> String {
+        format!("{}{namespace}", self.ws_room)
+    }
+
+    pub(crate) fn ws_node(&self, node: &str) -> Arc<str> {
+        Arc::from(format!("{}{node}", self.ws_node))
+    }
+
+    pub(crate) fn s2s_node(&self, node: &str) -> Arc<str> {
+        Arc::from(format!("{}{node}", self.s2s_node))
+    }
+}
+
+/// A peer node seen alive.
+struct Peer {
+    last_seen: Instant,
+    ttl: Duration,
+}
+
+/// Which sequence numbers of one origin incarnation were seen.
+struct SeenWindow {
+    max: u64,
+    bits: Box<[u64]>,
+}
+
+impl SeenWindow {
+    fn new() -> Self {
+        Self {
+            max: 0,
+            bits: vec![0u64; (DEDUP_WINDOW / 64) as usize].into_boxed_slice(),
+        }
+    }
+
+    fn slot(seq: u64) -> (usize, u64) {
+        let i = seq % DEDUP_WINDOW;
+        ((i / 64) as usize, 1u64 << (i % 64))
+    }
+
+    /// Records `seq`; returns false when it was seen before (or is too old to tell).
+    fn accept(&mut self, seq: u64) -> bool {
+        if seq + DEDUP_WINDOW <= self.max {
+            return false;
+        }
+        if seq > self.max {
+            // Clear the slots between the old and the new maximum: they are reused now.
+            let from = self.max + 1;
+            if seq - self.max >= DEDUP_WINDOW {
+                self.bits.iter_mut().for_each(|w| *w = 0);
+            } else {
+                for s in from..seq {
+                    let (w, b) = Self::slot(s);
+                    self.bits[w] &= !b;
+                }
+            }
+            self.max = seq;
+            let (w, b) = Self::slot(seq);
+            self.bits[w] |= b;
+            return true;
+        }
+        let (w, b) = Self::slot(seq);
+        if self.bits[w] & b != 0 {
+            return false;
+        }
+        self.bits[w] |= b;
+        true
+    }
+}
+
 pub(crate) struct Cluster {
     pub(crate) broker: Arc<dyn Broker>,
-    node: Arc<str>,
+    pub(crate) node: Arc<str>,
+    incarnation: u64,
     seq: AtomicU64,
     tx: mpsc::Sender<Outgoing>,
-    all_channel: Arc<str>,
-    room_prefix: String,
-    stop: Arc<tokio::sync::Notify>,
+    pub(crate) channels: Channels,
+    codec: Codec,
+    announce_interval: Duration,
+    node_ttl: Duration,
+    peers: Mutex<HashMap<Arc<str>, Peer>>,
+    /// Where ids bound on other nodes live, learnt from their bind announcements.
+    locations: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    seen: Mutex<HashMap<(Arc<str>, u64), SeenWindow>>,
+    stop: Arc<Notify>,
+    pub(crate) received: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+}
+
+fn random_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 impl Cluster {
@@ -54,28 +194,37 @@ impl Cluster {
         broker: Arc<dyn Broker>,
     ) -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
-        let prefix = &config.ws_channel_prefix;
         (
             Self {
                 broker,
                 node: Arc::from(config.node_name.as_str()),
+                incarnation: random_incarnation(),
                 seq: AtomicU64::new(0),
                 tx,
-                all_channel: Arc::from(format!("{prefix}:all")),
-                room_prefix: format!("{prefix}:room:"),
-                stop: Arc::new(tokio::sync::Notify::new()),
+                channels: Channels::new(config),
+                codec: match config.compress_above {
+                    Some(threshold) => Codec::compressed(threshold),
+                    None => Codec::default(),
+                },
+                announce_interval: config.announce_interval,
+                node_ttl: config.node_ttl,
+                peers: Mutex::new(HashMap::new()),
+                locations: Mutex::new(HashMap::new()),
+                seen: Mutex::new(HashMap::new()),
+                stop: Arc::new(Notify::new()),
+                received: AtomicU64::new(0),
+                duplicates: AtomicU64::new(0),
             },
             rx,
         )
     }
 
-    fn room_channel(&self, namespace: &str) -> String {
-        format!("{}{namespace}", self.room_prefix)
-    }
-
     fn envelope(&self, body: Body) -> Option<Bytes> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        match Envelope::new(&*self.node, seq, body).encode() {
+        match self
+            .codec
+            .encode(&Envelope::new(&*self.node, self.incarnation, seq, body))
+        {
             Ok(bytes) => Some(Bytes::from(bytes)),
             Err(e) => {
                 tracing::error!(error = %e, "could not encode envelope");
@@ -84,91 +233,246 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn publish_delivery(&self, stats: &Counters, target: Target, frame: Bytes) {
-        let channel: Arc<str> = match &target {
-            Target::Room { namespace, .. } => Arc::from(self.room_channel(namespace)),
-            _ => Arc::clone(&self.all_channel),
-        };
-        if let Some(bytes) = self.envelope(Body::Deliver { target, frame }) {
+    pub(crate) fn publish(&self, stats: &Counters, channel: Arc<str>, body: Body) {
+        if let Some(bytes) = self.envelope(body) {
             queue_outgoing(&self.tx, stats, Outgoing::Publish(channel, bytes));
         }
     }
 
-    fn publish_control(&self, body: Body) {
-        if let Some(bytes) = self.envelope(body) {
-            if self
-                .tx
-                .try_send(Outgoing::Publish(Arc::clone(&self.all_channel), bytes))
-                .is_err()
-            {
-                tracing::warn!("broker queue full; control message dropped");
+    /// Publishes a client-bound delivery on the channels that reach its recipients.
+    pub(crate) fn publish_delivery(&self, stats: &Counters, target: Target, frame: Bytes) {
+        match target {
+            Target::Room { .. } => {
+                let Target::Room { namespace, .. } = &target else {
+                    return;
+                };
+                let channel = Arc::from(self.channels.room(namespace));
+                self.publish(stats, channel, Body::Deliver { target, frame });
+            }
+            Target::All => {
+                let channel = Arc::clone(&self.channels.ws_all);
+                self.publish(stats, channel, Body::Deliver { target, frame });
+            }
+            Target::Id(id) => {
+                let channel = match self.location(&id) {
+                    Some(node) => self.channels.ws_node(&node),
+                    None => Arc::clone(&self.channels.ws_all),
+                };
+                self.publish(
+                    stats,
+                    channel,
+                    Body::Deliver {
+                        target: Target::Id(id),
+                        frame,
+                    },
+                );
+            }
+            Target::Ids(ids) => {
+                // Group by known node; ids of unknown location go to everyone at once.
+                let mut by_node: HashMap<Option<Arc<str>>, Vec<String>> = HashMap::new();
+                {
+                    let locations = lock(&self.locations);
+                    for id in ids {
+                        let node = locations.get(id.as_str()).cloned();
+                        by_node.entry(node).or_default().push(id);
+                    }
+                }
+                for (node, ids) in by_node {
+                    let channel = match node {
+                        Some(node) => self.channels.ws_node(&node),
+                        None => Arc::clone(&self.channels.ws_all),
+                    };
+                    self.publish(
+                        stats,
+                        channel,
+                        Body::Deliver {
+                            target: Target::Ids(ids),
+                            frame: frame.clone(),
+                        },
+                    );
+                }
             }
         }
     }
 
-    pub(crate) fn announce_takeover(&self, id: &str) {
-        self.publish_control(Body::Takeover { id: id.to_string() });
+    pub(crate) fn location(&self, id: &str) -> Option<Arc<str>> {
+        lock(&self.locations).get(id).cloned()
     }
 
-    pub(crate) fn publish_remove_room(&self, namespace: &str, room: &str) {
-        self.publish_control(Body::RemoveRoom {
-            namespace: namespace.to_string(),
-            room: room.to_string(),
-        });
+    pub(crate) fn announce_takeover(&self, stats: &Counters, id: &str) {
+        let channel = Arc::clone(&self.channels.ws_all);
+        self.publish(stats, channel, Body::Takeover { id: id.to_string() });
     }
 
-    pub(crate) fn subscribe_namespace(&self, namespace: &str) {
-        let _ = self
-            .tx
-            .try_send(Outgoing::Subscribe(self.room_channel(namespace)));
+    pub(crate) fn announce_gone(&self, stats: &Counters, id: &str) {
+        let channel = Arc::clone(&self.channels.ws_all);
+        self.publish(stats, channel, Body::Gone { id: id.to_string() });
     }
 
-    pub(crate) fn unsubscribe_namespace(&self, namespace: &str) {
-        let _ = self
-            .tx
-            .try_send(Outgoing::Unsubscribe(self.room_channel(namespace)));
+    pub(crate) fn publish_remove_room(&self, stats: &Counters, namespace: &str, room: &str) {
+        let channel = Arc::clone(&self.channels.ws_all);
+        self.publish(
+            stats,
+            channel,
+            Body::RemoveRoom {
+                namespace: namespace.to_string(),
+                room: room.to_string(),
+            },
+        );
+    }
+
+    pub(crate) fn subscribe_namespace(&self, stats: &Counters, namespace: &str) {
+        queue_outgoing(
+            &self.tx,
+            stats,
+            Outgoing::Subscribe(self.channels.room(namespace)),
+        );
+    }
+
+    pub(crate) fn unsubscribe_namespace(&self, stats: &Counters, namespace: &str) {
+        queue_outgoing(
+            &self.tx,
+            stats,
+            Outgoing::Unsubscribe(self.channels.room(namespace)),
+        );
+    }
+
+    /// Queues a raw broker operation (custom channels).
+    pub(crate) fn queue(&self, stats: &Counters, op: Outgoing) {
+        queue_outgoing(&self.tx, stats, op);
+    }
+
+    /// Whether a custom channel name would collide with crosswire's own channels.
+    pub(crate) fn is_reserved(&self, channel: &str) -> bool {
+        self.channels.is_internal(channel)
+    }
+
+    fn announce(&self, stats: &Counters, hello: bool) {
+        let channel = Arc::clone(&self.channels.s2s_all);
+        self.publish(
+            stats,
+            channel,
+            Body::Announce {
+                ttl_ms: self.node_ttl.as_millis() as u64,
+                compression: self.codec.compress_above.is_some(),
+                hello,
+            },
+        );
+    }
+
+    /// The live peer nodes (not this one), sorted.
+    pub(crate) fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.peers).keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
     }
 
     pub(crate) fn stop(&self) {
         self.stop.notify_waiters();
     }
+
+    /// Removes a peer and everything learnt from it.
+    fn forget_peer(&self, node: &str) -> bool {
+        let removed = lock(&self.peers).remove(node).is_some();
+        if removed {
+            lock(&self.locations).retain(|_, n| &**n != node);
+            lock(&self.seen).retain(|(n, _), _| &**n != node);
+        }
+        removed
+    }
 }
 
-/// Starts the node's broker tasks: the ordered outgoing queue and the receiver.
+/// Starts the node's broker tasks: the ordered outgoing queue, the receiver, and the
+/// announcer.
 pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
     let Some(cluster) = server.inner.cluster.as_ref() else {
         return;
     };
     let broker = Arc::clone(&cluster.broker);
-    let mut initial: Vec<String> = vec![cluster.all_channel.to_string()];
+    let mut initial: Vec<String> = vec![
+        cluster.channels.ws_all.to_string(),
+        cluster.channels.ws_node(&cluster.node).to_string(),
+        cluster.channels.s2s_all.to_string(),
+        cluster.channels.s2s_node(&cluster.node).to_string(),
+    ];
     initial.extend(
         server
             .config()
             .preset_namespaces
             .iter()
-            .map(|ns| cluster.room_channel(ns)),
+            .map(|ns| cluster.channels.room(ns)),
     );
     let weak = Arc::downgrade(&server.inner);
 
-    // Outgoing: one task, so operations reach the broker in order.
+    // Outgoing: one task, so operations reach the broker in order. A batch of operations is
+    // started in order (the broker queues each at call time), then awaited together.
     let out_broker = Arc::clone(&broker);
     let out_weak = weak.clone();
+    let announce_weak = weak.clone();
     tokio::spawn(async move {
         for channel in initial {
             if let Err(e) = out_broker.subscribe(&channel).await {
                 report(&out_weak, format!("subscribe {channel}: {e}"));
             }
         }
-        while let Some(op) = outgoing.recv().await {
-            let result = match &op {
-                Outgoing::Publish(channel, bytes) => {
-                    out_broker.publish(channel, bytes.clone()).await
+        // Subscribed: now say hello, so the others answer with their own announcements.
+        if let Some(inner) = announce_weak.upgrade() {
+            if let Some(c) = &inner.cluster {
+                c.announce(&inner.stats, true);
+            }
+        }
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
+        while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
+            let futures: Vec<_> = batch
+                .drain(..)
+                .map(|op| match op {
+                    Outgoing::Publish(channel, bytes) => out_broker.publish(&channel, bytes),
+                    Outgoing::Subscribe(channel) => out_broker.subscribe(&channel),
+                    Outgoing::Unsubscribe(channel) => out_broker.unsubscribe(&channel),
+                })
+                .collect();
+            for result in futures_util::future::join_all(futures).await {
+                if let Err(e) = result {
+                    report(&out_weak, format!("broker: {e}"));
                 }
-                Outgoing::Subscribe(channel) => out_broker.subscribe(channel).await,
-                Outgoing::Unsubscribe(channel) => out_broker.unsubscribe(channel).await,
+            }
+        }
+    });
+
+    // Announcer: periodic announcements and expiry of silent peers.
+    let interval = cluster.announce_interval;
+    let stop = Arc::clone(&cluster.stop);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let stopped = stop.notified();
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped => return,
+            }
+            let Some(inner) = weak.upgrade() else {
+                return;
             };
-            if let Err(e) = result {
-                report(&out_weak, format!("broker: {e}"));
+            let Some(cluster) = inner.cluster.as_ref() else {
+                return;
+            };
+            cluster.announce(&inner.stats, false);
+            let now = Instant::now();
+            let expired: Vec<Arc<str>> = lock(&cluster.peers)
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.last_seen) > p.ttl)
+                .map(|(n, _)| Arc::clone(n))
+                .collect();
+            let server = Server {
+                inner: Arc::clone(&inner),
+            };
+            for node in expired {
+                if cluster.forget_peer(&node) {
+                    tracing::info!(node = %node, "node expired");
+                    server.emit_system(&SystemEvent::NodeLeft(node.to_string()));
+                }
             }
         }
     });
@@ -181,38 +485,42 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
             return;
         }
     };
-    tokio::spawn(receive(weak, messages));
+    tokio::spawn(receive(Arc::downgrade(&server.inner), messages));
 }
 
-fn report(weak: &std::sync::Weak<crate::server::ServerInner>, message: String) {
+/// Announces this node's departure (on graceful shutdown).
+pub(crate) fn leave(server: &Server) {
+    if let Some(cluster) = &server.inner.cluster {
+        let channel = Arc::clone(&cluster.channels.s2s_all);
+        cluster.publish(&server.inner.stats, channel, Body::Leave);
+    }
+}
+
+fn report(weak: &Weak<ServerInner>, message: String) {
     tracing::warn!(%message, "broker error");
     if let Some(inner) = weak.upgrade() {
         Server { inner }.emit_system(&SystemEvent::ServerError(message));
     }
 }
 
-async fn receive(
-    weak: std::sync::Weak<crate::server::ServerInner>,
-    mut messages: mpsc::Receiver<BrokerMessage>,
-) {
+async fn receive(weak: Weak<ServerInner>, mut messages: mpsc::Receiver<BrokerMessage>) {
     let mut buf: Vec<BrokerMessage> = Vec::with_capacity(INCOMING_BATCH);
-    loop {
-        let stopped = {
-            let Some(inner) = weak.upgrade() else {
-                return;
-            };
-            let Some(cluster) = inner.cluster.as_ref() else {
-                return;
-            };
-            let stop_signal = Arc::clone(&cluster.stop);
-            drop(inner);
-            let stop = stop_signal.notified();
-            tokio::select! {
-                n = messages.recv_many(&mut buf, INCOMING_BATCH) => n == 0,
-                _ = stop => true,
-            }
+    let stop = {
+        let Some(inner) = weak.upgrade() else {
+            return;
         };
-        if stopped {
+        let Some(cluster) = inner.cluster.as_ref() else {
+            return;
+        };
+        Arc::clone(&cluster.stop)
+    };
+    loop {
+        let stopped = stop.notified();
+        let n = tokio::select! {
+            n = messages.recv_many(&mut buf, INCOMING_BATCH) => n,
+            _ = stopped => return,
+        };
+        if n == 0 {
             return;
         }
         let Some(inner) = weak.upgrade() else {
@@ -227,28 +535,53 @@ async fn receive(
 }
 
 fn handle(server: &Server, message: &BrokerMessage) {
-    let envelope = match Envelope::decode(&message.payload) {
+    let Some(cluster) = server.inner.cluster.as_ref() else {
+        return;
+    };
+    if !cluster.channels.is_internal(&message.channel) {
+        server.emit_channel_message(message);
+        return;
+    }
+    let envelope = match cluster.codec.decode(&message.payload) {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!(channel = %message.channel, error = %e, "dropped undecodable envelope");
-            server.emit_system(&SystemEvent::ServerError(format!(
-                "undecodable envelope on {}: {e}",
-                message.channel
-            )));
+            let text = match e {
+                EnvelopeError::CompressionMismatch => format!(
+                    "compression mismatch on {}: another node compresses envelopes but this node has compression off",
+                    message.channel
+                ),
+                other => format!("undecodable envelope on {}: {other}", message.channel),
+            };
+            tracing::warn!(%text, "dropped envelope");
+            server.emit_system(&SystemEvent::ServerError(text));
             return;
         }
     };
-    if envelope.origin == server.node_name() {
+    if envelope.origin == *cluster.node {
         return;
     }
+    let origin: Arc<str> = Arc::from(envelope.origin.as_str());
+    {
+        let mut seen = lock(&cluster.seen);
+        let window = seen
+            .entry((Arc::clone(&origin), envelope.incarnation))
+            .or_insert_with(SeenWindow::new);
+        if !window.accept(envelope.seq) {
+            cluster.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    cluster.received.fetch_add(1, Ordering::Relaxed);
     match envelope.body {
         Body::Deliver { target, frame } => {
             server.deliver_local(&target, &frame);
         }
         Body::Takeover { id } => {
+            let id: Arc<str> = Arc::from(id);
+            lock(&cluster.locations).insert(Arc::clone(&id), Arc::clone(&origin));
             if let Some(socket) = server.socket(&id) {
-                tracing::debug!(id = %id, origin = %envelope.origin, "id bound on another node");
-                server.unbind(&id);
+                tracing::debug!(id = %id, origin = %origin, "id bound on another node");
+                server.unbind_quiet(&id);
                 server.leave_all(&id);
                 socket.close(
                     server.config().takeover_close_code,
@@ -256,6 +589,95 @@ fn handle(server: &Server, message: &BrokerMessage) {
                 );
             }
         }
+        Body::Gone { id } => {
+            let mut locations = lock(&cluster.locations);
+            if locations.get(id.as_str()).is_some_and(|n| *n == origin) {
+                locations.remove(id.as_str());
+            }
+        }
         Body::RemoveRoom { namespace, room } => server.remove_room_local(&namespace, &room),
+        Body::ServerEvent {
+            event,
+            payload,
+            request,
+            targets,
+        } => {
+            if targets.is_empty() || targets.iter().any(|t| *t == *cluster.node) {
+                server_events::dispatch(server, &origin, &event, payload, request);
+            }
+        }
+        Body::ServerReply {
+            request,
+            to,
+            payload,
+        } => {
+            if to == *cluster.node {
+                server.inner.requests().resolve(request, &origin, payload);
+            }
+        }
+        Body::Announce {
+            ttl_ms,
+            compression,
+            hello,
+        } => {
+            if compression != cluster.codec.compress_above.is_some() {
+                server.emit_system(&SystemEvent::ServerError(format!(
+                    "compression mismatch: node {origin} has compression {}, this node {}; all nodes must agree",
+                    if compression { "on" } else { "off" },
+                    if cluster.codec.compress_above.is_some() { "on" } else { "off" },
+                )));
+            }
+            let ttl = Duration::from_millis(ttl_ms.max(1));
+            let new = lock(&cluster.peers)
+                .insert(
+                    Arc::clone(&origin),
+                    Peer {
+                        last_seen: Instant::now(),
+                        ttl,
+                    },
+                )
+                .is_none();
+            if new {
+                tracing::info!(node = %origin, "node joined");
+                server.emit_system(&SystemEvent::NodeJoined(origin.to_string()));
+            }
+            if hello || new {
+                cluster.announce(&server.inner.stats, false);
+            }
+        }
+        Body::Leave => {
+            if cluster.forget_peer(&origin) {
+                tracing::info!(node = %origin, "node left");
+                server.emit_system(&SystemEvent::NodeLeft(origin.to_string()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenWindow;
+
+    #[test]
+    fn window_drops_duplicates_in_any_order() {
+        let mut w = SeenWindow::new();
+        assert!(w.accept(1));
+        assert!(w.accept(3));
+        assert!(!w.accept(3));
+        assert!(w.accept(2));
+        assert!(!w.accept(1));
+        assert!(w.accept(100_000));
+        // Far behind the window: refused rather than risk a duplicate.
+        assert!(!w.accept(2));
+        assert!(w.accept(99_999));
+        assert!(!w.accept(99_999));
+        // Slots reused after the window moved on are clear.
+        let mut w = SeenWindow::new();
+        for s in 1..200_000u64 {
+            assert!(w.accept(s));
+        }
+        for s in 150_000..200_000u64 {
+            assert!(!w.accept(s));
+        }
     }
 }

@@ -35,6 +35,11 @@ pub struct ServerConfig {
     pub(crate) takeover_close_code: u16,
     pub(crate) close_timeout: Duration,
     pub(crate) ws_channel_prefix: String,
+    pub(crate) server_channel_prefix: String,
+    pub(crate) announce_interval: Duration,
+    pub(crate) node_ttl: Duration,
+    pub(crate) compress_above: Option<usize>,
+    pub(crate) server_request_timeout: Duration,
     pub(crate) preset_namespaces: Vec<String>,
     pub(crate) auto_unsubscribe: bool,
     pub(crate) lowercase_param_keys: bool,
@@ -54,6 +59,11 @@ impl Default for ServerConfig {
             takeover_close_code: crate::close_code::TAKEN_OVER,
             close_timeout: Duration::from_secs(2),
             ws_channel_prefix: "crosswire:ws".to_string(),
+            server_channel_prefix: "crosswire:s2s".to_string(),
+            announce_interval: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(3),
+            compress_above: None,
+            server_request_timeout: Duration::from_secs(5),
             preset_namespaces: Vec::new(),
             auto_unsubscribe: true,
             lowercase_param_keys: false,
@@ -128,6 +138,41 @@ impl ServerConfig {
         self
     }
 
+    /// Prefix of the broker channels carrying server-to-server traffic (events, replies, node
+    /// announcements). Must differ from the WebSocket prefix, and neither may be a prefix of
+    /// the other. Default: `crosswire:s2s`.
+    pub fn with_server_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.server_channel_prefix = prefix.into();
+        self
+    }
+
+    /// How often a node announces itself to the others. Default: 1 s.
+    pub fn with_announce_interval(mut self, interval: Duration) -> Self {
+        self.announce_interval = interval;
+        self
+    }
+
+    /// How long a silent node stays in the live node set. Default: 3 s.
+    pub fn with_node_ttl(mut self, ttl: Duration) -> Self {
+        self.node_ttl = ttl;
+        self
+    }
+
+    /// Compress (LZ4) envelopes between nodes whose encoded size is at least `threshold`
+    /// bytes; `None` disables compression. Every node of a cluster must use the same
+    /// setting: a mismatch is reported as a server error, never silently misdecoded.
+    /// Default: `None`.
+    pub fn with_compression(mut self, threshold: Option<usize>) -> Self {
+        self.compress_above = threshold;
+        self
+    }
+
+    /// Default timeout of server-to-server requests. Default: 5 s.
+    pub fn with_server_request_timeout(mut self, timeout: Duration) -> Self {
+        self.server_request_timeout = timeout;
+        self
+    }
+
     /// Room namespaces whose broker channel stays subscribed even with no local member.
     /// Default: none.
     pub fn with_preset_namespaces<I, S>(mut self, namespaces: I) -> Self
@@ -176,6 +221,26 @@ impl ServerConfig {
         if !(4000..=4999).contains(&self.takeover_close_code) {
             return Err(ConfigError::Invalid(
                 "takeover_close_code must be an application code (4000..=4999)",
+            ));
+        }
+        let (ws, s2s) = (&self.ws_channel_prefix, &self.server_channel_prefix);
+        if ws.is_empty() || s2s.is_empty() {
+            return Err(ConfigError::Invalid("channel prefixes must not be empty"));
+        }
+        if ws.starts_with(s2s.as_str()) || s2s.starts_with(ws.as_str()) {
+            return Err(ConfigError::ChannelPrefixes {
+                ws: ws.clone(),
+                server: s2s.clone(),
+            });
+        }
+        if self.node_name.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid(
+                "node name must not contain white space",
+            ));
+        }
+        if self.announce_interval.is_zero() || self.node_ttl <= self.announce_interval {
+            return Err(ConfigError::Invalid(
+                "announce_interval must be > 0 and node_ttl longer than announce_interval",
             ));
         }
         if self.heartbeat_message.len() > 1024 {

@@ -7,6 +7,15 @@ pub enum ConfigError {
     /// The node name is empty; give every node a unique name.
     #[error("node name must not be empty")]
     EmptyNodeName,
+    /// The WebSocket and server-to-server channel prefixes are equal or one starts with the
+    /// other, so their channels could collide; choose distinct prefixes.
+    #[error("channel prefixes must differ and neither may start with the other: ws={ws:?}, server={server:?}")]
+    ChannelPrefixes {
+        /// WebSocket channel prefix.
+        ws: String,
+        /// Server-to-server channel prefix.
+        server: String,
+    },
     /// A setting is out of range; the message names it.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
@@ -65,4 +74,16 @@ pub enum ServeError {
     /// Could not bind or accept.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A server-to-server event could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerEmitError {
+    /// The payload could not be serialised to JSON.
+    #[error("payload is not serialisable: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The node is shutting down.
+    #[error("server is shut down")]
+    ShutDown,
 }

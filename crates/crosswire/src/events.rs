@@ -284,6 +284,10 @@ pub enum SystemEvent {
     Listening(std::net::SocketAddr),
     /// The server finished shutting down.
     ServerClosed,
+    /// A node joined the cluster (node discovery).
+    NodeJoined(String),
+    /// A node left the cluster or stopped announcing itself.
+    NodeLeft(String),
 }
 
 /// Which [`SystemEvent`] a handler is for.
@@ -308,6 +312,10 @@ pub enum SystemEventKind {
     Listening,
     /// [`SystemEvent::ServerClosed`]
     ServerClosed,
+    /// [`SystemEvent::NodeJoined`]
+    NodeJoined,
+    /// [`SystemEvent::NodeLeft`]
+    NodeLeft,
 }
 
 impl SystemEventKind {
@@ -322,6 +330,8 @@ impl SystemEventKind {
             Self::ServerError => "server-error",
             Self::Listening => "listening",
             Self::ServerClosed => "server-closed",
+            Self::NodeJoined => "node-joined",
+            Self::NodeLeft => "node-left",
         }
     }
 }
@@ -339,6 +349,8 @@ impl SystemEvent {
             Self::ServerError(_) => SystemEventKind::ServerError,
             Self::Listening(_) => SystemEventKind::Listening,
             Self::ServerClosed => SystemEventKind::ServerClosed,
+            Self::NodeJoined(_) => SystemEventKind::NodeJoined,
+            Self::NodeLeft(_) => SystemEventKind::NodeLeft,
         }
     }
 }

@@ -65,6 +65,7 @@ mod events;
 mod params;
 mod registry;
 mod server;
+mod server_events;
 mod socket;
 mod upgrade;
 
@@ -72,11 +73,15 @@ pub use broker::{
     BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,
 };
 pub use config::{ServerConfig, SlowClientPolicy};
-pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError};
+pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError, ServerEmitError};
 pub use events::{Event, HandlerId, OwnedEvent, Payload, Reply, SystemEvent, SystemEventKind};
 pub use params::{ParseOptions, RequestParams};
 pub use registry::Match;
 pub use server::{Emit, Server, Stats};
+pub use server_events::{
+    OwnedServerEvent, ServerEmitOptions, ServerEvent, ServerReplies, ServerReply, ServerResponse,
+    ServerResults,
+};
 pub use socket::{Socket, SocketStats};
 pub use upgrade::{UpgradeRejection, WsUpgrade};
 

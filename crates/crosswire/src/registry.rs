@@ -105,10 +105,14 @@ impl Registry {
     }
 
     /// Removes a closed connection: its binding (if still its own) and the id's rooms.
-    pub(crate) fn remove_conn(&mut self, socket: &SocketShared) -> Vec<NamespaceChange> {
+    /// Returns the namespace changes and the id that was unbound.
+    pub(crate) fn remove_conn(
+        &mut self,
+        socket: &SocketShared,
+    ) -> (Vec<NamespaceChange>, Option<Arc<str>>) {
         self.conns.remove(&socket.conn_id);
         let Some(id) = socket.bound_id() else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let still_bound = self
             .ids
@@ -116,10 +120,10 @@ impl Registry {
             .is_some_and(|s| s.conn_id == socket.conn_id);
         if !still_bound {
             // Taken over by a newer connection: the rooms belong to it now.
-            return Vec::new();
+            return (Vec::new(), None);
         }
         self.ids.remove(&id);
-        self.leave_all(&id)
+        (self.leave_all(&id), Some(id))
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Arc<SocketShared>> {

@@ -24,6 +24,9 @@ use crate::socket::{lock, Batch, Socket, SocketShared};
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::{frame, ws};
 
+/// The handler of custom-channel messages.
+type ChannelHandler = Arc<dyn Fn(&str, &Bytes) + Send + Sync>;
+
 /// Node-wide counters.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -61,6 +64,10 @@ pub struct Stats {
     pub ping_timeouts: u64,
     /// Broker messages not published because the publish queue was full.
     pub broker_dropped: u64,
+    /// Envelopes received from other nodes and handled.
+    pub envelopes_received: u64,
+    /// Envelopes received twice (e.g. through two Redis nodes) and dropped.
+    pub envelopes_duplicate: u64,
 }
 
 /// Where the answer to one server → client request goes.
@@ -111,6 +118,9 @@ pub(crate) struct ServerInner {
     ping_frame: Bytes,
     next_conn: AtomicU64,
     pub(crate) cluster: Option<Cluster>,
+    pub(crate) server_events: Listeners<crate::server_events::ServerHandler>,
+    requests: crate::server_events::Requests,
+    channel_handler: RwLock<Option<ChannelHandler>>,
     shutting_down: AtomicBool,
     /// Signalled when shutdown starts (stops the listeners and the sweep).
     pub(crate) shutdown: Notify,
@@ -171,12 +181,16 @@ impl Server {
             ping_frame: crate::socket::ping_frame(),
             next_conn: AtomicU64::new(0),
             cluster,
+            server_events: Listeners::default(),
+            requests: Default::default(),
+            channel_handler: RwLock::new(None),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             conn_removed: Notify::new(),
             preset,
         });
         let server = Server { inner };
+        server.install_queries();
         server.spawn_ping_sweep();
         if let Some(rx) = outgoing_rx {
             crate::cluster::start(&server, rx);
@@ -259,12 +273,17 @@ impl Server {
 
     /// Removes one handler (client event or system event). Returns whether it existed.
     pub fn off(&self, id: HandlerId) -> bool {
-        self.inner.events.remove_id(id) + self.inner.system.remove_id(id) > 0
+        self.inner.events.remove_id(id)
+            + self.inner.system.remove_id(id)
+            + self.inner.server_events.remove_id(id)
+            > 0
     }
 
     /// Removes every handler registered with `tag`. Returns how many.
     pub fn off_tag(&self, tag: &str) -> usize {
-        self.inner.events.remove_tag(tag) + self.inner.system.remove_tag(tag)
+        self.inner.events.remove_tag(tag)
+            + self.inner.system.remove_tag(tag)
+            + self.inner.server_events.remove_tag(tag)
     }
 
     /// Removes every handler of client event `event`. Returns how many.
@@ -348,13 +367,24 @@ impl Server {
             );
         }
         if let Some(cluster) = &self.inner.cluster {
-            cluster.announce_takeover(&id);
+            cluster.announce_takeover(&self.inner.stats, &id);
         }
     }
 
     /// Removes the binding of `id` (its rooms are left as they are). Returns whether it
     /// was bound on this node.
     pub fn unbind(&self, id: &str) -> bool {
+        let unbound = self.unbind_quiet(id);
+        if unbound {
+            if let Some(cluster) = &self.inner.cluster {
+                cluster.announce_gone(&self.inner.stats, id);
+            }
+        }
+        unbound
+    }
+
+    /// Unbinds without telling the other nodes (the id moved to one of them).
+    pub(crate) fn unbind_quiet(&self, id: &str) -> bool {
         self.write_registry().unbind(id, None).is_some()
     }
 
@@ -396,12 +426,90 @@ impl Server {
             slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
             ping_timeouts: c.ping_timeouts.load(Ordering::Relaxed),
             broker_dropped: c.broker_dropped.load(Ordering::Relaxed),
+            envelopes_received: self
+                .inner
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.received.load(Ordering::Relaxed)),
+            envelopes_duplicate: self
+                .inner
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.duplicates.load(Ordering::Relaxed)),
         }
     }
 
     /// Health of the broker, `None` on a single node.
     pub fn broker_health(&self) -> Option<BrokerHealth> {
         self.inner.cluster.as_ref().map(|c| c.broker.health())
+    }
+
+    // ----- custom channels -----
+
+    /// Subscribes this node to a custom broker channel; its messages go to the handler set
+    /// with [`Server::on_channel_message`]. Names starting with crosswire's own prefixes are
+    /// refused. Returns false on a single node (no broker) or for a reserved name.
+    pub fn subscribe_channel(&self, channel: &str) -> bool {
+        match &self.inner.cluster {
+            Some(cluster) if !cluster.is_reserved(channel) => {
+                cluster.queue(&self.inner.stats, Outgoing::Subscribe(channel.to_string()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Unsubscribes a custom channel.
+    pub fn unsubscribe_channel(&self, channel: &str) -> bool {
+        match &self.inner.cluster {
+            Some(cluster) if !cluster.is_reserved(channel) => {
+                cluster.queue(
+                    &self.inner.stats,
+                    Outgoing::Unsubscribe(channel.to_string()),
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Publishes raw bytes on a custom channel (no envelope; any subscriber, crosswire or
+    /// not, receives them as they are).
+    pub fn publish_raw(&self, channel: &str, payload: impl Into<Bytes>) -> bool {
+        match &self.inner.cluster {
+            Some(cluster) if !cluster.is_reserved(channel) => {
+                cluster.queue(
+                    &self.inner.stats,
+                    Outgoing::Publish(Arc::from(channel), payload.into()),
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sets the one handler of messages on custom channels (replacing any previous one).
+    pub fn on_channel_message<F>(&self, handler: F)
+    where
+        F: Fn(&str, &Bytes) + Send + Sync + 'static,
+    {
+        *self
+            .inner
+            .channel_handler
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
+    }
+
+    pub(crate) fn emit_channel_message(&self, message: &crate::broker::BrokerMessage) {
+        let handler = self
+            .inner
+            .channel_handler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(handler) = handler {
+            handler(&message.channel, &message.payload);
+        }
     }
 
     // ----- rooms -----
@@ -430,7 +538,7 @@ impl Server {
     pub fn remove_room(&self, namespace: &str, room: &str) {
         self.remove_room_local(namespace, room);
         if let Some(cluster) = &self.inner.cluster {
-            cluster.publish_remove_room(namespace, room);
+            cluster.publish_remove_room(&self.inner.stats, namespace, room);
         }
     }
 
@@ -447,12 +555,12 @@ impl Server {
             NamespaceChange::None => {}
             NamespaceChange::Added(ns) => {
                 if !self.inner.preset.contains(&*ns) {
-                    cluster.subscribe_namespace(&ns);
+                    cluster.subscribe_namespace(&self.inner.stats, &ns);
                 }
             }
             NamespaceChange::Removed(ns) => {
                 if self.inner.config.auto_unsubscribe && !self.inner.preset.contains(&*ns) {
-                    cluster.unsubscribe_namespace(&ns);
+                    cluster.unsubscribe_namespace(&self.inner.stats, &ns);
                 }
             }
         }
@@ -748,6 +856,9 @@ impl Server {
             socket.terminate();
         }
         if let Some(cluster) = &self.inner.cluster {
+            crate::cluster::leave(self);
+            // Give the outgoing queue a moment to carry the departure out.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             cluster.stop();
         }
         self.emit_system(&SystemEvent::ServerClosed);
@@ -798,12 +909,19 @@ impl ServerInner {
         self.registry.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn requests(&self) -> &crate::server_events::Requests {
+        &self.requests
+    }
+
     pub(crate) fn remove_socket(self: &Arc<Self>, socket: &Socket) {
-        let changes = self
+        let (changes, unbound) = self
             .registry
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove_conn(&socket.shared);
+        if let (Some(id), Some(cluster)) = (unbound, &self.cluster) {
+            cluster.announce_gone(&self.stats, &id);
+        }
         self.acks.drop_conn(socket.shared.conn_id);
         let server = Server {
             inner: Arc::clone(self),

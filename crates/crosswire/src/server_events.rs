@@ -1,0 +1,607 @@
+//! Server-to-server events: handlers, emitting to all or named nodes, and collecting replies
+//! one by one or all at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::error::ServerEmitError;
+use crate::events::{HandlerId, Payload};
+use crate::server::{Server, ServerInner};
+use crate::socket::lock;
+use crosswire_protocol::envelope::Body;
+
+/// A server-to-server event as a handler sees it.
+pub struct ServerEvent<'a> {
+    /// This node.
+    pub server: &'a Server,
+    /// The node that sent it (this node's own name for an event it emitted to itself).
+    pub from: &'a str,
+    /// The payload.
+    pub payload: Payload<'a>,
+    /// Present when the sender waits for replies. Only the first handler of an event gets
+    /// it: each node answers a request once.
+    pub reply: Option<ServerReply>,
+}
+
+/// An owned [`ServerEvent`], for asynchronous handlers.
+pub struct OwnedServerEvent {
+    /// This node.
+    pub server: Server,
+    /// The node that sent it.
+    pub from: String,
+    /// The payload.
+    pub payload: Box<RawValue>,
+    /// Present when the sender waits for replies.
+    pub reply: Option<ServerReply>,
+}
+
+impl OwnedServerEvent {
+    /// Deserialises the payload.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.payload.get())
+    }
+}
+
+/// Answers a server-to-server request. Consumed by sending.
+#[derive(Debug)]
+pub struct ServerReply {
+    server: Weak<ServerInner>,
+    to: Arc<str>,
+    request: u64,
+}
+
+impl ServerReply {
+    /// The node waiting for this reply.
+    pub fn to(&self) -> &str {
+        &self.to
+    }
+
+    /// Sends the reply.
+    pub fn send<T: Serialize + ?Sized>(self, payload: &T) -> Result<(), ServerEmitError> {
+        let bytes = Bytes::from(serde_json::to_vec(payload)?);
+        self.send_bytes(bytes)
+    }
+
+    /// Sends a reply that is already JSON text.
+    pub fn send_raw(self, payload: &RawValue) -> Result<(), ServerEmitError> {
+        self.send_bytes(Bytes::copy_from_slice(payload.get().as_bytes()))
+    }
+
+    fn send_bytes(self, payload: Bytes) -> Result<(), ServerEmitError> {
+        let inner = self.server.upgrade().ok_or(ServerEmitError::ShutDown)?;
+        let server = Server { inner };
+        if *self.to == *server.node_name() {
+            server
+                .inner
+                .requests()
+                .resolve(self.request, &self.to, payload);
+            return Ok(());
+        }
+        if let Some(cluster) = &server.inner.cluster {
+            let channel = cluster.channels.s2s_node(&self.to);
+            cluster.publish(
+                &server.inner.stats,
+                channel,
+                Body::ServerReply {
+                    request: self.request,
+                    to: self.to.to_string(),
+                    payload,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(crate) type ServerHandler = dyn Fn(ServerEvent<'_>) + Send + Sync;
+
+pub(crate) fn spawning<F, Fut>(handler: F) -> Arc<ServerHandler>
+where
+    F: Fn(OwnedServerEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |ev: ServerEvent<'_>| {
+        let owned = OwnedServerEvent {
+            server: ev.server.clone(),
+            from: ev.from.to_string(),
+            payload: ev.payload.to_owned(),
+            reply: ev.reply,
+        };
+        tokio::spawn(handler(owned));
+    })
+}
+
+/// Options of [`Server::request_server`] and [`Server::emit_server`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServerEmitOptions {
+    /// Nodes to send to; empty means every node. Default: empty.
+    pub targets: Vec<String>,
+    /// Leave this node out. Default: false.
+    pub except_self: bool,
+    /// How long to wait for replies. Default: the server's `server_request_timeout` (5 s).
+    pub timeout: Option<Duration>,
+    /// How many replies to wait for. Default: the number of live target nodes (from node
+    /// discovery), so a broadcast waits for exactly the nodes that are up.
+    pub expected_responses: Option<usize>,
+}
+
+impl ServerEmitOptions {
+    /// Default options: every node, self included.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends to these nodes only.
+    pub fn to<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.targets = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Leaves this node out.
+    pub fn except_self(mut self) -> Self {
+        self.except_self = true;
+        self
+    }
+
+    /// Sets the reply timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets how many replies to wait for.
+    pub fn with_expected_responses(mut self, n: usize) -> Self {
+        self.expected_responses = Some(n);
+        self
+    }
+}
+
+/// One reply to a server-to-server request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ServerResponse {
+    /// The node that answered.
+    pub node: String,
+    /// Its reply.
+    pub payload: Box<RawValue>,
+    /// Replies still expected after this one.
+    pub remaining: usize,
+}
+
+/// Every reply to a server-to-server request, as [`ServerReplies::collect`] returns them.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ServerResults {
+    /// Whether every expected reply arrived in time.
+    pub success: bool,
+    /// Replies by node name.
+    pub responses: BTreeMap<String, Box<RawValue>>,
+    /// How many expected replies did not arrive.
+    pub unresponded: usize,
+}
+
+type ReplySender = mpsc::UnboundedSender<(String, Box<RawValue>)>;
+
+struct Pending {
+    tx: ReplySender,
+    remaining: usize,
+}
+
+/// Pending requests of this node.
+#[derive(Default)]
+pub(crate) struct Requests {
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+}
+
+impl Requests {
+    fn register(&self, expected: usize) -> (u64, mpsc::UnboundedReceiver<(String, Box<RawValue>)>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if expected > 0 {
+            lock(&self.pending).insert(
+                id,
+                Pending {
+                    tx,
+                    remaining: expected,
+                },
+            );
+        }
+        (id, rx)
+    }
+
+    pub(crate) fn resolve(&self, id: u64, from: &str, payload: Bytes) {
+        let payload: Box<RawValue> = match serde_json::from_slice::<&RawValue>(&payload) {
+            Ok(raw) => raw.to_owned(),
+            Err(e) => {
+                tracing::warn!(node = %from, error = %e, "dropped a reply that is not JSON");
+                return;
+            }
+        };
+        let mut pending = lock(&self.pending);
+        let Some(entry) = pending.get_mut(&id) else {
+            return;
+        };
+        let _ = entry.tx.send((from.to_string(), payload));
+        entry.remaining = entry.remaining.saturating_sub(1);
+        if entry.remaining == 0 {
+            pending.remove(&id);
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        lock(&self.pending).remove(&id).is_some()
+    }
+}
+
+/// The replies to a server-to-server request: take them one by one with
+/// [`ServerReplies::next`], or all at once with [`ServerReplies::collect`]. Dropping it
+/// cancels the request.
+pub struct ServerReplies {
+    id: u64,
+    rx: mpsc::UnboundedReceiver<(String, Box<RawValue>)>,
+    remaining: usize,
+    deadline: tokio::time::Instant,
+    server: Weak<ServerInner>,
+}
+
+impl std::fmt::Debug for ServerReplies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerReplies")
+            .field("id", &self.id)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerReplies {
+    /// The request id, for [`Server::cancel_server_request`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Replies still expected.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// The next reply; `None` when all arrived, the timeout passed, or the request was
+    /// cancelled.
+    pub async fn next(&mut self) -> Option<ServerResponse> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(Some((node, payload))) => {
+                self.remaining -= 1;
+                Some(ServerResponse {
+                    node,
+                    payload,
+                    remaining: self.remaining,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits for every expected reply (or the timeout) and returns them by node.
+    pub async fn collect(mut self) -> ServerResults {
+        let mut responses = BTreeMap::new();
+        while let Some(r) = self.next().await {
+            responses.insert(r.node, r.payload);
+        }
+        ServerResults {
+            success: self.remaining == 0,
+            responses,
+            unresponded: self.remaining,
+        }
+    }
+}
+
+impl Drop for ServerReplies {
+    fn drop(&mut self) {
+        if let Some(inner) = self.server.upgrade() {
+            inner.requests().cancel(self.id);
+        }
+    }
+}
+
+/// Calls the handlers of a server event.
+pub(crate) fn dispatch(
+    server: &Server,
+    from: &str,
+    event: &str,
+    payload: Bytes,
+    request: Option<u64>,
+) {
+    let Some(handlers) = server.inner.server_events.take(event) else {
+        tracing::debug!(event, from, "no handler for server event");
+        return;
+    };
+    let raw: &RawValue = match serde_json::from_slice(&payload) {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::warn!(event, from, error = %e, "dropped a server event that is not JSON");
+            return;
+        }
+    };
+    let from_arc: Arc<str> = Arc::from(from);
+    let mut reply = request.map(|request| ServerReply {
+        server: Arc::downgrade(&server.inner),
+        to: Arc::clone(&from_arc),
+        request,
+    });
+    for entry in handlers.iter() {
+        (entry.handler)(ServerEvent {
+            server,
+            from,
+            payload: Payload(raw),
+            reply: reply.take(),
+        });
+    }
+}
+
+impl Server {
+    /// Handles server-to-server event `event`. The handler runs on the broker's receive task:
+    /// keep it short, or use [`Server::on_server_async`].
+    pub fn on_server<F>(&self, event: &str, handler: F) -> HandlerId
+    where
+        F: Fn(ServerEvent<'_>) + Send + Sync + 'static,
+    {
+        self.inner
+            .server_events
+            .add(event, Arc::new(handler), None, false)
+    }
+
+    /// Like [`Server::on_server`], with a tag for [`Server::off_tag`].
+    pub fn on_server_tagged<F>(&self, tag: &str, event: &str, handler: F) -> HandlerId
+    where
+        F: Fn(ServerEvent<'_>) + Send + Sync + 'static,
+    {
+        self.inner
+            .server_events
+            .add(event, Arc::new(handler), Some(tag), false)
+    }
+
+    /// Handles the next occurrence of server event `event` only.
+    pub fn once_server<F>(&self, event: &str, handler: F) -> HandlerId
+    where
+        F: Fn(ServerEvent<'_>) + Send + Sync + 'static,
+    {
+        self.inner
+            .server_events
+            .add(event, Arc::new(handler), None, true)
+    }
+
+    /// Handles server event `event` with an async function, spawned per event.
+    pub fn on_server_async<F, Fut>(&self, event: &str, handler: F) -> HandlerId
+    where
+        F: Fn(OwnedServerEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner
+            .server_events
+            .add(event, spawning(handler), None, false)
+    }
+
+    /// Sends a server event without waiting for replies.
+    pub fn emit_server<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+        options: &ServerEmitOptions,
+    ) -> Result<(), ServerEmitError> {
+        let payload = Bytes::from(serde_json::to_vec(payload)?);
+        self.send_server_event(event, payload, None, options);
+        Ok(())
+    }
+
+    /// Sends a server event and returns its replies, to take one by one or all at once:
+    ///
+    /// ```no_run
+    /// # async fn f(server: crosswire::Server) -> Result<(), crosswire::ServerEmitError> {
+    /// use crosswire::ServerEmitOptions;
+    /// let results = server
+    ///     .request_server("say", &"hello", ServerEmitOptions::new().except_self())?
+    ///     .collect()
+    ///     .await;
+    /// println!("{} replies, {} missing", results.responses.len(), results.unresponded);
+    /// # Ok(()) }
+    /// ```
+    pub fn request_server<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+        options: ServerEmitOptions,
+    ) -> Result<ServerReplies, ServerEmitError> {
+        if self.is_shutting_down() {
+            return Err(ServerEmitError::ShutDown);
+        }
+        let payload = Bytes::from(serde_json::to_vec(payload)?);
+        let me = self.node_name();
+        let to_self = !options.except_self
+            && (options.targets.is_empty() || options.targets.iter().any(|t| t == me));
+        let remote = match &self.inner.cluster {
+            None => 0,
+            Some(cluster) if options.targets.is_empty() => cluster.peers().len(),
+            Some(_) => options.targets.iter().filter(|t| *t != me).count(),
+        };
+        let expected = options
+            .expected_responses
+            .unwrap_or(remote + usize::from(to_self));
+        let (id, rx) = self.inner.requests().register(expected);
+        let timeout = options
+            .timeout
+            .unwrap_or(self.inner.config.server_request_timeout);
+        let replies = ServerReplies {
+            id,
+            rx,
+            remaining: expected,
+            deadline: tokio::time::Instant::now() + timeout,
+            server: Arc::downgrade(&self.inner),
+        };
+        self.send_server_event(event, payload, Some(id), &options);
+        Ok(replies)
+    }
+
+    /// Cancels a pending request: its [`ServerReplies`] ends now. Returns whether it was
+    /// pending.
+    pub fn cancel_server_request(&self, id: u64) -> bool {
+        self.inner.requests().cancel(id)
+    }
+
+    /// The live nodes of the cluster (this one included), sorted. On a single node, just this
+    /// node.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut nodes = match &self.inner.cluster {
+            Some(cluster) => cluster.peers(),
+            None => Vec::new(),
+        };
+        nodes.push(self.node_name().to_string());
+        nodes.sort();
+        nodes
+    }
+
+    fn send_server_event(
+        &self,
+        event: &str,
+        payload: Bytes,
+        request: Option<u64>,
+        options: &ServerEmitOptions,
+    ) {
+        let me = self.node_name().to_string();
+        if let Some(cluster) = &self.inner.cluster {
+            let stats = &self.inner.stats;
+            if options.targets.is_empty() {
+                cluster.publish(
+                    stats,
+                    Arc::clone(&cluster.channels.s2s_all),
+                    Body::ServerEvent {
+                        event: event.to_string(),
+                        payload: payload.clone(),
+                        request,
+                        targets: Vec::new(),
+                    },
+                );
+            } else {
+                for target in options.targets.iter().filter(|t| **t != me) {
+                    cluster.publish(
+                        stats,
+                        cluster.channels.s2s_node(target),
+                        Body::ServerEvent {
+                            event: event.to_string(),
+                            payload: payload.clone(),
+                            request,
+                            targets: vec![target.clone()],
+                        },
+                    );
+                }
+            }
+        }
+        let to_self =
+            !options.except_self && (options.targets.is_empty() || options.targets.contains(&me));
+        if to_self {
+            // In-process, without the broker.
+            dispatch(self, &me, event, payload, request);
+        }
+    }
+
+    // ----- cluster-wide queries -----
+
+    /// Members of a room on every node (best effort within the server request timeout).
+    pub async fn cluster_room_members(&self, namespace: &str, room: &str) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .query::<Vec<String>>(QUERY_ROOM_MEMBERS, &(namespace, room))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Number of members of a room on every node.
+    pub async fn cluster_room_size(&self, namespace: &str, room: &str) -> usize {
+        self.cluster_room_members(namespace, room).await.len()
+    }
+
+    /// Connections on every node.
+    pub async fn cluster_connection_count(&self) -> usize {
+        self.query::<usize>(QUERY_CONNECTIONS, &())
+            .await
+            .into_iter()
+            .sum()
+    }
+
+    /// The node `id` is connected to, if any.
+    pub async fn locate(&self, id: &str) -> Option<String> {
+        if self.socket(id).is_some() {
+            return Some(self.node_name().to_string());
+        }
+        let replies =
+            self.request_server(QUERY_LOCATE, &id, ServerEmitOptions::new().except_self());
+        let mut replies = replies.ok()?;
+        while let Some(r) = replies.next().await {
+            if serde_json::from_str::<bool>(r.payload.get()).unwrap_or(false) {
+                return Some(r.node);
+            }
+        }
+        None
+    }
+
+    async fn query<R: serde::de::DeserializeOwned>(
+        &self,
+        event: &str,
+        args: &impl Serialize,
+    ) -> Vec<R> {
+        let Ok(replies) = self.request_server(event, args, ServerEmitOptions::new()) else {
+            return Vec::new();
+        };
+        replies
+            .collect()
+            .await
+            .responses
+            .values()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .collect()
+    }
+
+    /// Installs the handlers of the built-in cluster queries.
+    pub(crate) fn install_queries(&self) {
+        self.on_server(QUERY_ROOM_MEMBERS, |ev| {
+            if let (Some(reply), Ok((ns, room))) =
+                (ev.reply, ev.payload.parse::<(String, String)>())
+            {
+                let _ = reply.send(&ev.server.room_members(&ns, &room));
+            }
+        });
+        self.on_server(QUERY_CONNECTIONS, |ev| {
+            if let Some(reply) = ev.reply {
+                let _ = reply.send(&ev.server.connection_count());
+            }
+        });
+        self.on_server(QUERY_LOCATE, |ev| {
+            if let (Some(reply), Ok(id)) = (ev.reply, ev.payload.parse::<String>()) {
+                let _ = reply.send(&ev.server.socket(&id).is_some());
+            }
+        });
+    }
+}
+
+const QUERY_ROOM_MEMBERS: &str = "crosswire:room-members";
+const QUERY_CONNECTIONS: &str = "crosswire:connections";
+const QUERY_LOCATE: &str = "crosswire:locate";
