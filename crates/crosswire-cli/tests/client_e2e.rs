@@ -94,7 +94,17 @@ async fn wait_app_event(events: &mut EventReceiver, name: &str) -> Value {
 }
 
 /// Checks that `id`'s client receives a unicast sent by a raw socket.
-async fn check_unicast(relay: &Relay, events: &mut EventReceiver, id: &str, data: Value) {
+async fn check_unicast(
+    relay: &Relay,
+    client: &Client,
+    events: &mut EventReceiver,
+    id: &str,
+    data: Value,
+) {
+    // The server binds the id just after the upgrade, so `open` alone does not mean others
+    // can reach the client yet; a round trip on the client's own connection does.
+    let echo = client.request("echo", &"bound?", EmitOptions::new()).await;
+    assert!(echo.is_success(), "{echo:?}");
     let mut sender = Raw::connect(relay, &format!("sender-of-{id}")).await;
     assert_eq!(
         sender.request("to", json!({"id": id, "data": data})).await,
@@ -300,7 +310,7 @@ async fn reconnect_schedule_against_a_restarted_server() {
     .unwrap();
     let mut events = client.events();
     wait_open(&mut events).await;
-    check_unicast(&relay, &mut events, "me", json!("before")).await;
+    check_unicast(&relay, &client, &mut events, "me", json!("before")).await;
 
     // The server dies without closing anything: error, close 1006, reconnect attempts.
     relay.kill();
@@ -351,7 +361,7 @@ async fn reconnect_schedule_against_a_restarted_server() {
     .await;
     assert!(client.is_open());
     assert!(!client.reconnecting());
-    check_unicast(&relay, &mut events, "me", json!("after restart")).await;
+    check_unicast(&relay, &client, &mut events, "me", json!("after restart")).await;
     let echo = client.request("echo", &"back", EmitOptions::new()).await;
     assert_eq!(echo.data().map(Payload::value), Some(json!("back")));
 
@@ -430,12 +440,12 @@ async fn heartbeat_timeout_on_a_frozen_server_then_reconnect() {
     assert!(client.is_open());
     // The new connection owns the id, even though the server only now processes the old
     // connection's end.
-    check_unicast(&relay, &mut events, "me", json!("after thaw")).await;
+    check_unicast(&relay, &client, &mut events, "me", json!("after thaw")).await;
     wait_event(&mut events, "pong", |e| {
         matches!(e, ClientEvent::Pong { .. }).then_some(())
     })
     .await;
-    check_unicast(&relay, &mut events, "me", json!("still")).await;
+    check_unicast(&relay, &client, &mut events, "me", json!("still")).await;
     client.manual_close();
 }
 
@@ -494,7 +504,14 @@ async fn repeat_limit_stops_the_attempts() {
         }
     );
     wait_open(&mut events).await;
-    check_unicast(&relay, &mut events, "me", json!("reconnected by hand")).await;
+    check_unicast(
+        &relay,
+        &client,
+        &mut events,
+        "me",
+        json!("reconnected by hand"),
+    )
+    .await;
     client.manual_close();
 }
 

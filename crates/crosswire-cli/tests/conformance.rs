@@ -552,6 +552,9 @@ async fn ids_are_percent_decoded_and_any_path_is_served() {
         ("%C3%A9t%C3%A9", "\u{e9}t\u{e9}"),
     ] {
         let mut raw = Raw::connect_url(&relay.url(&format!("id={query_id}&name=x")), id).await;
+        // The server binds the id just after the upgrade: a round trip on the socket itself
+        // makes sure that happened before someone else sends to it.
+        assert_eq!(raw.request("echo", json!(0)).await, json!(0));
         assert_eq!(
             probe
                 .request("to", json!({"id": id, "data": query_id}))
