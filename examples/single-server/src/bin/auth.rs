@@ -32,7 +32,11 @@ fn verify(token: &str) -> Option<String> {
     token.strip_prefix("secret-").map(str::to_string)
 }
 
-async fn ws(State(server): State<Server>, Query(auth): Query<Auth>, upgrade: WsUpgrade) -> Response {
+async fn ws(
+    State(server): State<Server>,
+    Query(auth): Query<Auth>,
+    upgrade: WsUpgrade,
+) -> Response {
     let Some(user) = auth.token.as_deref().and_then(verify) else {
         return (StatusCode::UNAUTHORIZED, "invalid token").into_response();
     };
@@ -49,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
             let _ = reply.send(&ev.socket.id());
         }
     });
-    let app = Router::new().route("/ws", get(ws)).with_state(server.clone());
+    let app = Router::new()
+        .route("/ws", get(ws))
+        .with_state(server.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let stopper = server.clone();

@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(attempt = info.repeat, in_ms = info.timeout, "reconnecting");
         }
     });
-    client.on(names::PONG, |latency| tracing::info!(latency_ms = %latency, "pong"));
+    client.on(
+        names::PONG,
+        |latency| tracing::info!(latency_ms = %latency, "pong"),
+    );
     client.on("serverSay", |payload| tracing::info!(%payload, "serverSay"));
     client.on("roomSay", |payload| tracing::info!(%payload, "roomSay"));
 
