@@ -174,6 +174,7 @@ pub(crate) struct Cluster {
     stop: Arc<Notify>,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
 }
 
 fn random_incarnation() -> u64 {
@@ -214,6 +215,7 @@ impl Cluster {
                 stop: Arc::new(Notify::new()),
                 received: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
+                deliveries: AtomicU64::new(0),
             },
             rx,
         )
@@ -574,6 +576,7 @@ fn handle(server: &Server, message: &BrokerMessage) {
     cluster.received.fetch_add(1, Ordering::Relaxed);
     match envelope.body {
         Body::Deliver { target, frame } => {
+            cluster.deliveries.fetch_add(1, Ordering::Relaxed);
             server.deliver_local(&target, &frame);
         }
         Body::Takeover { id } => {

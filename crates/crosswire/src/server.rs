@@ -68,6 +68,8 @@ pub struct Stats {
     pub envelopes_received: u64,
     /// Envelopes received twice (e.g. through two Redis nodes) and dropped.
     pub envelopes_duplicate: u64,
+    /// Client-bound deliveries received from other nodes.
+    pub remote_deliveries: u64,
 }
 
 /// Where the answer to one server → client request goes.
@@ -436,6 +438,11 @@ impl Server {
                 .cluster
                 .as_ref()
                 .map_or(0, |c| c.duplicates.load(Ordering::Relaxed)),
+            remote_deliveries: self
+                .inner
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.deliveries.load(Ordering::Relaxed)),
         }
     }
 

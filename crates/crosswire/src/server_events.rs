@@ -547,7 +547,21 @@ impl Server {
             .sum()
     }
 
-    /// The node `id` is connected to, if any.
+    /// Where `id` is connected as far as this node knows without asking: this node when bound
+    /// here, else the node whose bind announcement it last saw. Unicasts to an id with a known
+    /// location are published to that node only.
+    pub fn cached_location(&self, id: &str) -> Option<String> {
+        if self.socket(id).is_some() {
+            return Some(self.node_name().to_string());
+        }
+        self.inner
+            .cluster
+            .as_ref()
+            .and_then(|c| c.location(id))
+            .map(|n| n.to_string())
+    }
+
+    /// The node `id` is connected to, if any (asks every node).
     pub async fn locate(&self, id: &str) -> Option<String> {
         if self.socket(id).is_some() {
             return Some(self.node_name().to_string());

@@ -1,0 +1,427 @@
+//! Server-to-server events, node discovery, targeted routing, compression and custom channels,
+//! between nodes in one process on an in-process broker hub. (The same over Redis is in
+//! `crosswire-cli/tests/redis_*.rs`.)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crosswire::{MemoryHub, Server, ServerConfig, ServerEmitOptions, SystemEvent, SystemEventKind};
+use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn config(name: &str) -> ServerConfig {
+    ServerConfig::default()
+        .with_node_name(name)
+        .with_announce_interval(Duration::from_millis(100))
+        .with_node_ttl(Duration::from_millis(600))
+        .with_server_request_timeout(Duration::from_secs(3))
+}
+
+fn node(hub: &MemoryHub, config: ServerConfig) -> Server {
+    Server::with_broker(config, Arc::new(hub.broker())).expect("valid config")
+}
+
+/// Nodes on one hub that all see each other.
+async fn cluster(names: &[&str]) -> (MemoryHub, Vec<Server>) {
+    let hub = MemoryHub::new();
+    let nodes: Vec<Server> = names.iter().map(|n| node(&hub, config(n))).collect();
+    let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    all.sort();
+    for n in &nodes {
+        assert!(
+            wait_until(WAIT, || n.nodes() == all).await,
+            "{} sees {:?}",
+            n.node_name(),
+            n.nodes()
+        );
+    }
+    (hub, nodes)
+}
+
+fn answer_with_name(server: &Server, calls: Arc<AtomicUsize>) {
+    server.on_server("who", move |ev| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(reply) = ev.reply {
+            let _ = reply.send(&json!({ "node": ev.server.node_name(), "from": ev.from }));
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_targeted_and_except_self() {
+    let (_hub, nodes) = cluster(&["a", "b", "c"]).await;
+    let calls: Vec<Arc<AtomicUsize>> = nodes
+        .iter()
+        .map(|n| {
+            let c = Arc::new(AtomicUsize::new(0));
+            answer_with_name(n, Arc::clone(&c));
+            c
+        })
+        .collect();
+    let a = &nodes[0];
+
+    // Broadcast, self included (handled in-process), waits for exactly the live nodes.
+    let results = a
+        .request_server("who", &json!(null), ServerEmitOptions::new())
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(results.unresponded, 0);
+    assert_eq!(
+        results.responses.keys().cloned().collect::<Vec<_>>(),
+        vec!["a", "b", "c"]
+    );
+    let b_reply: serde_json::Value =
+        serde_json::from_str(results.responses["b"].get()).expect("json");
+    assert_eq!(b_reply, json!({ "node": "b", "from": "a" }));
+
+    // Except self.
+    let results = a
+        .request_server("who", &(), ServerEmitOptions::new().except_self())
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(
+        results.responses.keys().cloned().collect::<Vec<_>>(),
+        vec!["b", "c"]
+    );
+
+    // Targeted: only b runs its handler.
+    let before: Vec<usize> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let results = a
+        .request_server("who", &(), ServerEmitOptions::new().to(["b"]))
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(
+        results.responses.keys().cloned().collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    let after: Vec<usize> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[1], before[1] + 1);
+    assert_eq!(after[2], before[2]);
+
+    // Fire and forget reaches every handler once.
+    let before: usize = calls.iter().map(|c| c.load(Ordering::SeqCst)).sum();
+    a.emit_server("who", &(), &ServerEmitOptions::new())
+        .expect("sent");
+    assert!(
+        wait_until(WAIT, || calls
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum::<usize>()
+            == before + 3)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_one_by_one_timeout_and_cancel() {
+    let (_hub, nodes) = cluster(&["a", "b", "c"]).await;
+    for n in &nodes[..2] {
+        answer_with_name(n, Arc::new(AtomicUsize::new(0)));
+    }
+    // c answers slowly, asynchronously.
+    nodes[2].on_server_async("who", |ev| async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if let Some(reply) = ev.reply {
+            let _ = reply.send(&"late");
+        }
+    });
+    let a = &nodes[0];
+
+    // One by one, with the remaining count going down.
+    let mut replies = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_timeout(Duration::from_millis(400)),
+        )
+        .expect("sent");
+    assert_eq!(replies.remaining(), 3);
+    let mut seen = Vec::new();
+    while let Some(r) = replies.next().await {
+        seen.push((r.node, r.remaining));
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().any(|(n, _)| n == "a"));
+    assert!(seen.iter().any(|(n, _)| n == "b"));
+    let mut remaining: Vec<usize> = seen.iter().map(|(_, r)| *r).collect();
+    remaining.sort();
+    assert_eq!(remaining, vec![1, 2]);
+    assert_eq!(replies.remaining(), 1);
+
+    // All at once, with a partial result after the timeout.
+    let results = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_timeout(Duration::from_millis(400)),
+        )
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(!results.success);
+    assert_eq!(results.unresponded, 1);
+    assert_eq!(results.responses.len(), 2);
+
+    // expected_responses caps the wait: 2 replies are enough.
+    let results = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_expected_responses(2),
+        )
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(results.responses.len(), 2);
+
+    // Cancel: the stream ends at once although c would answer later.
+    let mut replies = a
+        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
+        .expect("sent");
+    assert!(a.cancel_server_request(replies.id()));
+    let started = tokio::time::Instant::now();
+    assert!(replies.next().await.is_none());
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(!a.cancel_server_request(replies.id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_follows_joins_and_leaves() {
+    let hub = MemoryHub::new();
+    let a = node(&hub, config("a"));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    a.on_system(SystemEventKind::NodeJoined, {
+        let tx = tx.clone();
+        move |ev| {
+            if let SystemEvent::NodeJoined(n) = ev {
+                let _ = tx.send(format!("+{n}"));
+            }
+        }
+    });
+    a.on_system(SystemEventKind::NodeLeft, move |ev| {
+        if let SystemEvent::NodeLeft(n) = ev {
+            let _ = tx.send(format!("-{n}"));
+        }
+    });
+    let b = node(&hub, config("b"));
+    assert_eq!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("+b")
+    );
+    assert!(wait_until(WAIT, || b.nodes() == ["a", "b"]).await);
+    answer_with_name(&a, Arc::new(AtomicUsize::new(0)));
+    answer_with_name(&b, Arc::new(AtomicUsize::new(0)));
+
+    // A broadcast waits for exactly the live nodes: b's departure shrinks it at once.
+    b.shutdown().await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("-b")
+    );
+    assert_eq!(a.nodes(), ["a"]);
+    let results = a
+        .request_server("who", &(), ServerEmitOptions::new())
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(
+        results.responses.keys().cloned().collect::<Vec<_>>(),
+        vec!["a"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_forwards_a_client_request_to_a_logic_node() {
+    let (_hub, nodes) = cluster(&["gateway", "logic"]).await;
+    let (gateway, logic) = (&nodes[0], &nodes[1]);
+    logic.on_server("price", |ev| {
+        let item: String = ev.payload.parse_owned().unwrap_or_default();
+        if let Some(reply) = ev.reply {
+            let _ = reply.send(&json!({ "item": item, "price": 42, "by": ev.server.node_name() }));
+        }
+    });
+    gateway.on_async("price", |ev| async move {
+        let item: String = ev.parse().unwrap_or_default();
+        let Ok(replies) =
+            ev.server
+                .request_server("price", &item, ServerEmitOptions::new().to(["logic"]))
+        else {
+            return;
+        };
+        let results = replies.collect().await;
+        if let (Some(reply), Some(answer)) = (ev.reply, results.responses.get("logic")) {
+            let _ = reply.send_raw(answer);
+        }
+    });
+    let addr = serve_on_free_port(gateway).await;
+    let mut client = RawClient::connect(addr, "/?id=u1").await.expect("connect");
+    client
+        .send_text(r#"{"event":"price","payload":"apple","callbackId":"c1"}"#)
+        .await
+        .expect("send");
+    let reply = client.recv_json(WAIT).await.expect("reply");
+    assert_eq!(
+        reply,
+        json!({"callbackId":"c1","payload":{"item":"apple","price":42,"by":"logic"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicast_goes_only_to_the_node_of_the_id() {
+    let (_hub, nodes) = cluster(&["a", "b", "c"]).await;
+    let mut addrs = Vec::new();
+    for n in &nodes {
+        install_relay(n);
+        addrs.push(serve_on_free_port(n).await);
+    }
+    let mut target = RawClient::connect(addrs[1], "/?id=target")
+        .await
+        .expect("connect");
+    target.sync("").await.expect("sync");
+    // a learns where `target` lives from b's bind announcement.
+    assert!(
+        wait_until(WAIT, || nodes[0].cached_location("target").as_deref()
+            == Some("b"))
+        .await
+    );
+    let c_before = nodes[2].stats().remote_deliveries;
+    let b_before = nodes[1].stats().remote_deliveries;
+    for i in 0..100 {
+        nodes[0].to("target").emit("msg", &i).expect("emit");
+    }
+    for i in 0..100 {
+        let text = target.recv_text(WAIT).await.expect("delivery");
+        assert_eq!(text, format!(r#"{{"event":"msg","payload":{i}}}"#));
+    }
+    assert_eq!(nodes[1].stats().remote_deliveries, b_before + 100);
+    assert_eq!(
+        nodes[2].stats().remote_deliveries,
+        c_before,
+        "node c received envelopes for an id it does not hold"
+    );
+    // Cluster-wide queries see the socket.
+    assert_eq!(nodes[2].locate("target").await.as_deref(), Some("b"));
+    assert_eq!(nodes[0].cluster_connection_count().await, 1);
+    nodes[1].join("chat", "r", "target");
+    assert_eq!(
+        nodes[0].cluster_room_members("chat", "r").await,
+        vec!["target"]
+    );
+    assert_eq!(nodes[2].cluster_room_size("chat", "r").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_on_every_node_and_mismatch_reported() {
+    let hub = MemoryHub::new();
+    let a = node(&hub, config("a").with_compression(Some(256)));
+    let b = node(&hub, config("b").with_compression(Some(256)));
+    install_relay(&b);
+    let addr = serve_on_free_port(&b).await;
+    let mut client = RawClient::connect(addr, "/?id=x").await.expect("connect");
+    client
+        .send_text(r#"{"event":"join","payload":{"room":"big"},"callbackId":"1"}"#)
+        .await
+        .expect("send");
+    assert!(client.recv_text(WAIT).await.is_some());
+    assert!(wait_until(WAIT, || a.nodes() == ["a", "b"]).await);
+    let big = "z".repeat(50_000);
+    a.to_room("relay", "big").emit("msg", &big).expect("emit");
+    let text = client.recv_text(WAIT).await.expect("delivery");
+    assert_eq!(
+        text.len(),
+        big.len() + r#"{"event":"msg","payload":""}"#.len()
+    );
+
+    // A node without compression reports the mismatch instead of misdecoding.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let c = node(&hub, config("c"));
+    c.on_system(SystemEventKind::ServerError, move |ev| {
+        if let SystemEvent::ServerError(text) = ev {
+            let _ = tx.send(text.clone());
+        }
+    });
+    let error = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("mismatch reported");
+    assert!(error.contains("compression mismatch"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_channels_carry_raw_bytes() {
+    let (_hub, nodes) = cluster(&["a", "b"]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    nodes[0].on_channel_message(move |channel, bytes| {
+        let _ = tx.send((channel.to_string(), bytes.to_vec()));
+    });
+    assert!(nodes[0].subscribe_channel("news"));
+    assert!(!nodes[0].subscribe_channel("crosswire:ws:all"), "reserved");
+    // The subscription is made by the node's broker task; publish until it is in place.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        assert!(nodes[1].publish_raw("news", &b"hello"[..]));
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            break m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no custom message");
+    };
+    assert_eq!(got, ("news".to_string(), b"hello".to_vec()));
+    // A single node has no broker: custom channels are refused.
+    let single = Server::new(ServerConfig::default()).expect("config");
+    assert!(!single.subscribe_channel("news"));
+}
+
+#[tokio::test]
+async fn channel_prefixes_must_differ() {
+    let bad = ServerConfig::default()
+        .with_ws_channel_prefix("app")
+        .with_server_channel_prefix("app");
+    assert!(matches!(
+        Server::new(bad),
+        Err(crosswire::ConfigError::ChannelPrefixes { .. })
+    ));
+    let nested = ServerConfig::default()
+        .with_ws_channel_prefix("app")
+        .with_server_channel_prefix("app:s2s");
+    assert!(Server::new(nested).is_err());
+}
+
+#[tokio::test]
+async fn single_node_requests_are_answered_in_process() {
+    let server = Server::new(ServerConfig::default().with_node_name("solo")).expect("config");
+    answer_with_name(&server, Arc::new(AtomicUsize::new(0)));
+    let results = server
+        .request_server("who", &(), ServerEmitOptions::new())
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(
+        results.responses.keys().cloned().collect::<Vec<_>>(),
+        vec!["solo"]
+    );
+    assert_eq!(server.nodes(), ["solo"]);
+}
