@@ -260,7 +260,7 @@ async fn pending_hook_fires_while_the_server_is_frozen() {
 
     // The server freezes: the hook fires once after the pending timeout, then the reply
     // comes when the server resumes.
-    relay.freeze();
+    relay.freeze().await;
     let (pending_tx, mut pending_rx) = tokio::sync::mpsc::unbounded_channel();
     let counter = calls.clone();
     let request = {
@@ -282,10 +282,14 @@ async fn pending_hook_fires_while_the_server_is_frozen() {
         })
     };
     let started = Instant::now();
-    let fired = tokio::time::timeout(STEP, pending_rx.recv())
-        .await
-        .expect("pending hook did not fire")
-        .unwrap();
+    let fired = match tokio::time::timeout(STEP, pending_rx.recv()).await {
+        Ok(Some(fired)) => fired,
+        Ok(None) => panic!(
+            "request ended without the pending hook: {:?}",
+            request.await
+        ),
+        Err(_) => panic!("pending hook did not fire within {STEP:?}"),
+    };
     assert!(fired.duration_since(started) < STEP);
     relay.thaw();
     let response = tokio::time::timeout(STEP, request).await.unwrap().unwrap();
@@ -400,7 +404,7 @@ async fn heartbeat_timeout_on_a_frozen_server_then_reconnect() {
     })
     .await;
 
-    relay.freeze();
+    relay.freeze().await;
     let frozen = Instant::now();
     wait_event(&mut events, "pong-timeout", |e| match e {
         ClientEvent::PongTimeout => Some(()),

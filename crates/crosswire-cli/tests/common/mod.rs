@@ -177,9 +177,30 @@ impl Relay {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Freezes the process (SIGSTOP): it stops answering anything.
-    pub fn freeze(&self) {
+    /// Freezes the process (SIGSTOP): it stops answering anything. Returns once every
+    /// thread of the process is stopped (SIGSTOP takes effect asynchronously).
+    pub async fn freeze(&self) {
         self.signal("STOP");
+        let deadline = Instant::now() + STEP;
+        while !self.all_threads_stopped() {
+            assert!(Instant::now() < deadline, "process did not stop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether every thread is in state `T` (stopped), per `/proc/<pid>/task/*/stat`.
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name, which is in parentheses.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| state == "T" || state == "t")
+            })
+        })
     }
 
     /// Resumes a frozen process (SIGCONT).
