@@ -115,7 +115,9 @@ async fn graceful_shutdown_closes_every_socket_with_1001_and_refuses_new_ones() 
         took < close_timeout + Duration::from_millis(500),
         "shutdown took {took:?}"
     );
-    assert_eq!(server.connection_count(), 0);
+    // Sockets still open at the timeout are terminated as shutdown returns; their tasks
+    // finish (and leave the registry) right after.
+    assert!(wait_until(TIMEOUT, || server.connection_count() == 0).await);
     assert_eq!(recv_within(&mut closed, TIMEOUT).await, Some(()));
     for client in &mut clients {
         assert_eq!(
