@@ -14,4 +14,5 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod relay;

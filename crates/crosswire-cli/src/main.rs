@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crosswire::{Server, ServerConfig};
+use crosswire_cli::http::HttpOptions;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -49,6 +50,9 @@ struct ServeArgs {
     /// Most bytes queued for one slow client before it is disconnected.
     #[arg(long, default_value_t = 4 << 20)]
     max_queue_bytes: usize,
+    /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
+    #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,13 +79,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_max_queue_bytes(args.max_queue_bytes);
     let server = Server::new(config)?;
     crosswire_cli::relay::install(&server);
-    let addr = server
-        .listen((args.host.as_str(), args.port))
+    let mut http = HttpOptions::new();
+    if let Some(token) = args.api_token.filter(|t| !t.is_empty()) {
+        http = http.with_api_token(token);
+    }
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    let router = crosswire_cli::http::router(server.clone(), http);
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve_router(listener, router).await })
+    };
     tracing::info!(%addr, node = %server.node_name(), "crosswire relay ready");
     shutdown_signal().await;
     server.shutdown().await;
+    match serving.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "listener stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "listener task failed"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

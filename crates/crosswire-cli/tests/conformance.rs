@@ -388,8 +388,6 @@ async fn deeply_nested_json_is_survived() {
 }
 
 #[tokio::test]
-#[ignore = "crosswire bug: a single frame larger than max_queue_bytes (default 4 MiB) \
-            disconnects the socket even when its queue is empty"]
 async fn four_mib_frame_under_the_default_limit() {
     four_mib_round_trip(&[]).await;
 }

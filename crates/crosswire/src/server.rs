@@ -789,15 +789,15 @@ impl Server {
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         let socket = Socket { shared };
+        // Bind and announce before the connection task starts, so the socket is reachable by
+        // its id as early as possible after the 101 response.
+        {
+            let _batch = Batch::begin();
+            setup(self, &socket);
+            self.emit_system(&SystemEvent::Connection(socket.clone()));
+        }
         let server = self.clone();
-        tokio::spawn(async move {
-            {
-                let _batch = Batch::begin();
-                setup(&server, &socket);
-                server.emit_system(&SystemEvent::Connection(socket.clone()));
-            }
-            crate::connection::run(server, socket, leftover).await;
-        });
+        tokio::spawn(crate::connection::run(server, socket, leftover));
     }
 
     fn spawn_ping_sweep(&self) {
@@ -874,6 +874,16 @@ impl Server {
     /// Serves WebSocket upgrades on every path of `listener` until [`Server::shutdown`].
     /// Returns once the listener stops.
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), ServeError> {
+        self.serve_router(listener, self.router()).await
+    }
+
+    /// Serves an axum `router` (which should route WebSocket upgrades to this server, e.g.
+    /// with [`Server::ws_handler`]) on `listener`, stopping with [`Server::shutdown`].
+    pub async fn serve_router(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: axum::Router,
+    ) -> Result<(), ServeError> {
         let addr = listener.local_addr()?;
         self.emit_system(&SystemEvent::Listening(addr));
         tracing::info!(%addr, node = %self.node_name(), "listening");
@@ -887,7 +897,7 @@ impl Server {
                 notified.await;
             }
         };
-        axum::serve(listener, self.router())
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())

@@ -212,7 +212,9 @@ impl SocketShared {
             if out.closed {
                 return Err(SendError::Closed);
             }
-            if out.queued_bytes + frame.len() > self.max_queue_bytes {
+            // A frame larger than the bound still goes into an empty queue: the bound limits
+            // how far a client may fall behind, not how large one message may be.
+            if out.queued_bytes > 0 && out.queued_bytes + frame.len() > self.max_queue_bytes {
                 drop(out);
                 return Err(self.queue_full());
             }
