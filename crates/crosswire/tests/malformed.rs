@@ -307,3 +307,23 @@ async fn protocol_violations_close_with_their_code() {
     assert!(crosswire_testkit::wait_until(TIMEOUT, || server.connection_count() == 1).await);
     assert_eq!(server.stats().bound_ids, 1);
 }
+
+/// A reply bigger than the send queue bound, to a client that reads: with an empty queue
+/// the frame must still go out (the bound is about backlog, not message size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_the_queue_bound_reaches_a_reading_client() {
+    let (server, addr) = relay(ServerConfig::default().with_max_queue_bytes(64 << 10)).await;
+    let mut c = RawClient::connect_bound(addr, "c").await.unwrap();
+    let data = "e".repeat(256 << 10);
+    c.send_text(&format!(
+        r#"{{"event":"echo","payload":"{data}","callbackId":"big"}}"#
+    ))
+    .await
+    .unwrap();
+    let reply = c.recv_text(TIMEOUT).await;
+    assert_eq!(
+        reply.map(|r| r.len()),
+        Some(r#"{"callbackId":"big","payload":""}"#.len() + data.len())
+    );
+    assert_eq!(server.stats().slow_disconnects, 0);
+}
