@@ -27,7 +27,8 @@ pub const MAX_CALLBACK_ID_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// Not JSON, or JSON of the wrong shape (e.g. `event` not a string, too deeply nested).
+    /// Not JSON, or JSON of the wrong shape (e.g. `event` not a string, the frame itself nested
+    /// past serde_json's depth limit; a deep *payload* stays raw and is accepted).
     #[error("malformed frame: {0}")]
     Json(#[from] serde_json::Error),
     /// Neither an `event` nor an `ackId`.

@@ -87,6 +87,7 @@ impl Conn {
         let mut outcome: Option<(u16, String)> = None;
         let mut reading = ReadState::Open;
         let mut deadline: Option<Instant> = None;
+        let mut fin_sent = false;
         let dropped = || (1006, String::new());
 
         if !self.pending.is_empty() {
@@ -128,6 +129,12 @@ impl Conn {
                 }
                 if reading == ReadState::Done && drained {
                     return outcome.unwrap_or_else(dropped);
+                }
+                if reading == ReadState::Discard && drained && !fin_sent {
+                    // Our close frame is out: end our side, so the client sees the end of the
+                    // stream and closes too, instead of both waiting for the deadline.
+                    fin_sent = true;
+                    shared.shutdown_write();
                 }
                 blocked
             };

@@ -862,6 +862,18 @@ impl Server {
         for socket in self.sockets() {
             socket.terminate();
         }
+        // Terminated sockets finish at once; wait (bounded) so that every `close` event fires
+        // before `ServerClosed`.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let removed = self.inner.conn_removed.notified();
+            if self.connection_count() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, removed).await.is_err() {
+                break;
+            }
+        }
         if let Some(cluster) = &self.inner.cluster {
             crate::cluster::leave(self);
             // Give the outgoing queue a moment to carry the departure out.

@@ -551,6 +551,11 @@ impl SocketShared {
         }
     }
 
+    /// Sends FIN: no more bytes from us; reading goes on.
+    pub(crate) fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+    }
+
     /// Ends the TCP connection now, even while other handles to this socket live on.
     pub(crate) fn shutdown_stream(&self) {
         let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Both);
