@@ -1,0 +1,575 @@
+//! [`RedisBroker`]: the node table, publish routing with retry, subscriptions and health.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crosswire::{BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, RedisConfig, RedisNodeConfig};
+use crate::health::{HealthEvent, HealthEventKind, NodeStatus, Role};
+use crate::strategy::{pick, Candidate};
+use crate::{publisher, subscriber};
+
+/// A std lock, recovering from poisoning: the guarded data stays consistent because no
+/// critical section here can panic half-way. Std locks because no critical section awaits.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Latency value meaning "not measured".
+const NO_LATENCY: u64 = u64::MAX;
+
+/// One message waiting to be published on a node, with where it has been tried.
+pub(crate) struct PublishJob {
+    pub(crate) channel: Arc<str>,
+    pub(crate) payload: Bytes,
+    reply: Option<oneshot::Sender<Result<(), BrokerError>>>,
+    /// When `publish` was called; retries stop after twice the command timeout.
+    pub(crate) started: Instant,
+    /// Nodes this copy was queued on, in order.
+    tried: Vec<Arc<str>>,
+    /// Nodes carrying the other copy (redundancy 2): a retry avoids them.
+    siblings: Vec<Arc<str>>,
+}
+
+impl PublishJob {
+    /// Reports the outcome to the caller (if it still listens).
+    pub(crate) fn finish(mut self, result: Result<(), BrokerError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// What a node's subscriber answers to a subscribe or unsubscribe.
+#[derive(Debug)]
+pub(crate) enum SubscribeOutcome {
+    Confirmed,
+    NotConnected,
+    Failed(String),
+}
+
+/// A request to a node's subscriber task.
+pub(crate) enum SubscribeCommand {
+    Subscribe(Arc<str>, oneshot::Sender<SubscribeOutcome>),
+    Unsubscribe(Arc<str>, oneshot::Sender<SubscribeOutcome>),
+}
+
+impl SubscribeCommand {
+    pub(crate) fn answer(self, outcome: SubscribeOutcome) {
+        let (Self::Subscribe(_, reply) | Self::Unsubscribe(_, reply)) = self;
+        let _ = reply.send(outcome);
+    }
+}
+
+/// One Redis node: its two connections' state and the queues into their tasks.
+pub(crate) struct Node {
+    pub(crate) config: RedisNodeConfig,
+    pub(crate) name: Arc<str>,
+    pub(crate) host: Arc<str>,
+    pub(crate) publisher_healthy: AtomicBool,
+    pub(crate) subscriber_healthy: AtomicBool,
+    /// Round trip of the last PING on the publish connection, in microseconds.
+    pub(crate) latency_micros: AtomicU64,
+    publish_tx: mpsc::Sender<PublishJob>,
+    subscribe_tx: mpsc::UnboundedSender<SubscribeCommand>,
+    /// Asks the publisher for a PING now: the subscriber saw the node go away, so the
+    /// publisher should find out without waiting for its next interval.
+    pub(crate) check_now: Notify,
+}
+
+impl Node {
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(NO_LATENCY - 1);
+        self.latency_micros.store(micros, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the broker handle and every connection task.
+pub(crate) struct Shared {
+    pub(crate) config: RedisConfig,
+    nodes: RwLock<Vec<Arc<Node>>>,
+    /// The channels subscribed to: every subscriber (re)subscribes to all of them.
+    channels: Mutex<HashSet<Arc<str>>>,
+    pub(crate) messages: mpsc::Sender<BrokerMessage>,
+    turn: AtomicUsize,
+}
+
+impl Shared {
+    /// The channels to subscribe to on a fresh connection.
+    pub(crate) fn channels(&self) -> Vec<Arc<str>> {
+        lock(&self.channels).iter().cloned().collect()
+    }
+
+    /// Up to `count` healthy publishers for `channel`, skipping `exclude`.
+    fn choose(&self, channel: &str, count: usize, exclude: &[Arc<str>]) -> Vec<Arc<Node>> {
+        let nodes = read(&self.nodes);
+        let healthy: Vec<&Arc<Node>> = nodes
+            .iter()
+            .filter(|n| n.publisher_healthy.load(Ordering::Acquire) && !exclude.contains(&n.name))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = healthy
+            .iter()
+            .map(|n| Candidate {
+                name: &n.name,
+                latency_micros: n.latency_micros.load(Ordering::Relaxed),
+            })
+            .collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let random = rand::random::<usize>();
+        pick(
+            self.config.strategy,
+            channel,
+            &candidates,
+            count,
+            turn,
+            random,
+        )
+        .into_iter()
+        .map(|i| Arc::clone(healthy[i]))
+        .collect()
+    }
+
+    /// Queues `job` on `node`; gives it back when the queue is full.
+    fn enqueue(node: &Node, job: PublishJob) -> Option<PublishJob> {
+        match node.publish_tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                Some(job)
+            }
+        }
+    }
+
+    /// Moves a job that failed (or could not be queued) on its node to another healthy node
+    /// it has not tried, or fails it.
+    pub(crate) fn reroute(&self, mut job: PublishJob, error: &str) {
+        loop {
+            if job.started.elapsed() >= self.config.command_timeout * 2 {
+                let failure = format!("publish on {:?} failed: {error}", job.channel);
+                return job.finish(Err(BrokerError::Backend(failure)));
+            }
+            let mut exclude = job.tried.clone();
+            exclude.extend(job.siblings.iter().cloned());
+            let Some(node) = self.choose(&job.channel, 1, &exclude).pop() else {
+                let any_healthy = read(&self.nodes)
+                    .iter()
+                    .any(|n| n.publisher_healthy.load(Ordering::Acquire));
+                let failure = if any_healthy {
+                    BrokerError::Backend(format!(
+                        "publish on {:?} failed on {} and no other node is healthy: {error}",
+                        job.channel,
+                        job.tried.join(", ")
+                    ))
+                } else {
+                    BrokerError::Unavailable
+                };
+                return job.finish(Err(failure));
+            };
+            tracing::debug!(channel = %job.channel, from = ?job.tried, to = %node.name, "publish retried on another node");
+            job.tried.push(Arc::clone(&node.name));
+            match Self::enqueue(&node, job) {
+                None => return,
+                Some(back) => job = back,
+            }
+        }
+    }
+
+    /// Reports a health change to the log and the callbacks.
+    pub(crate) fn report(
+        &self,
+        node: &Node,
+        role: Role,
+        event: HealthEventKind,
+        error: Option<String>,
+    ) {
+        let healthy = match role {
+            Role::Publisher => node.publisher_healthy.load(Ordering::Acquire),
+            Role::Subscriber => node.subscriber_healthy.load(Ordering::Acquire),
+        };
+        let (healthy_publishers, healthy_subscribers, total_nodes) = self.counts();
+        let report = HealthEvent {
+            node_name: Arc::clone(&node.name),
+            host: Arc::clone(&node.host),
+            port: node.config.port,
+            role,
+            event,
+            healthy,
+            error,
+            healthy_publishers,
+            healthy_subscribers,
+            total_nodes,
+        };
+        if healthy {
+            tracing::info!(node = %node.name, %role, %event, healthy_publishers, healthy_subscribers, total_nodes, "redis node healthy");
+        } else {
+            tracing::warn!(node = %node.name, %role, %event, error = report.error.as_deref().unwrap_or(""), healthy_publishers, healthy_subscribers, total_nodes, "redis node unhealthy");
+        }
+        if let Some(callback) = &self.config.on_health_change {
+            callback(&report);
+        }
+        if event == HealthEventKind::SubscribeFailed {
+            if let Some(callback) = &self.config.on_subscription_error {
+                callback(&report);
+            }
+        }
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        let nodes = read(&self.nodes);
+        let publishers = nodes
+            .iter()
+            .filter(|n| n.publisher_healthy.load(Ordering::Acquire))
+            .count();
+        let subscribers = nodes
+            .iter()
+            .filter(|n| n.subscriber_healthy.load(Ordering::Acquire))
+            .count();
+        (publishers, subscribers, nodes.len())
+    }
+}
+
+/// Why [`RedisBroker::add_node`] refused a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddNodeError {
+    /// The URL could not be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A node with this name is already part of the broker; name the new one differently.
+    #[error("a Redis node named {0:?} is already configured")]
+    DuplicateName(String),
+}
+
+/// A [`Broker`] over one or more Redis nodes as equal peers.
+///
+/// Every node is subscribed to every channel; each publish goes to one healthy node (two with
+/// redundancy 2) chosen by the [`PublishStrategy`](crate::PublishStrategy). See the crate docs
+/// for the whole design. Dropping the broker closes its connections.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    messages: Mutex<Option<mpsc::Receiver<BrokerMessage>>>,
+    runtime: tokio::runtime::Handle,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("nodes", &self.nodes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl RedisBroker {
+    /// Validates `config` and starts connecting to every node in the background (call inside
+    /// a tokio runtime). Returns at once; nodes join the publish set as they become healthy
+    /// (watch [`RedisBroker::health`] or the health callback).
+    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let (tx, rx) = mpsc::channel(config.message_queue);
+        let nodes = config.nodes.clone();
+        let broker = Self {
+            shared: Arc::new(Shared {
+                config,
+                nodes: RwLock::new(Vec::new()),
+                channels: Mutex::new(HashSet::new()),
+                messages: tx,
+                turn: AtomicUsize::new(0),
+            }),
+            messages: Mutex::new(Some(rx)),
+            runtime,
+            tasks: Mutex::new(Vec::new()),
+        };
+        for node in nodes {
+            broker.start_node(node);
+        }
+        Ok(broker)
+    }
+
+    /// Adds a Redis node at run time, from its URL: it connects, subscribes to every current
+    /// channel and joins the publish set once healthy.
+    pub fn add_node(&self, url: &str) -> Result<(), AddNodeError> {
+        self.add_node_with_config(RedisNodeConfig::new(url)?)
+    }
+
+    /// [`RedisBroker::add_node`] with a full node configuration (e.g. a custom name).
+    pub fn add_node_with_config(&self, node: RedisNodeConfig) -> Result<(), AddNodeError> {
+        if read(&self.shared.nodes)
+            .iter()
+            .any(|n| *n.name == *node.name)
+        {
+            return Err(AddNodeError::DuplicateName(node.name));
+        }
+        self.start_node(node);
+        Ok(())
+    }
+
+    fn start_node(&self, config: RedisNodeConfig) {
+        let (publish_tx, publish_rx) = mpsc::channel(self.shared.config.publish_queue);
+        let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Node {
+            name: Arc::from(config.name.as_str()),
+            host: Arc::from(config.host.as_str()),
+            config,
+            publisher_healthy: AtomicBool::new(false),
+            subscriber_healthy: AtomicBool::new(false),
+            latency_micros: AtomicU64::new(NO_LATENCY),
+            publish_tx,
+            subscribe_tx,
+            check_now: Notify::new(),
+        });
+        tracing::info!(node = %node.name, url = %crate::config::redact(&node.config.url), "redis node added");
+        write(&self.shared.nodes).push(Arc::clone(&node));
+        let publisher = self.runtime.spawn(publisher::run(
+            Arc::clone(&self.shared),
+            Arc::clone(&node),
+            publish_rx,
+        ));
+        let subscriber = self.runtime.spawn(subscriber::run(
+            Arc::clone(&self.shared),
+            node,
+            subscribe_rx,
+        ));
+        let mut tasks = lock(&self.tasks);
+        tasks.push(publisher.abort_handle());
+        tasks.push(subscriber.abort_handle());
+    }
+
+    /// Every node's current state.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        read(&self.shared.nodes)
+            .iter()
+            .map(|n| {
+                let micros = n.latency_micros.load(Ordering::Relaxed);
+                NodeStatus {
+                    name: Arc::clone(&n.name),
+                    host: Arc::clone(&n.host),
+                    port: n.config.port,
+                    publisher_healthy: n.publisher_healthy.load(Ordering::Acquire),
+                    subscriber_healthy: n.subscriber_healthy.load(Ordering::Acquire),
+                    latency: (micros != NO_LATENCY).then(|| Duration::from_micros(micros)),
+                }
+            })
+            .collect()
+    }
+
+    /// The node(s) a publish on `channel` would go to right now (empty when none is
+    /// healthy). With [`PublishStrategy::ChannelAffine`](crate::PublishStrategy) this is the
+    /// channel's home node; with the other strategies each call may answer differently.
+    pub fn publish_targets(&self, channel: &str) -> Vec<Arc<str>> {
+        self.shared
+            .choose(channel, self.shared.config.redundancy, &[])
+            .into_iter()
+            .map(|n| Arc::clone(&n.name))
+            .collect()
+    }
+}
+
+/// A [`BrokerHealth`] with these values.
+///
+/// `BrokerHealth` is `#[non_exhaustive]` in `crosswire` and has no constructor, so it cannot
+/// be built here with a struct literal; its fields are public, so a value obtained from the
+/// in-process broker is taken as a template and overwritten field by field.
+fn broker_health(
+    healthy: bool,
+    publishers: usize,
+    subscribers: usize,
+    total: usize,
+) -> BrokerHealth {
+    static TEMPLATE: OnceLock<BrokerHealth> = OnceLock::new();
+    let mut health = *TEMPLATE.get_or_init(|| crosswire::MemoryHub::new().broker().health());
+    health.healthy = healthy;
+    health.healthy_publishers = publishers;
+    health.healthy_subscribers = subscribers;
+    health.total = total;
+    health
+}
+
+impl Broker for RedisBroker {
+    fn publish(
+        &self,
+        channel: &str,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        // The target node(s) are chosen and the message queued on them now, at call time:
+        // each node's queue is FIFO and drained in order onto one connection, so successive
+        // publishes of one channel keep their order on a node.
+        let shared = &self.shared;
+        let targets = shared.choose(channel, shared.config.redundancy, &[]);
+        if targets.is_empty() {
+            return Box::pin(async { Err(BrokerError::Unavailable) });
+        }
+        let channel: Arc<str> = Arc::from(channel);
+        let started = Instant::now();
+        let names: Vec<Arc<str>> = targets.iter().map(|n| Arc::clone(&n.name)).collect();
+        let mut replies = Vec::with_capacity(targets.len());
+        for node in &targets {
+            let (tx, rx) = oneshot::channel();
+            let job = PublishJob {
+                channel: Arc::clone(&channel),
+                payload: payload.clone(),
+                reply: Some(tx),
+                started,
+                tried: vec![Arc::clone(&node.name)],
+                siblings: names.iter().filter(|n| **n != node.name).cloned().collect(),
+            };
+            if let Some(job) = Shared::enqueue(node, job) {
+                shared.reroute(job, "publish queue full");
+            }
+            replies.push(rx);
+        }
+        // A safety net over the retry budget (two command timeouts): never hang.
+        let deadline = started + shared.config.command_timeout * 2 + Duration::from_millis(250);
+        Box::pin(async move {
+            let mut delivered = false;
+            let mut failure = None;
+            for reply in replies {
+                match tokio::time::timeout_at(deadline, reply).await {
+                    Ok(Ok(Ok(()))) => delivered = true,
+                    Ok(Ok(Err(e))) => failure = Some(e),
+                    Ok(Err(_)) => {
+                        failure = Some(BrokerError::Backend("publish was dropped".into()))
+                    }
+                    Err(_) => {
+                        failure = Some(BrokerError::Backend("publish not confirmed in time".into()))
+                    }
+                }
+            }
+            match (delivered, failure) {
+                (true, _) => Ok(()),
+                (false, Some(e)) => Err(e),
+                (false, None) => Err(BrokerError::Unavailable),
+            }
+        })
+    }
+
+    fn subscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let channel = {
+            let mut channels = lock(&self.shared.channels);
+            match channels.get(channel) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c: Arc<str> = Arc::from(channel);
+                    channels.insert(Arc::clone(&c));
+                    c
+                }
+            }
+        };
+        let replies =
+            self.ask_subscribers(|reply| SubscribeCommand::Subscribe(Arc::clone(&channel), reply));
+        let timeout = self.shared.config.command_timeout + Duration::from_millis(250);
+        Box::pin(async move {
+            let outcomes = collect(replies, timeout).await;
+            let confirmed = outcomes
+                .iter()
+                .any(|o| matches!(o, SubscribeOutcome::Confirmed));
+            let failure = outcomes.into_iter().find_map(|o| match o {
+                SubscribeOutcome::Failed(e) => Some(e),
+                _ => None,
+            });
+            match (confirmed, failure) {
+                (true, _) => Ok(()),
+                (false, Some(e)) => Err(BrokerError::Backend(format!(
+                    "subscribe to {channel:?} failed: {e}"
+                ))),
+                (false, None) => Err(BrokerError::Unavailable),
+            }
+        })
+    }
+
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let removed = lock(&self.shared.channels).take(channel);
+        let Some(channel) = removed else {
+            return Box::pin(async { Ok(()) });
+        };
+        let replies = self
+            .ask_subscribers(|reply| SubscribeCommand::Unsubscribe(Arc::clone(&channel), reply));
+        let timeout = self.shared.config.command_timeout + Duration::from_millis(250);
+        Box::pin(async move {
+            let failure = collect(replies, timeout)
+                .await
+                .into_iter()
+                .find_map(|o| match o {
+                    SubscribeOutcome::Failed(e) => Some(e),
+                    _ => None,
+                });
+            match failure {
+                None => Ok(()),
+                Some(e) => Err(BrokerError::Backend(format!(
+                    "unsubscribe from {channel:?} failed: {e}"
+                ))),
+            }
+        })
+    }
+
+    fn messages(&self) -> Result<mpsc::Receiver<BrokerMessage>, BrokerError> {
+        lock(&self.messages)
+            .take()
+            .ok_or(BrokerError::AlreadyAttached)
+    }
+
+    fn health(&self) -> BrokerHealth {
+        let (publishers, subscribers, total) = self.shared.counts();
+        broker_health(
+            publishers > 0 && subscribers > 0,
+            publishers,
+            subscribers,
+            total,
+        )
+    }
+}
+
+impl RedisBroker {
+    fn ask_subscribers(
+        &self,
+        command: impl Fn(oneshot::Sender<SubscribeOutcome>) -> SubscribeCommand,
+    ) -> Vec<oneshot::Receiver<SubscribeOutcome>> {
+        read(&self.shared.nodes)
+            .iter()
+            .filter_map(|node| {
+                let (tx, rx) = oneshot::channel();
+                node.subscribe_tx.send(command(tx)).ok().map(|()| rx)
+            })
+            .collect()
+    }
+}
+
+/// Every node's answer, a missing or late answer counting as a failure.
+async fn collect(
+    replies: Vec<oneshot::Receiver<SubscribeOutcome>>,
+    timeout: Duration,
+) -> Vec<SubscribeOutcome> {
+    let deadline = Instant::now() + timeout;
+    let mut outcomes = Vec::with_capacity(replies.len());
+    for reply in replies {
+        outcomes.push(match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => SubscribeOutcome::NotConnected,
+            Err(_) => SubscribeOutcome::Failed("not confirmed in time".into()),
+        });
+    }
+    outcomes
+}

@@ -1,0 +1,109 @@
+//! A [`crosswire::Broker`] over Redis pub/sub: one or more Redis nodes as equal peers, watched
+//! for health, with a choice of how each message picks its node.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use crosswire::Broker;
+//! use crosswire_redis::{RedisBroker, RedisConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = RedisConfig::from_urls(["redis://127.0.0.1:6379", "redis://:secret@10.0.0.2:6379/0"])?
+//!     .with_on_health_change(|event| {
+//!         eprintln!(
+//!             "{} {} {}: {}/{} publishers, {}/{} subscribers healthy",
+//!             event.node_name, event.role, event.event,
+//!             event.healthy_publishers, event.total_nodes,
+//!             event.healthy_subscribers, event.total_nodes,
+//!         )
+//!     });
+//! let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(config)?);
+//! let mut messages = broker.messages()?;
+//! broker.subscribe("room:lobby").await?;
+//! broker.publish("room:lobby", Bytes::from_static(b"hello")).await?;
+//! let message = messages.recv().await.expect("broker alive");
+//! assert_eq!(&*message.channel, "room:lobby");
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//! **Channels and payloads.** A broker channel is a Redis pub/sub channel of the same name and
+//! a payload is published as it is: `PUBLISH <channel> <payload>`, received from
+//! `SUBSCRIBE <channel>`. This crate adds no framing of its own; the channel names (prefixes
+//! for WebSocket and server-to-server traffic) and the MessagePack envelope inside the payload
+//! belong to the crosswire node above it, which also drops its own echo and, with redundancy
+//! 2, de-duplicates by origin node and sequence. Pub/sub is server-wide in Redis, so the db
+//! number of a URL does not separate traffic (it is still SELECTed, so a wrong one is caught).
+//!
+//! **Two connections per Redis node.** For each node the broker runs two tasks:
+//! - the *publisher* owns a redis-rs [`MultiplexedConnection`](redis::aio::MultiplexedConnection)
+//!   and a FIFO queue. [`Broker::publish`] chooses the node(s) and queues the message *at call
+//!   time*, so successive publishes keep their order on a node; the task drains the queue in
+//!   pipelined batches (up to [`RedisConfig::publish_batch`] PUBLISH commands per round trip).
+//!   If a batch fails, its messages are queued on another healthy node they have not tried
+//!   (at least once: a batch that failed half-way may be published twice), and a publish
+//!   resolves with an error only when no other node is healthy or twice
+//!   [`RedisConfig::command_timeout`] has passed. When no node is healthy at call time it
+//!   resolves [`BrokerError::Unavailable`](crosswire::BrokerError) at once.
+//! - the *subscriber* owns its own socket. After every (re)connect it SUBSCRIBEs to every
+//!   channel of the broker and counts the confirmations; [`Broker::subscribe`] adds a channel
+//!   to that set and to every connected node, resolving when confirmed.
+//!
+//! **Health.** A node is healthy *as a publisher* while its publish connection is up and
+//! answered its last PING, and *as a subscriber* only once every subscription made after the
+//! last (re)connect is confirmed, so no node is ever counted healthy while it silently
+//! delivers nothing. Every [`RedisConfig::redis_ping_interval`] both connections are PINGed
+//! (a subscriber in subscribe mode answers `pong` too); no answer within
+//! [`RedisConfig::redis_ping_timeout`], a closed socket, a failed command, an error reply or an
+//! unconfirmed subscription marks the connection unhealthy and re-makes it with a backoff from
+//! [`RedisConfig::reconnect_delay`] to [`RedisConfig::reconnect_delay_max`]. When a subscriber
+//! loses its node it asks the publisher to PING at once, so publishing leaves a killed node
+//! immediately, and in any case within interval + timeout. Every change is logged and passed
+//! to [`RedisConfig::with_on_health_change`] as a [`HealthEvent`] with the counts after it;
+//! subscription failures also go to [`RedisConfig::with_on_subscription_error`].
+//!
+//! **Strategies and order.** Each publish goes to the healthy node(s) chosen by the
+//! [`PublishStrategy`]. The default, [`PublishStrategy::ChannelAffine`], hashes the channel
+//! (rendezvous hashing over node names) to one node, so one publisher's messages on one
+//! channel arrive in order; `Random`, `RoundRobin` and `Fastest` spread or chase latency at
+//! the cost of that order. [`RedisConfig::redundancy`] 2 publishes each message on two
+//! distinct nodes, so killing one of two Redis nodes mid-stream loses nothing.
+//!
+//! **A lagging consumer.** Received messages go into one bounded queue
+//! ([`RedisConfig::message_queue`]) returned once by [`Broker::messages`]. When it is full
+//! the subscriber tasks stop reading their sockets until there is room: memory stays bounded,
+//! TCP pushes back to Redis, and PING and subscription deadlines are paused for as long as
+//! the queue blocks. Redis buffers what it cannot send up to its
+//! `client-output-buffer-limit pubsub` (default 32 MB hard, 8 MB for 60 s) and then closes
+//! the connection: the subscriber reports `disconnected`, reconnects and re-subscribes, and
+//! messages published meanwhile are lost for this server node.
+//!
+//! # Why redis-rs
+//! The client is [redis-rs](redis): its multiplexed connection gives pipelined publishing with
+//! connection and response timeouts, its URL parser covers `redis://`/`rediss://` with
+//! user, password and db, and it imposes no reconnect or subscription machinery of its own, so
+//! health here follows exactly what the broker observes. fred.rs offers more (a
+//! `ReconnectPolicy`, managed re-subscription), but its subscriber delivers through a
+//! broadcast channel that drops messages for a slow receiver, and redis-rs's own async
+//! `PubSub` forwards through an unbounded channel; neither lets a lagging consumer push back
+//! on the socket, and both hide when a re-subscription is confirmed. So the subscribe
+//! connection reads its socket itself with a small RESP2 decoder (commands are still packed by
+//! redis-rs), which gives bounded memory and exact confirmation tracking.
+//!
+//! # Layout
+//! `config` (nodes, strategy, timings, errors), `broker` ([`RedisBroker`], publish routing and
+//! retry, the node table), `publisher` and `subscriber` (one task per connection),
+//! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder).
+#![warn(missing_docs)]
+
+mod broker;
+mod config;
+mod health;
+mod publisher;
+mod resp;
+mod strategy;
+mod subscriber;
+
+pub use broker::{AddNodeError, RedisBroker};
+pub use config::{ConfigError, PublishStrategy, RedisConfig, RedisNodeConfig};
+pub use health::{HealthCallback, HealthEvent, HealthEventKind, NodeStatus, Role};

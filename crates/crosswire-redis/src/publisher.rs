@@ -1,0 +1,180 @@
+//! A node's publish connection: one task draining the node's FIFO publish queue onto one
+//! redis-rs multiplexed connection in pipelined batches, PINGing it, and re-connecting.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::broker::{Node, PublishJob, Shared};
+use crate::health::{HealthEventKind, Role};
+
+/// Runs until the broker is dropped (the task is aborted then).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+    mut jobs: mpsc::Receiver<PublishJob>,
+) {
+    let config = &shared.config;
+    let mut delay = config.reconnect_delay;
+    let mut ever_up = false;
+    let mut down_reported = false;
+    loop {
+        match connect(&shared, &node).await {
+            Ok(mut connection) => {
+                delay = config.reconnect_delay;
+                node.publisher_healthy.store(true, Ordering::Release);
+                let event = if ever_up {
+                    HealthEventKind::Recovered
+                } else {
+                    HealthEventKind::Connected
+                };
+                ever_up = true;
+                shared.report(&node, Role::Publisher, event, None);
+                let (event, error) = serve(&shared, &node, &mut connection, &mut jobs).await;
+                node.publisher_healthy.store(false, Ordering::Release);
+                down_reported = true;
+                shared.report(&node, Role::Publisher, event, Some(error));
+            }
+            Err(error) => {
+                if down_reported {
+                    tracing::debug!(node = %node.name, %error, "redis publish connection: reconnect failed");
+                } else {
+                    down_reported = true;
+                    shared.report(
+                        &node,
+                        Role::Publisher,
+                        HealthEventKind::ConnectFailed,
+                        Some(error),
+                    );
+                }
+            }
+        }
+        // Wait before the next attempt; what is queued here meanwhile goes to other nodes.
+        let until = Instant::now() + delay;
+        delay = (delay * 2).min(config.reconnect_delay_max);
+        loop {
+            tokio::select! {
+                () = sleep_until(until) => break,
+                job = jobs.recv() => match job {
+                    Some(job) => shared.reroute(job, "node is down"),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// Connects and checks the connection with a PING.
+async fn connect(shared: &Shared, node: &Node) -> Result<MultiplexedConnection, String> {
+    let config = &shared.config;
+    let client = redis::Client::open(node.config.info.clone()).map_err(|e| e.to_string())?;
+    let settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout));
+    let mut connection = timeout(
+        config.connect_timeout,
+        client.get_multiplexed_async_connection_with_config(&settings),
+    )
+    .await
+    .map_err(|_| format!("connect timed out after {:?}", config.connect_timeout))?
+    .map_err(|e| e.to_string())?;
+    ping(shared, node, &mut connection)
+        .await
+        .map_err(|(_, e)| e)?;
+    Ok(connection)
+}
+
+/// PINGs, recording the latency; the failure kind and text otherwise.
+async fn ping(
+    shared: &Shared,
+    node: &Node,
+    connection: &mut MultiplexedConnection,
+) -> Result<(), (HealthEventKind, String)> {
+    let started = Instant::now();
+    let limit = shared.config.redis_ping_timeout;
+    match timeout(limit, redis::cmd("PING").query_async::<String>(connection)).await {
+        Ok(Ok(_)) => {
+            node.set_latency(started.elapsed());
+            Ok(())
+        }
+        Ok(Err(e)) if e.is_timeout() => Err((
+            HealthEventKind::PingTimeout,
+            format!("no PONG within {limit:?}"),
+        )),
+        Ok(Err(e)) => Err((HealthEventKind::Disconnected, e.to_string())),
+        Err(_) => Err((
+            HealthEventKind::PingTimeout,
+            format!("no PONG within {limit:?}"),
+        )),
+    }
+}
+
+/// Publishes queued jobs in batches and PINGs until the connection fails; why it failed.
+async fn serve(
+    shared: &Shared,
+    node: &Node,
+    connection: &mut MultiplexedConnection,
+    jobs: &mut mpsc::Receiver<PublishJob>,
+) -> (HealthEventKind, String) {
+    let config = &shared.config;
+    let mut batch: Vec<PublishJob> = Vec::with_capacity(config.publish_batch);
+    let mut next_ping = Instant::now() + config.redis_ping_interval;
+    let mut last_reply = Instant::now();
+    loop {
+        tokio::select! {
+            // Publishing first: a PING waits for the batch in flight anyway.
+            biased;
+            received = jobs.recv_many(&mut batch, config.publish_batch) => {
+                if received == 0 {
+                    return (HealthEventKind::Disconnected, "broker closed".into());
+                }
+                let mut pipe = redis::pipe();
+                for job in &batch {
+                    pipe.cmd("PUBLISH")
+                        .arg(job.channel.as_bytes())
+                        .arg(job.payload.as_ref())
+                        .ignore();
+                }
+                let outcome = timeout(config.command_timeout, pipe.query_async::<()>(connection)).await;
+                let error = match outcome {
+                    Ok(Ok(())) => {
+                        tracing::trace!(node = %node.name, count = batch.len(), "published batch");
+                        for job in batch.drain(..) {
+                            job.finish(Ok(()));
+                        }
+                        last_reply = Instant::now();
+                        continue;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("PUBLISH not answered within {:?}", config.command_timeout),
+                };
+                // The batch may be partly published: retrying elsewhere can duplicate some
+                // messages (at least once), never lose them silently.
+                for job in batch.drain(..) {
+                    shared.reroute(job, &error);
+                }
+                return (HealthEventKind::Disconnected, error);
+            }
+            () = sleep_until(next_ping) => {
+                next_ping = Instant::now() + config.redis_ping_interval;
+                if !config.forced_ping && last_reply.elapsed() < config.redis_ping_interval {
+                    continue;
+                }
+                if let Err(failure) = ping(shared, node, connection).await {
+                    return failure;
+                }
+                last_reply = Instant::now();
+            }
+            () = node.check_now.notified() => {
+                if let Err(failure) = ping(shared, node, connection).await {
+                    return failure;
+                }
+                last_reply = Instant::now();
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Killing and restarting real `redis-server` processes under two brokers: health events,
+//! publishing moving to the survivor, no hanging publish, subscriptions coming back, and no
+//! loss with redundancy 2.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use crosswire::Broker;
+use crosswire_redis::{HealthEventKind, Role};
+use tokio::time::Instant;
+
+/// How long any single publish may take: two command timeouts (1 s each in the tests) plus
+/// the safety margin.
+const PUBLISH_LIMIT: Duration = Duration::from_millis(2500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_restart_one_of_two_nodes() {
+    let (Some(mut r1), Some(r2)) = (redis(), redis()) else {
+        return;
+    };
+    let urls = [r1.url(), r2.url()];
+    let r1_name = format!("127.0.0.1:{}", r1.port());
+    let pub_events = Events::default();
+    let sub_events = Events::default();
+    let a = broker(fast_config(&urls).with_on_health_change(pub_events.callback()));
+    let b = broker(fast_config(&urls).with_on_health_change(sub_events.callback()));
+    let mut inbox = b.messages().unwrap();
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    let ch = channel_homed_on(&a, &r1_name, "doomed");
+    b.subscribe(&ch).await.unwrap();
+    a.publish(&ch, Bytes::from_static(b"before")).await.unwrap();
+    assert_eq!(recv_text(&mut inbox).await, "before");
+
+    r1.kill();
+    let killed = Instant::now();
+
+    // Publish continuously: every publish resolves within its limit (Ok or an error, never
+    // a hang), and publishing moves to the survivor within ping interval + timeout.
+    let mut first_ok_after_kill = None;
+    let mut i = 0u32;
+    while first_ok_after_kill.is_none() || i < 50 {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            PUBLISH_LIMIT,
+            a.publish(&ch, Bytes::from(format!("after-{i}"))),
+        )
+        .await
+        .expect("a publish never hangs");
+        assert!(started.elapsed() <= PUBLISH_LIMIT);
+        if outcome.is_ok() && first_ok_after_kill.is_none() {
+            first_ok_after_kill = Some(killed.elapsed());
+        }
+        i += 1;
+        assert!(killed.elapsed() < DEADLINE, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let moved_after = first_ok_after_kill.unwrap_or_default();
+    assert!(
+        moved_after <= PING * 2 + Duration::from_millis(300),
+        "publishing reached the survivor after {moved_after:?}"
+    );
+    assert_eq!(a.publish_targets(&ch).len(), 1);
+    assert_ne!(&*a.publish_targets(&ch)[0], r1_name.as_str());
+
+    // The health callbacks fired with the right counts.
+    let e = pub_events
+        .wait_for("publisher of r1 down", |e| {
+            *e.node_name == *r1_name && e.role == Role::Publisher && !e.healthy
+        })
+        .await;
+    assert!(matches!(
+        e.event,
+        HealthEventKind::Disconnected | HealthEventKind::PingTimeout
+    ));
+    assert_eq!((e.healthy_publishers, e.total_nodes), (1, 2));
+    assert_eq!(e.port, r1.port());
+    assert_eq!(&*e.host, "127.0.0.1");
+    assert!(e.error.is_some());
+    let e = sub_events
+        .wait_for("subscriber of r1 down", |e| {
+            *e.node_name == *r1_name && e.role == Role::Subscriber && !e.healthy
+        })
+        .await;
+    assert_eq!((e.healthy_subscribers, e.total_nodes), (1, 2));
+    let h = a.health();
+    assert!(h.healthy);
+    assert_eq!((h.healthy_publishers, h.total), (1, 2));
+
+    // Messages published after the move were delivered through the survivor, in order.
+    let mut got = Vec::new();
+    while let Some(m) = recv(&mut inbox, Duration::from_millis(500)).await {
+        got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+    }
+    assert!(got.len() >= 50, "delivered after the kill: {}", got.len());
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some(format!("after-{}", i - 1).as_str())
+    );
+
+    // Restart r1 on the same port: subscriptions come back, the channel moves home and is
+    // delivered through r1 again.
+    r1.restart().expect("restart redis");
+    let e = sub_events
+        .wait_for("subscriber of r1 recovered", |e| {
+            *e.node_name == *r1_name
+                && e.role == Role::Subscriber
+                && e.event == HealthEventKind::Recovered
+        })
+        .await;
+    assert!(e.healthy);
+    pub_events
+        .wait_for("publisher of r1 recovered", |e| {
+            *e.node_name == *r1_name
+                && e.role == Role::Publisher
+                && e.event == HealthEventKind::Recovered
+        })
+        .await;
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    assert_eq!(&*a.publish_targets(&ch)[0], r1_name.as_str());
+    // Straight through r1 (proves b re-subscribed there), then through the broker.
+    assert_eq!(redis_command(r1.port(), &["PUBLISH", &ch, "raw-r1"]), ":1");
+    assert_eq!(recv_text(&mut inbox).await, "raw-r1");
+    a.publish(&ch, Bytes::from_static(b"home-again"))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut inbox).await, "home-again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundancy_two_loses_nothing_when_a_node_dies_mid_stream() {
+    let (Some(mut r1), Some(r2)) = (redis(), redis()) else {
+        return;
+    };
+    let urls = [r1.url(), r2.url()];
+    let a = broker(fast_config(&urls).with_redundancy(2));
+    let b = broker(fast_config(&urls));
+    let mut inbox = b.messages().unwrap();
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    b.subscribe("stream").await.unwrap();
+
+    // A receiver that de-duplicates, as the crosswire node does (here by payload).
+    let receiver = tokio::spawn(async move {
+        let mut unique = HashSet::new();
+        let mut copies = 0usize;
+        while let Some(m) = recv(&mut inbox, Duration::from_secs(2)).await {
+            copies += 1;
+            unique.insert(m.payload);
+        }
+        (unique, copies)
+    });
+    let n = 4000usize;
+    for i in 0..n {
+        if i == n / 2 {
+            r1.kill();
+        }
+        // Publish and check the outcome without slowing the stream: one outcome awaited
+        // per 100 messages.
+        let p = a.publish("stream", Bytes::from(i.to_string()));
+        if i % 100 == 99 {
+            tokio::time::timeout(PUBLISH_LIMIT, p)
+                .await
+                .expect("never hangs")
+                .expect("a copy survives");
+        }
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let (unique, copies) = receiver.await.unwrap();
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !unique.contains(&Bytes::from(i.to_string())))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert!(copies > n, "duplicates arrive while both nodes are up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_on_a_dead_single_node_fails_fast() {
+    let Some(mut r1) = redis() else { return };
+    let events = Events::default();
+    let a = broker(fast_config(&[r1.url()]).with_on_health_change(events.callback()));
+    wait_healthy(&a).await;
+    r1.kill();
+    // Until the node is marked down a publish fails (connection refused) well within its
+    // limit; afterwards it is refused at once.
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(PUBLISH_LIMIT, a.publish("x", Bytes::from_static(b"1")))
+        .await
+        .expect("never hangs");
+    assert!(outcome.is_err());
+    events
+        .wait_for("publisher down", |e| {
+            e.role == Role::Publisher && !e.healthy
+        })
+        .await;
+    assert!(started.elapsed() < PING * 2 + Duration::from_secs(1));
+    let started = Instant::now();
+    assert!(matches!(
+        a.publish("x", Bytes::from_static(b"2")).await,
+        Err(crosswire::BrokerError::Unavailable)
+    ));
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
