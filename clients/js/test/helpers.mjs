@@ -39,6 +39,26 @@ export function next(client, event, ms = STEP, filter = () => true) {
   );
 }
 
+/** Collects every `event` of `client`; `nth(n)` waits until there are n. */
+export function collect(client, event) {
+  const items = [];
+  const waiters = [];
+  client.on(event, (arg) => {
+    items.push([arg, Date.now()]);
+    for (const w of waiters.splice(0)) w();
+  });
+  items.nth = (n, ms = STEP) =>
+    within(
+      new Promise(function check(resolve) {
+        if (items.length >= n) resolve(items[n - 1][0]);
+        else waiters.push(() => check(resolve));
+      }),
+      ms,
+      `${n} '${event}' events`
+    );
+  return items;
+}
+
 /** Records every built-in event of `client` as [name, arg, time]. */
 export function record(client) {
   const log = [];
