@@ -3,14 +3,22 @@
 //! ```text
 //! crosswire serve [--host 127.0.0.1] [--port 9000]
 //! ```
-//! runs the relay application (see `crosswire_cli::relay`) on one node, with no broker.
+//! runs the relay application (see `crosswire_cli::relay`) on one node, with no broker;
+//!
+//! ```text
+//! crosswire serve --name node-1 --port 9001 --redis redis://127.0.0.1:6379 [--redis …] [--redundancy 2]
+//! ```
+//! runs it as one node of a cluster coordinated through Redis.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
 use crosswire::{Server, ServerConfig};
 use crosswire_cli::http::HttpOptions;
+use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -50,6 +58,26 @@ struct ServeArgs {
     /// Most bytes queued for one slow client before it is disconnected.
     #[arg(long, default_value_t = 4 << 20)]
     max_queue_bytes: usize,
+    /// A Redis node (`redis://[:password@]host:port[/db]`, `rediss://` with TLS); repeat for
+    /// several nodes used as equal peers. Without any, the server runs as a single node.
+    #[arg(
+        long = "redis",
+        value_name = "URL",
+        env = "CROSSWIRE_REDIS",
+        value_delimiter = ','
+    )]
+    redis: Vec<String>,
+    /// Publish every message on this many Redis nodes (2: no loss when one dies).
+    #[arg(long, default_value_t = 1)]
+    redundancy: usize,
+    /// How each message picks its Redis node: affine (per-channel order, default), random,
+    /// round-robin, fastest.
+    #[arg(long, default_value = "affine", value_parser = parse_strategy)]
+    strategy: PublishStrategy,
+    /// Compress envelopes between nodes of at least this many bytes (LZ4). Every node of a
+    /// cluster must use the same setting.
+    #[arg(long, value_name = "BYTES")]
+    compress_above: Option<usize>,
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -77,7 +105,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))
         .with_max_message_size(args.max_message_size)
         .with_max_queue_bytes(args.max_queue_bytes);
-    let server = Server::new(config)?;
+    let server = if args.redis.is_empty() {
+        Server::new(config)?
+    } else {
+        let redis = RedisConfig::from_urls(&args.redis)?
+            .with_redundancy(args.redundancy)
+            .with_strategy(args.strategy)
+            .with_on_health_change(|event| {
+                tracing::info!(
+                    node = %event.node_name,
+                    role = %event.role,
+                    event = %event.event,
+                    healthy = event.healthy,
+                    publishers = event.healthy_publishers,
+                    subscribers = event.healthy_subscribers,
+                    total = event.total_nodes,
+                    "redis health"
+                );
+            });
+        let broker = RedisBroker::new(redis)?;
+        Server::with_broker(
+            config.with_compression(args.compress_above),
+            Arc::new(broker),
+        )?
+    };
     crosswire_cli::relay::install(&server);
     let mut http = HttpOptions::new();
     if let Some(token) = args.api_token.filter(|t| !t.is_empty()) {
@@ -102,6 +153,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn parse_strategy(s: &str) -> Result<PublishStrategy, String> {
+    match s {
+        "affine" | "channel-affine" => Ok(PublishStrategy::ChannelAffine),
+        "random" => Ok(PublishStrategy::Random),
+        "round-robin" => Ok(PublishStrategy::RoundRobin),
+        "fastest" => Ok(PublishStrategy::Fastest),
+        other => Err(format!(
+            "unknown strategy {other:?} (affine, random, round-robin, fastest)"
+        )),
+    }
 }
 
 async fn shutdown_signal() {
