@@ -288,6 +288,10 @@ impl RedisBroker {
     /// (watch [`RedisBroker::health`] or the health callback).
     pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        // redis-rs builds its rustls config from the process-wide crypto provider: make sure
+        // there is one (ring), unless the application installed its own.
+        #[cfg(feature = "tls")]
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let (tx, rx) = mpsc::channel(config.message_queue);
         let nodes = config.nodes.clone();

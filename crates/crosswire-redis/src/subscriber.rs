@@ -27,6 +27,8 @@ use crate::resp::{self, Frame};
 const ZERO_COPY_MIN: usize = 16 * 1024;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
+/// A packed PING.
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 /// Most channels named in one SUBSCRIBE when re-subscribing.
 const SUBSCRIBE_CHUNK: usize = 1000;
 
@@ -210,6 +212,8 @@ struct Session<'a> {
     subscribing: HashMap<Arc<str>, VecDeque<Pending>>,
     unsubscribing: HashMap<Arc<str>, VecDeque<Pending>>,
     initial_left: usize,
+    /// The PING sent after the initial SUBSCRIBEs is not answered yet.
+    initial_ping: bool,
     next_ping: Instant,
     ping_sent: Option<Instant>,
     last_frame: Instant,
@@ -230,6 +234,7 @@ impl<'a> Session<'a> {
             subscribing: HashMap::new(),
             unsubscribing: HashMap::new(),
             initial_left: 0,
+            initial_ping: false,
             next_ping: now + shared.config.redis_ping_interval,
             ping_sent: None,
             last_frame: now,
@@ -303,8 +308,12 @@ impl<'a> Session<'a> {
             }
             self.write(&command.get_packed_command()).await?;
         }
-        self.check_healthy();
-        Ok(())
+        // A PING after the SUBSCRIBEs: its answer proves the connection works even when
+        // there is no channel to confirm (a hung Redis accepts TCP connections too).
+        self.initial_left += 1;
+        self.initial_ping = true;
+        self.ping_sent = Some(Instant::now());
+        self.write(PING).await
     }
 
     fn check_healthy(&mut self) {
@@ -440,6 +449,11 @@ impl<'a> Session<'a> {
         if let Some(sent) = self.ping_sent.take() {
             tracing::trace!(node = %self.node.name, latency = ?sent.elapsed(), "subscriber PONG");
         }
+        if self.initial_ping {
+            self.initial_ping = false;
+            self.initial_left = self.initial_left.saturating_sub(1);
+            self.check_healthy();
+        }
     }
 
     /// Hands a message to the broker's queue, waiting while it is full.
@@ -539,7 +553,7 @@ impl<'a> Session<'a> {
             let idle = now.duration_since(self.last_frame) >= config.redis_ping_interval;
             if self.ping_sent.is_none() && (config.forced_ping || idle) {
                 self.ping_sent = Some(now);
-                self.write(b"*1\r\n$4\r\nPING\r\n").await?;
+                self.write(PING).await?;
             }
         }
         Ok(())

@@ -60,6 +60,7 @@ async fn kill_and_restart_one_of_two_nodes() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let moved_after = first_ok_after_kill.unwrap_or_default();
+    eprintln!("publishing reached the survivor {moved_after:?} after the kill");
     assert!(
         moved_after <= PING * 2 + Duration::from_millis(300),
         "publishing reached the survivor after {moved_after:?}"
@@ -212,4 +213,68 @@ async fn publish_on_a_dead_single_node_fails_fast() {
         Err(crosswire::BrokerError::Unavailable)
     ));
     assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_is_left_after_ping_interval_plus_timeout() {
+    let (Some(r1), Some(r2)) = (redis(), redis()) else {
+        return;
+    };
+    let urls = [r1.url(), r2.url()];
+    let r1_name = format!("127.0.0.1:{}", r1.port());
+    let events = Events::default();
+    let a = broker(fast_config(&urls).with_on_health_change(events.callback()));
+    let b = broker(fast_config(&urls));
+    let mut inbox = b.messages().unwrap();
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    let ch = channel_homed_on(&a, &r1_name, "frozen");
+    b.subscribe(&ch).await.unwrap();
+    let pid = redis_pid(r1.port());
+
+    // A stopped process keeps its sockets open: nothing fails, nothing answers.
+    signal(pid, "STOP");
+    let stopped = Instant::now();
+    let e = events
+        .wait_for("ping timeout of r1's publisher", |e| {
+            *e.node_name == *r1_name
+                && e.role == Role::Publisher
+                && e.event == HealthEventKind::PingTimeout
+        })
+        .await;
+    let detected = stopped.elapsed();
+    eprintln!("hung node detected after {detected:?}");
+    assert!(
+        detected <= PING * 2 + Duration::from_millis(300),
+        "{detected:?}"
+    );
+    assert_eq!(
+        (e.healthy, e.healthy_publishers, e.total_nodes),
+        (false, 1, 2)
+    );
+    events
+        .wait_for("ping timeout of r1's subscriber", |e| {
+            *e.node_name == *r1_name
+                && e.role == Role::Subscriber
+                && e.event == HealthEventKind::PingTimeout
+        })
+        .await;
+    // Publishing now goes straight to the survivor and is delivered by it.
+    assert_ne!(&*a.publish_targets(&ch)[0], r1_name.as_str());
+    let started = Instant::now();
+    a.publish(&ch, Bytes::from_static(b"via-survivor"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(recv_text(&mut inbox).await, "via-survivor");
+
+    signal(pid, "CONT");
+    events
+        .wait_for("r1's publisher recovered", |e| {
+            *e.node_name == *r1_name
+                && e.role == Role::Publisher
+                && e.event == HealthEventKind::Recovered
+        })
+        .await;
+    wait_healthy(&b).await;
 }

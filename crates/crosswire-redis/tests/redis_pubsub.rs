@@ -309,3 +309,34 @@ async fn config_is_validated() {
         Err(crosswire_redis::ConfigError::NoNodes)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_consumer_pushes_back_without_loss_or_false_alarms() {
+    let Some(redis) = redis() else { return };
+    let a = broker(fast_config(&[redis.url()]));
+    let events = Events::default();
+    // A tiny queue that the consumer leaves full for several ping periods.
+    let b = broker(
+        fast_config(&[redis.url()])
+            .with_message_queue(16)
+            .with_on_health_change(events.callback()),
+    );
+    let mut inbox = b.messages().unwrap();
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    b.subscribe("slow").await.unwrap();
+    let n = 5000;
+    publish_all(&a, "slow", (0..n).map(|i| i.to_string())).await;
+    // Not reading for longer than PING interval + timeout, on purpose: the subscriber is
+    // blocked on the full queue and must neither time its PINGs out nor drop anything.
+    tokio::time::sleep(PING * 4).await;
+    assert!(b.health().healthy);
+    assert!(
+        events.all().iter().all(|e| e.healthy),
+        "no unhealthy event while stalled: {:#?}",
+        events.all()
+    );
+    for i in 0..n {
+        assert_eq!(recv_text(&mut inbox).await, i.to_string());
+    }
+}

@@ -155,3 +155,32 @@ pub async fn publish_all(
         p.await.expect("publish accepted");
     }
 }
+
+/// The process id of the Redis listening on `port` (from `INFO server`).
+pub fn redis_pid(port: u16) -> u32 {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    stream.write_all(b"INFO server\r\n").expect("write");
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("process_id:") || !text[text.find("process_id:").unwrap()..].contains('\n')
+    {
+        let n = stream.read(&mut buf).expect("read INFO");
+        assert!(n > 0, "INFO reply ended early");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let line = text.lines().find(|l| l.starts_with("process_id:")).unwrap();
+    line["process_id:".len()..].trim().parse().expect("pid")
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
