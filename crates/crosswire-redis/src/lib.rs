@@ -76,7 +76,9 @@
 //! the queue blocks. Redis buffers what it cannot send up to its
 //! `client-output-buffer-limit pubsub` (default 32 MB hard, 8 MB for 60 s) and then closes
 //! the connection: the subscriber reports `disconnected`, reconnects and re-subscribes, and
-//! messages published meanwhile are lost for this server node.
+//! messages published meanwhile are lost for this server node. Subscribe and unsubscribe
+//! requests are served between messages, so while the queue stays full they wait too (and
+//! resolve with an error after the command timeout).
 //!
 //! # Why redis-rs
 //! The client is [redis-rs](redis): its multiplexed connection gives pipelined publishing with

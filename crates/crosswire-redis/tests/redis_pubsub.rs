@@ -340,3 +340,57 @@ async fn a_lagging_consumer_pushes_back_without_loss_or_false_alarms() {
         assert_eq!(recv_text(&mut inbox).await, i.to_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_is_reported_and_never_a_silent_wedge() {
+    let Some(redis) = redis() else { return };
+    // The default user may only use channels starting with "ok:".
+    assert_eq!(
+        redis_command(
+            redis.port(),
+            &["ACL", "SETUSER", "default", "resetchannels", "&ok:*"]
+        ),
+        "+OK"
+    );
+    let health = Events::default();
+    let errors = Events::default();
+    let b = broker(
+        fast_config(&[redis.url()])
+            .with_on_health_change(health.callback())
+            .with_on_subscription_error(errors.callback()),
+    );
+    let mut inbox = b.messages().unwrap();
+    wait_healthy(&b).await;
+    b.subscribe("ok:1").await.unwrap();
+    let refused = b.subscribe("secret").await;
+    assert!(
+        matches!(refused, Err(BrokerError::Backend(_))),
+        "{refused:?}"
+    );
+    let e = errors
+        .wait_for("subscription error", |e| {
+            e.event == HealthEventKind::SubscribeFailed
+        })
+        .await;
+    assert_eq!(
+        (e.role, e.healthy, e.healthy_subscribers),
+        (Role::Subscriber, false, 0)
+    );
+    assert!(e.error.as_deref().unwrap_or("").contains("NOPERM"), "{e:?}");
+    assert!(
+        !b.health().healthy,
+        "not healthy while a subscription is refused"
+    );
+    // Dropping the refused channel lets the subscriber recover with the others.
+    b.unsubscribe("secret").await.unwrap();
+    health
+        .wait_for("recovered", |e| {
+            e.role == Role::Subscriber && e.event == HealthEventKind::Recovered
+        })
+        .await;
+    wait_healthy(&b).await;
+    b.publish("ok:1", Bytes::from_static(b"fine"))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut inbox).await, "fine");
+}
