@@ -347,8 +347,8 @@ export class WebSocketConnector {
     this._open = true;
     this._repeat = 0;
     this._scheduled = false;
+    this._startHeartbeat(false); // before the listeners: one may close again
     this._emit('open', event);
-    this._startHeartbeat(false);
   }
 
   _onClose(event) {

@@ -334,3 +334,29 @@ test('size budget: crosswire.min.js is at most 5 KB minified and gzipped', () =>
   console.log(`# crosswire.min.js: ${min.length} bytes minified, ${gzipped} bytes gzipped (budget 5120)`);
   assert.ok(gzipped <= 5120, `crosswire.min.js is ${gzipped} bytes gzipped, over the 5120-byte budget`);
 });
+
+test('listeners may close or reconnect from inside any event', () => {
+  const client = fake({ pingInterval: 1000, fastReconnectInterval: 60000 });
+  client.on('open', () => client.manualClose());
+  FakeSocket.last().open();
+  assert.equal(client._pingTimer, null, 'no heartbeat after a manualClose from open');
+  assert.deepEqual(FakeSocket.last().closed, { code: 4001, reason: 'manual close' });
+
+  // The seed's pattern: reconnect() from the close listener; one attempt is scheduled.
+  const seedStyle = fake({ fastReconnectInterval: 60000 });
+  const reconnects = [];
+  seedStyle.on('close', (e) => (e.code === 4001 ? seedStyle.manualClose() : seedStyle.reconnect()));
+  seedStyle.on('reconnect', (r) => reconnects.push(r));
+  FakeSocket.last().open();
+  FakeSocket.last().fail();
+  assert.deepEqual(reconnects, [{ repeat: 1, timeout: 60000 }]);
+  seedStyle.manualClose();
+
+  const fromError = fake({ fastReconnectInterval: 60000 });
+  fromError.on('error', () => fromError.manualClose());
+  const closes = [];
+  fromError.on('reconnect', () => closes.push('reconnect'));
+  FakeSocket.last().fail();
+  assert.deepEqual(closes, []);
+  assert.equal(fromError.reconnecting(), false);
+});
