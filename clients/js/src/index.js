@@ -1,7 +1,8 @@
 /*!
  * crosswire JavaScript client — a drop-in replacement for the seed framework's
  * WebSocketConnector: heartbeat and latency, reconnect with backoff, requests with replies,
- * timeouts and a pending hook, answers to crosswire's server → client requests. MIT.
+ * timeouts and a pending hook, answers to crosswire's server → client requests.
+ * License: MIT OR Apache-2.0.
  */
 
 // Close codes this client uses (SPEC §1).
