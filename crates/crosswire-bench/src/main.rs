@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use crosswire_bench::common::{self, Settings};
 use crosswire_bench::parse_duration;
 use crosswire_bench::report::{markdown_table, Report};
-use crosswire_bench::scenarios::{burst, echo, fanout, idle};
+use crosswire_bench::scenarios::{burst, echo, fanout, idle, s2s};
 use std::time::Duration;
 
 /// Load generator for servers speaking the crosswire relay contract.
@@ -118,6 +118,20 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Server-to-server requests between two nodes over Redis (both nodes in this process).
+    S2s {
+        #[command(flatten)]
+        common: Common,
+        /// Redis URL.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+    },
     /// Print a markdown table from JSON reports (files written with --json).
     Table {
         /// JSON report files.
@@ -136,6 +150,21 @@ fn settings(c: &Common) -> Settings {
 }
 
 async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
+    if let Command::S2s {
+        redis,
+        rate,
+        duration,
+        ..
+    } = cmd
+    {
+        return s2s::run(&s2s::S2sParams {
+            redis,
+            rate,
+            duration,
+            timeout: Duration::from_secs(5),
+        })
+        .await;
+    }
     let s = settings(&common);
     common::probe(&s).await?;
     match cmd {
@@ -205,7 +234,9 @@ async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
             };
             idle::run(&s, &p).await
         }
-        Command::Table { .. } => anyhow::bail!("table is not a load scenario"),
+        Command::Table { .. } | Command::S2s { .. } => {
+            anyhow::bail!("not a WebSocket load scenario")
+        }
     }
 }
 
@@ -235,7 +266,8 @@ fn real_main() -> Result<()> {
         Command::Fanout { common, .. }
         | Command::Burst { common, .. }
         | Command::Echo { common, .. }
-        | Command::Idle { common, .. } => common.clone(),
+        | Command::Idle { common, .. }
+        | Command::S2s { common, .. } => common.clone(),
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -393,23 +393,13 @@ impl RedisBroker {
 }
 
 /// A [`BrokerHealth`] with these values.
-///
-/// `BrokerHealth` is `#[non_exhaustive]` in `crosswire` and has no constructor, so it cannot
-/// be built here with a struct literal; its fields are public, so a value obtained from the
-/// in-process broker is taken as a template and overwritten field by field.
 fn broker_health(
     healthy: bool,
     publishers: usize,
     subscribers: usize,
     total: usize,
 ) -> BrokerHealth {
-    static TEMPLATE: OnceLock<BrokerHealth> = OnceLock::new();
-    let mut health = *TEMPLATE.get_or_init(|| crosswire::MemoryHub::new().broker().health());
-    health.healthy = healthy;
-    health.healthy_publishers = publishers;
-    health.healthy_subscribers = subscribers;
-    health.total = total;
-    health
+    BrokerHealth::new(healthy, publishers, subscribers, total)
 }
 
 impl Broker for RedisBroker {

@@ -58,6 +58,23 @@ pub struct BrokerHealth {
     pub total: usize,
 }
 
+impl BrokerHealth {
+    /// A health report, for [`Broker`] implementations.
+    pub fn new(
+        healthy: bool,
+        healthy_publishers: usize,
+        healthy_subscribers: usize,
+        total: usize,
+    ) -> Self {
+        Self {
+            healthy,
+            healthy_publishers,
+            healthy_subscribers,
+            total,
+        }
+    }
+}
+
 /// Moves byte messages between nodes on named channels.
 ///
 /// # Contract

@@ -1,9 +1,10 @@
-//! The four load scenarios. Each returns a [`crate::report::Report`].
+//! The load scenarios. Each returns a [`crate::report::Report`].
 
 pub mod burst;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod s2s;
 
 pub mod publisher;
 
