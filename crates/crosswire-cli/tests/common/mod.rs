@@ -481,3 +481,169 @@ impl Raw {
         }
     }
 }
+
+// ----- cluster mode (the redis_*.rs tests) -----
+
+/// How long a cluster-wide condition (nodes discovering each other, a Redis node coming
+/// back) may take before a test fails.
+pub const CLUSTER_STEP: Duration = Duration::from_secs(15);
+
+/// A fresh `redis-server` on a free port, or `None` (with a message) when `redis-server` is
+/// not installed, so the cluster tests skip rather than fail on machines without it.
+pub fn redis() -> Option<crosswire_testkit::RedisServer> {
+    if !crosswire_testkit::RedisServer::available() {
+        eprintln!("skipped: redis-server is not on PATH");
+        return None;
+    }
+    Some(crosswire_testkit::RedisServer::start().expect("start redis-server"))
+}
+
+impl Relay {
+    /// Starts `crosswire serve --name <name> --redis <url>… <extra>` (one cluster node).
+    pub async fn node(name: &str, redis: &[String], extra: &[&str]) -> Relay {
+        let mut args: Vec<&str> = vec!["--name", name];
+        for url in redis {
+            args.extend(["--redis", url.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        Relay::start(&args).await
+    }
+
+    /// `GET /healthz`: status and parsed body.
+    pub async fn healthz(&self) -> (u16, Value) {
+        let (status, body) = crosswire_testkit::http_get(self.addr, "/healthz")
+            .await
+            .unwrap_or_else(|e| panic!("GET /healthz on {}: {e}", self.addr));
+        let body = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/healthz body is not JSON ({e}): {body}"));
+        (status, body)
+    }
+
+    /// Polls `GET /healthz` until `pred(status, body)` holds; returns the body and how long
+    /// it took. Fails the test after `timeout`.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(u16, &Value) -> bool,
+    ) -> (Value, Duration) {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.healthz().await;
+            if pred(status, &body) {
+                return (body, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{}: no {what} within {timeout:?}; last /healthz {status} {body}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until `/healthz` lists exactly `nodes` (sorted) and reports the broker healthy
+    /// with `redis_nodes` healthy publishers and subscribers.
+    pub async fn wait_cluster(&self, nodes: &[&str], redis_nodes: u64) -> Value {
+        let mut want: Vec<&str> = nodes.to_vec();
+        want.sort_unstable();
+        let want = json!(want);
+        self.wait_health("formed cluster", CLUSTER_STEP, |status, body| {
+            status == 200
+                && body["nodes"] == want
+                && body["broker"]["healthy"] == json!(true)
+                && body["broker"]["healthy_publishers"] == json!(redis_nodes)
+                && body["broker"]["healthy_subscribers"] == json!(redis_nodes)
+        })
+        .await
+        .0
+    }
+}
+
+impl Raw {
+    /// The next frame, which must be event `msg`; returns its payload, or `None` after
+    /// `timeout`.
+    pub async fn recv_msg_within(&mut self, timeout: Duration) -> Option<Value> {
+        let incoming = self.recv_within(timeout).await?;
+        let Incoming::Text(text) = &incoming else {
+            panic!("{}: expected a msg, got {incoming:?}", self.id);
+        };
+        let value: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.id));
+        assert_eq!(value["event"], json!("msg"), "{}: {text}", self.id);
+        Some(value["payload"].clone())
+    }
+
+    /// Moves the socket into a task that collects the payloads of `msg` events, with their
+    /// arrival times, until one satisfies `last` (kept) or `timeout` passes.
+    pub fn collect_until(
+        mut self,
+        timeout: Duration,
+        last: impl Fn(&Value) -> bool + Send + 'static,
+    ) -> tokio::task::JoinHandle<(Raw, Vec<(Instant, Value)>)> {
+        tokio::spawn(async move {
+            let deadline = Instant::now() + timeout;
+            let mut got = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Some(payload) = self.recv_msg_within(left).await else {
+                    eprintln!(
+                        "{}: collector gave up after {timeout:?} with {} messages",
+                        self.id,
+                        got.len()
+                    );
+                    break;
+                };
+                let done = last(&payload);
+                got.push((Instant::now(), payload));
+                if done {
+                    break;
+                }
+            }
+            (self, got)
+        })
+    }
+}
+
+/// Waits until a room's subscription is live on every node that has a member: `sender`
+/// sends `{"warm": k}` to the room until, in one round, every receiver gets warm-up `k`
+/// (earlier warm-ups reaching some of them are read and dropped). A node subscribes to a
+/// room's namespace on its first local join, asynchronously; this turns that into a
+/// condition to wait for. Relies on one publisher's messages on one channel arriving in
+/// order (one Redis node, or the channel-affine strategy), so nothing of the warm-up is left
+/// in flight afterwards.
+pub async fn sync_room(sender: &mut Raw, room: &str, receivers: &mut [&mut Raw]) {
+    let deadline = Instant::now() + CLUSTER_STEP;
+    for k in 0u64.. {
+        assert!(
+            Instant::now() < deadline,
+            "room {room}: subscriptions not live within {CLUSTER_STEP:?}"
+        );
+        let reply = sender
+            .request("room", json!({"room": room, "data": {"warm": k}}))
+            .await;
+        assert_eq!(reply, json!({"ok": true}));
+        let mut all = true;
+        for r in receivers.iter_mut() {
+            let round_end = Instant::now() + Duration::from_millis(300);
+            let mut got = false;
+            loop {
+                let left = round_end.saturating_duration_since(Instant::now());
+                let Some(payload) = r.recv_msg_within(left).await else {
+                    break;
+                };
+                let j = payload["warm"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{}: unexpected {payload} during warm-up", r.id));
+                if j == k {
+                    got = true;
+                    break;
+                }
+            }
+            all &= got;
+        }
+        if all {
+            return;
+        }
+    }
+}
