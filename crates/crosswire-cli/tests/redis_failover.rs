@@ -123,6 +123,49 @@ async fn send_acked(from: &mut Raw, room: &str, range: std::ops::Range<u64>, gap
 /// (health callback logged, `/healthz` counts drop to one) within the ping interval plus
 /// timeout, and every message sent after that arrives through the survivor.
 async fn one_of_two_redis_killed_mid_stream(strategy: &str) {
+    one_of_two_redis_fails_mid_stream(strategy, Failure::Kill).await;
+}
+
+/// How the Redis node fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    /// SIGKILL: its sockets close, the nodes notice at once.
+    Kill,
+    /// SIGSTOP: it hangs with its sockets open; only the PING timeout tells.
+    Freeze,
+}
+
+/// The pid of the `redis-server` on `port` (from `INFO server`).
+fn redis_pid(port: u16) -> u32 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect redis");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    stream.write_all(b"INFO server\r\n").expect("write");
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("process_id:")
+        || !text[text.find("process_id:").unwrap()..].contains("\r\n")
+    {
+        let n = stream.read(&mut buf).expect("read INFO");
+        assert!(n > 0, "INFO answer ended early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let rest = &text[text.find("process_id:").unwrap() + "process_id:".len()..];
+    rest[..rest.find("\r\n").unwrap()].parse().expect("pid")
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+async fn one_of_two_redis_fails_mid_stream(strategy: &str, failure: Failure) {
     let names = [
         format!("{strategy}-1").leak() as &str,
         format!("{strategy}-2").leak() as &str,
@@ -171,7 +214,17 @@ async fn one_of_two_redis_killed_mid_stream(strategy: &str) {
     while sent.load(Ordering::SeqCst) < 100 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    redis[victim].kill();
+    let frozen = match failure {
+        Failure::Kill => {
+            redis[victim].kill();
+            None
+        }
+        Failure::Freeze => {
+            let pid = redis_pid(redis[victim].port());
+            signal(pid, "STOP");
+            Some(pid)
+        }
+    };
     let killed = Instant::now();
 
     // Both nodes see one healthy publisher and subscriber left.
@@ -187,7 +240,7 @@ async fn one_of_two_redis_killed_mid_stream(strategy: &str) {
     // Everything sent from now on must arrive.
     let recovery = sent.load(Ordering::SeqCst) + 1;
     eprintln!(
-        "{strategy}: Redis node {home} (the room channel's affine home) killed after seq {}; both crosswire nodes noticed within {detection:?}; recovery point seq {recovery}",
+        "{strategy}: Redis node {home} (the room channel's affine home) failed ({failure:?}) after seq {}; both crosswire nodes noticed within {detection:?}; recovery point seq {recovery}",
         recovery.saturating_sub(1)
     );
     assert!(detection <= DETECTION_LIMIT, "{strategy}: {detection:?}");
@@ -221,6 +274,10 @@ async fn one_of_two_redis_killed_mid_stream(strategy: &str) {
         missing_after.is_empty(),
         "{strategy}: lost after recovery: {missing_after:?}"
     );
+    if let Some(pid) = frozen {
+        // Let it run again so the guard's SIGKILL finds a normal process.
+        signal(pid, "CONT");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,6 +298,13 @@ async fn failover_round_robin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_fastest() {
     one_of_two_redis_killed_mid_stream("fastest").await;
+}
+
+/// A hung Redis node (SIGSTOP: sockets stay open, nothing answers) is left within the ping
+/// interval plus the ping timeout (5 s + 2 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_from_a_hung_redis_node() {
+    one_of_two_redis_fails_mid_stream("affine", Failure::Freeze).await;
 }
 
 /// `--redundancy 2`: 10,000 room messages at 2,000 msg/s from node 1 to a receiver on node 2;
