@@ -78,6 +78,10 @@ struct ServeArgs {
     /// cluster must use the same setting.
     #[arg(long, value_name = "BYTES")]
     compress_above: Option<usize>,
+    /// Worker threads of the runtime. Default: one per core. When several nodes share one
+    /// machine, give each its share of the cores.
+    #[arg(long, env = "CROSSWIRE_THREADS")]
+    threads: Option<usize>,
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -90,10 +94,13 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    let Command::Serve(args) = &cli.command;
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.build().context("starting the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
     }

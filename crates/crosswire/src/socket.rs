@@ -334,13 +334,19 @@ impl SocketShared {
 
     fn write_queued(&self, out: &mut Outbound) {
         while !out.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(out.queue.iter()) {
-                *slot = IoSlice::new(frame);
-                count += 1;
-            }
-            match self.stream.try_write_vectored(&slices[..count]) {
+            let result = if out.queue.len() == 1 {
+                // The common case at moderate load: one frame, a plain write.
+                self.stream.try_write(&out.queue[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slot, frame) in slices.iter_mut().zip(out.queue.iter()) {
+                    *slot = IoSlice::new(frame);
+                    count += 1;
+                }
+                self.stream.try_write_vectored(&slices[..count])
+            };
+            match result {
                 Ok(written) => {
                     self.counters
                         .bytes_out
