@@ -86,6 +86,11 @@ async fn fallback(
             let wants_upgrade = headers.contains_key(header::UPGRADE);
             match (state.options.demo_page, uri.path(), wants_upgrade) {
                 (Some(html), "/" | "/index.html", false) => Html(html).into_response(),
+                (Some(_), "/crosswire.mjs", false) => (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    crate::demo::CLIENT_MODULE,
+                )
+                    .into_response(),
                 (_, _, true) => rejection.into_response(),
                 _ => (
                     StatusCode::NOT_FOUND,

@@ -14,5 +14,6 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod demo;
 pub mod http;
 pub mod relay;

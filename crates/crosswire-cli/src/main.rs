@@ -137,7 +137,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?
     };
     crosswire_cli::relay::install(&server);
-    let mut http = HttpOptions::new();
+    crosswire_cli::demo::install(&server);
+    let mut http = HttpOptions::new().with_demo_page(crosswire_cli::demo::PAGE);
     if let Some(token) = args.api_token.filter(|t| !t.is_empty()) {
         http = http.with_api_token(token);
     }
