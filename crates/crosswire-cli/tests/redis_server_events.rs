@@ -183,18 +183,8 @@ async fn one_by_one_timeout_with_partial_replies_and_cancel_over_redis() {
         seen.push((r.node, r.remaining));
     }
     seen.sort();
-    assert_eq!(
-        seen,
-        [("a".to_string(), 2), ("b".to_string(), 1)]
-            .into_iter()
-            .filter(|_| true)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|(n, _)| (n, 0))
-            .zip(seen.iter().map(|(_, r)| *r))
-            .map(|((n, _), r)| (n, r))
-            .collect::<Vec<_>>()
-    );
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "{seen:?}");
     let mut remaining: Vec<usize> = seen.iter().map(|(_, r)| *r).collect();
     remaining.sort_unstable();
     assert_eq!(remaining, [1, 2], "{seen:?}");
@@ -303,8 +293,14 @@ async fn expected_counts_follow_node_discovery() {
     assert!(results.success);
     assert_eq!(keys(&results), ["a", "b"]);
 
-    // d joins: three again.
-    let d = node("d", &urls);
+    // d joins: three again. (Its protocol ping sweep is off: the sweep holds the node
+    // alive until its next tick, so with it a dropped node would keep announcing itself for
+    // up to the ping interval.)
+    let d = Server::with_broker(
+        config("d").with_server_ping_interval(Duration::ZERO),
+        Arc::new(RedisBroker::new(RedisConfig::from_urls(urls.clone()).unwrap()).unwrap()),
+    )
+    .expect("valid config");
     answer_who(&d);
     wait_nodes(&[&a, &b, &d], &["a", "b", "d"]).await;
     let results = a
@@ -459,7 +455,8 @@ async fn a_redis_node_added_at_run_time_carries_the_traffic_when_the_first_dies(
         json!({"ok": true})
     );
     y.expect_msg(&data).await;
-    // And the nodes keep seeing each other (announcements go through it as well).
+    // And the nodes keep seeing each other (announcements go through it as well): still
+    // both there after longer than the node TTL (600 ms).
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(a.nodes(), ["a", "b"]);
     assert_eq!(b.nodes(), ["a", "b"]);
