@@ -208,28 +208,16 @@ impl Broker for MemoryBroker {
     }
 
     fn subscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let result = self
-            .hub
-            .upgrade()
-            .ok_or(BrokerError::Unavailable)
-            .map(|hub| {
-                if let Some(node) = lock(&hub).nodes.get_mut(&self.key) {
-                    node.channels.insert(Arc::from(channel));
-                }
-            });
+        let result = self.with_channels(|channels| {
+            channels.insert(Arc::from(channel));
+        });
         Box::pin(async move { result })
     }
 
     fn unsubscribe(&self, channel: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let result = self
-            .hub
-            .upgrade()
-            .ok_or(BrokerError::Unavailable)
-            .map(|hub| {
-                if let Some(node) = lock(&hub).nodes.get_mut(&self.key) {
-                    node.channels.remove(channel);
-                }
-            });
+        let result = self.with_channels(|channels| {
+            channels.remove(channel);
+        });
         Box::pin(async move { result })
     }
 
@@ -249,6 +237,18 @@ impl Broker for MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// Changes this node's channel set in the hub.
+    fn with_channels(
+        &self,
+        change: impl FnOnce(&mut HashSet<Arc<str>>),
+    ) -> Result<(), BrokerError> {
+        let hub = self.hub.upgrade().ok_or(BrokerError::Unavailable)?;
+        if let Some(node) = lock(&hub).nodes.get_mut(&self.key) {
+            change(&mut node.channels);
+        }
+        Ok(())
+    }
+
     /// Channels this broker is subscribed to (for tests and diagnostics).
     pub fn subscriptions(&self) -> Vec<String> {
         let Some(hub) = self.hub.upgrade() else {

@@ -256,10 +256,7 @@ impl Cluster {
                 self.publish(stats, channel, Body::Deliver { target, frame });
             }
             Target::Id(id) => {
-                let channel = match self.location(&id) {
-                    Some(node) => self.channels.ws_node(&node),
-                    None => Arc::clone(&self.channels.ws_all),
-                };
+                let channel = self.node_channel(self.location(&id));
                 self.publish(
                     stats,
                     channel,
@@ -280,10 +277,7 @@ impl Cluster {
                     }
                 }
                 for (node, ids) in by_node {
-                    let channel = match node {
-                        Some(node) => self.channels.ws_node(&node),
-                        None => Arc::clone(&self.channels.ws_all),
-                    };
+                    let channel = self.node_channel(node);
                     self.publish(
                         stats,
                         channel,
@@ -294,6 +288,14 @@ impl Cluster {
                     );
                 }
             }
+        }
+    }
+
+    /// The channel reaching a node's sockets, or every node when the node is unknown.
+    fn node_channel(&self, node: Option<Arc<str>>) -> Arc<str> {
+        match node {
+            Some(node) => self.channels.ws_node(&node),
+            None => Arc::clone(&self.channels.ws_all),
         }
     }
 

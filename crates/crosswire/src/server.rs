@@ -417,6 +417,12 @@ impl Server {
     pub fn stats(&self) -> Stats {
         let reg = self.read_registry();
         let c = &self.inner.stats;
+        let cluster_count = |counter: fn(&Cluster) -> &AtomicU64| {
+            self.inner
+                .cluster
+                .as_ref()
+                .map_or(0, |cluster| counter(cluster).load(Ordering::Relaxed))
+        };
         Stats {
             connections: reg.conns.len(),
             bound_ids: reg.ids.len(),
@@ -428,21 +434,9 @@ impl Server {
             slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
             ping_timeouts: c.ping_timeouts.load(Ordering::Relaxed),
             broker_dropped: c.broker_dropped.load(Ordering::Relaxed),
-            envelopes_received: self
-                .inner
-                .cluster
-                .as_ref()
-                .map_or(0, |c| c.received.load(Ordering::Relaxed)),
-            envelopes_duplicate: self
-                .inner
-                .cluster
-                .as_ref()
-                .map_or(0, |c| c.duplicates.load(Ordering::Relaxed)),
-            remote_deliveries: self
-                .inner
-                .cluster
-                .as_ref()
-                .map_or(0, |c| c.deliveries.load(Ordering::Relaxed)),
+            envelopes_received: cluster_count(|c| &c.received),
+            envelopes_duplicate: cluster_count(|c| &c.duplicates),
+            remote_deliveries: cluster_count(|c| &c.deliveries),
         }
     }
 
@@ -849,31 +843,14 @@ impl Server {
         for socket in self.sockets() {
             socket.close(crate::close_code::GOING_AWAY, "server shutting down");
         }
-        let deadline = tokio::time::Instant::now() + self.inner.config.close_timeout;
-        loop {
-            let removed = self.inner.conn_removed.notified();
-            if self.connection_count() == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, removed).await.is_err() {
-                break;
-            }
-        }
+        self.wait_for_no_connections(self.inner.config.close_timeout)
+            .await;
         for socket in self.sockets() {
             socket.terminate();
         }
         // Terminated sockets finish at once; wait (bounded) so that every `close` event fires
         // before `ServerClosed`.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        loop {
-            let removed = self.inner.conn_removed.notified();
-            if self.connection_count() == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, removed).await.is_err() {
-                break;
-            }
-        }
+        self.wait_for_no_connections(Duration::from_secs(1)).await;
         if let Some(cluster) = &self.inner.cluster {
             crate::cluster::leave(self);
             // Give the outgoing queue a moment to carry the departure out.
@@ -881,6 +858,19 @@ impl Server {
             cluster.stop();
         }
         self.emit_system(&SystemEvent::ServerClosed);
+    }
+
+    /// Waits until every connection is gone, or `timeout`.
+    async fn wait_for_no_connections(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let removed = self.inner.conn_removed.notified();
+            if self.connection_count() == 0
+                || tokio::time::timeout_at(deadline, removed).await.is_err()
+            {
+                return;
+            }
+        }
     }
 
     /// Serves WebSocket upgrades on every path of `listener` until [`Server::shutdown`].
