@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need when it
-# is missing (redis-server), then checks formatting, lints, docs, and runs the whole suite.
+# is missing (redis-server; Node.js and npm; Chromium and the npm dev dependencies of the
+# JavaScript tests), then checks formatting, lints, docs, and runs the whole suite: the Rust
+# tests, the JavaScript client's tests and the browser test of the demo page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,3 +40,25 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The JavaScript tests need Node.js and the `crosswire` binary, which `cargo test` has just
+# built (built here when it is missing, e.g. with a different CARGO_TARGET_DIR layout).
+if ! command -v node >/dev/null; then
+  echo "== installing nodejs, npm"
+  apt_install nodejs npm
+fi
+crosswire_bin="${CARGO_TARGET_DIR:-target}/debug/crosswire"
+if [ -z "${CROSSWIRE_BIN:-}" ] && [ ! -x "$crosswire_bin" ]; then
+  echo "== cargo build -p crosswire-cli"
+  cargo build -p crosswire-cli --locked
+fi
+export CROSSWIRE_BIN="${CROSSWIRE_BIN:-$(realpath "$crosswire_bin")}"
+
+echo "== JavaScript client tests (clients/js)"
+clients/js/test.sh
+
+# Installs Debian's chromium and playwright-core when missing.
+echo "== browser test of the demo page (clients/browser-test)"
+clients/browser-test/test.sh
+
+echo "== all tests passed"
