@@ -80,6 +80,37 @@
 //! requests are served between messages, so while the queue stays full they wait too (and
 //! resolve with an error after the command timeout).
 //!
+//! # Channel layout and envelope format
+//! What a crosswire node publishes through this broker (defined by the node, documented here
+//! because it is what you see in `redis-cli MONITOR` or `PUBSUB CHANNELS`). With the default
+//! prefixes `crosswire:ws` and `crosswire:s2s` (`ServerConfig::with_ws_channel_prefix`,
+//! `with_server_channel_prefix`; they must differ):
+//!
+//! | channel | carries | subscribed by |
+//! |---|---|---|
+//! | `crosswire:ws:all` | deliveries to everyone and to ids of unknown location; id binds (`Takeover`) and departures (`Gone`); room removals | every node |
+//! | `crosswire:ws:room:<namespace>` | deliveries to rooms of one namespace | nodes with a local room in it (always, for preset namespaces) |
+//! | `crosswire:ws:node:<name>` | deliveries to ids known to be connected to node `<name>` | node `<name>` |
+//! | `crosswire:s2s:all` | server-to-server events for every node; node announcements (`Announce`, `Leave`) | every node |
+//! | `crosswire:s2s:node:<name>` | server events for named nodes; replies to `<name>`'s requests | node `<name>` |
+//! | anything else | custom channels (`Server::subscribe_channel`, `publish_raw`), raw bytes | whoever subscribes |
+//!
+//! A unicast to an id whose node is known is published on that node's channel only: no other
+//! node receives an envelope for it. Every node learns where ids live from the `Takeover`
+//! announcement a node publishes when it binds an id.
+//!
+//! Each payload on a crosswire channel is one envelope: a marker byte (`0x01` MessagePack,
+//! `0x02` LZ4-compressed MessagePack, size-prefixed), then the MessagePack array
+//! `[v, origin, incarnation, seq, body]`: format version (1), origin node name, a random
+//! number per process run, a sequence number per run, and the body — `Deliver {target,
+//! frame}` (the complete, already encoded WebSocket frame, forwarded to local sockets without
+//! parsing), `Takeover {id}`, `Gone {id}`, `RemoveRoom {namespace, room}`, `ServerEvent
+//! {event, payload, request, targets}`, `ServerReply {request, to, payload}`, `Announce
+//! {ttl_ms, compression, hello}`, `Leave`. A node drops envelopes from itself and duplicates
+//! by `(origin, incarnation, seq)` (a 65,536-wide window per origin run), which is what makes
+//! `redundancy = 2` lossless and duplicate-free. The types are in
+//! `crosswire_protocol::envelope`.
+//!
 //! # Why redis-rs
 //! The client is [redis-rs](redis): its multiplexed connection gives pipelined publishing with
 //! connection and response timeouts, its URL parser covers `redis://`/`rediss://` with

@@ -47,10 +47,15 @@
 //!   queue is bounded ([`ServerConfig::with_max_queue_bytes`], [`SlowClientPolicy`]).
 //! - **The broker seam** ([`Broker`]) is narrow: publish, subscribe, unsubscribe, a message
 //!   stream, health. [`MemoryHub`] connects nodes in one process; `crosswire-redis` connects
-//!   nodes through Redis.
+//!   nodes through Redis (its crate docs describe the channel layout and envelope format).
+//! - **A cluster** is nodes sharing a broker: each node serves its own sockets and publishes
+//!   what they cannot cover; unicasts go to the node holding the id; nodes announce themselves,
+//!   so [`Server::nodes`] is the live node set and [`Server::request_server`] waits for exactly
+//!   the nodes that are up; duplicates (e.g. from publishing on two Redis nodes) are dropped.
 //!
 //! # Layout
-//! `server` (the handle, sending, life cycle), `socket` (a connection handle and the write
+//! `server` (the handle, sending, life cycle), `server_events` (server-to-server events and
+//! cluster queries), `socket` (a connection handle and the write
 //! path), `connection` (the per-connection task), `registry` (ids and rooms), `events`
 //! (handlers), `broker` (the seam and the in-process broker), `cluster` (envelopes over the
 //! broker), `upgrade` (hyper/axum integration), `params` (query parsing).
