@@ -106,6 +106,8 @@ impl Channels {
 struct Peer {
     last_seen: Instant,
     ttl: Duration,
+    /// The peer's current run; a new one means it restarted.
+    incarnation: u64,
 }
 
 /// Which sequence numbers of one origin incarnation were seen.
@@ -493,10 +495,20 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
 }
 
 /// Announces this node's departure (on graceful shutdown).
-pub(crate) fn leave(server: &Server) {
-    if let Some(cluster) = &server.inner.cluster {
-        let channel = Arc::clone(&cluster.channels.s2s_all);
-        cluster.publish(&server.inner.stats, channel, Body::Leave);
+/// Published straight to the broker (not through the outgoing queue) and awaited, so the
+/// other nodes hear of the departure before this node stops.
+pub(crate) async fn leave(server: &Server) {
+    let Some(cluster) = &server.inner.cluster else {
+        return;
+    };
+    let Some(bytes) = cluster.envelope(Body::Leave) else {
+        return;
+    };
+    let publish = cluster.broker.publish(&cluster.channels.s2s_all, bytes);
+    match tokio::time::timeout(Duration::from_secs(1), publish).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not announce departure"),
+        Err(_) => tracing::debug!("announcing departure timed out"),
     }
 }
 
@@ -633,15 +645,19 @@ fn handle(server: &Server, message: &BrokerMessage) {
                 )));
             }
             let ttl = Duration::from_millis(ttl_ms.max(1));
-            let new = lock(&cluster.peers)
-                .insert(
-                    Arc::clone(&origin),
-                    Peer {
-                        last_seen: Instant::now(),
-                        ttl,
-                    },
-                )
-                .is_none();
+            let previous = lock(&cluster.peers).insert(
+                Arc::clone(&origin),
+                Peer {
+                    last_seen: Instant::now(),
+                    ttl,
+                    incarnation: envelope.incarnation,
+                },
+            );
+            let new = previous.is_none();
+            if let Some(old) = previous.filter(|p| p.incarnation != envelope.incarnation) {
+                // The node restarted: forget the duplicate window of its previous run.
+                lock(&cluster.seen).remove(&(Arc::clone(&origin), old.incarnation));
+            }
             if new {
                 tracing::info!(node = %origin, "node joined");
                 server.emit_system(&SystemEvent::NodeJoined(origin.to_string()));

@@ -852,9 +852,7 @@ impl Server {
         // before `ServerClosed`.
         self.wait_for_no_connections(Duration::from_secs(1)).await;
         if let Some(cluster) = &self.inner.cluster {
-            crate::cluster::leave(self);
-            // Give the outgoing queue a moment to carry the departure out.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            crate::cluster::leave(self).await;
             cluster.stop();
         }
         self.emit_system(&SystemEvent::ServerClosed);
