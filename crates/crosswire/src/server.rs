@@ -656,12 +656,19 @@ impl Server {
     }
 
     /// Sends to the sockets bound to each of `ids`.
+    /// An id listed twice is sent to once.
     pub fn to_ids<I, S>(&self, ids: I) -> Emit<'_>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.emit_to(Target::Ids(ids.into_iter().map(Into::into).collect()))
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = ids
+            .into_iter()
+            .map(Into::into)
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        self.emit_to(Target::Ids(ids))
     }
 
     /// Sends to every member of a room.
@@ -805,12 +812,13 @@ impl Server {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
+                // No strong reference while waiting: dropping every handle drops the server.
+                tick.tick().await;
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = inner.shutdown.notified() => return,
+                if inner.shutting_down.load(Ordering::Acquire) {
+                    return;
                 }
                 let sockets: Vec<Arc<SocketShared>> =
                     inner.read_registry().conns.values().cloned().collect();
