@@ -7,30 +7,22 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{redis, Raw, CLUSTER_STEP};
-use crosswire::{Server, ServerConfig, ServerEmitOptions, SystemEvent, SystemEventKind};
+use crosswire::{Server, ServerEmitOptions, SystemEvent, SystemEventKind};
 use crosswire_redis::{RedisBroker, RedisConfig};
+use crosswire_testkit::cluster_suite::{self, answer_who, node_config, wait_nodes};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until};
-use serde_json::{json, Value};
-
-fn config(name: &str) -> ServerConfig {
-    ServerConfig::default()
-        .with_node_name(name)
-        .with_announce_interval(Duration::from_millis(100))
-        .with_node_ttl(Duration::from_millis(600))
-        .with_server_request_timeout(Duration::from_secs(3))
-}
+use serde_json::json;
 
 /// A node over `urls`; also returns its broker, for [`RedisBroker::add_node`].
 fn node_with_broker(name: &str, urls: &[String]) -> (Server, Arc<RedisBroker>) {
     let broker = Arc::new(
         RedisBroker::new(RedisConfig::from_urls(urls).expect("redis urls")).expect("broker"),
     );
-    let server = Server::with_broker(config(name), broker.clone()).expect("valid config");
+    let server = Server::with_broker(node_config(name), broker.clone()).expect("valid config");
     (server, broker)
 }
 
@@ -38,38 +30,8 @@ fn node(name: &str, urls: &[String]) -> Server {
     node_with_broker(name, urls).0
 }
 
-async fn wait_nodes(servers: &[&Server], names: &[&str]) {
-    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    want.sort();
-    for s in servers {
-        assert!(
-            wait_until(CLUSTER_STEP, || s.nodes() == want).await,
-            "{} sees {:?}, not {want:?}",
-            s.node_name(),
-            s.nodes()
-        );
-    }
-}
-
-/// Registers a `who` handler answering `{"node", "from"}` and counting its calls.
-fn answer_who(server: &Server) -> Arc<AtomicUsize> {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    server.on_server("who", move |ev| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&json!({"node": ev.server.node_name(), "from": ev.from}));
-        }
-    });
-    calls
-}
-
 fn keys(results: &crosswire::ServerResults) -> Vec<&str> {
     results.responses.keys().map(String::as_str).collect()
-}
-
-fn counts(calls: &[Arc<AtomicUsize>]) -> Vec<usize> {
-    calls.iter().map(|c| c.load(Ordering::SeqCst)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,78 +40,7 @@ async fn broadcast_targeted_and_except_self_over_redis() {
     let urls = [redis.url()];
     let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(n, &urls)).collect();
     wait_nodes(&nodes.iter().collect::<Vec<_>>(), &["a", "b", "c"]).await;
-    let calls: Vec<Arc<AtomicUsize>> = nodes.iter().map(answer_who).collect();
-    let a = &nodes[0];
-
-    // Broadcast, self included (in-process): exactly the three live nodes answer.
-    let results = a
-        .request_server("who", &json!({"q": 1}), ServerEmitOptions::new())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success, "{results:?}");
-    assert_eq!(results.unresponded, 0);
-    assert_eq!(keys(&results), ["a", "b", "c"]);
-    let from_c: Value = serde_json::from_str(results.responses["c"].get()).unwrap();
-    assert_eq!(from_c, json!({"node": "c", "from": "a"}));
-    assert_eq!(counts(&calls), [1, 1, 1]);
-
-    // Except self.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().except_self())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["b", "c"]);
-    assert_eq!(counts(&calls), [1, 2, 2]);
-
-    // Targeted: only c runs its handler.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["c"]);
-    assert_eq!(counts(&calls), [1, 2, 3]);
-
-    // Targeted at self and another node; except_self then removes self.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["a", "b"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert_eq!(keys(&results), ["a", "b"]);
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().to(["a", "b"]).except_self(),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["b"]);
-    assert_eq!(counts(&calls), [2, 4, 3]);
-
-    // Fire and forget reaches every handler once; with except_self, the others only.
-    a.emit_server("who", &(), &ServerEmitOptions::new())
-        .expect("sent");
-    assert!(wait_until(CLUSTER_STEP, || counts(&calls) == [3, 5, 4]).await);
-    a.emit_server("who", &(), &ServerEmitOptions::new().except_self())
-        .expect("sent");
-    assert!(wait_until(CLUSTER_STEP, || counts(&calls) == [3, 6, 5]).await);
-    // Nothing else arrives late.
-    let c = &nodes[2];
-    let results = c
-        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(counts(&calls), [3, 6, 6]);
+    cluster_suite::broadcast_targeted_and_except_self(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,95 +49,7 @@ async fn one_by_one_timeout_with_partial_replies_and_cancel_over_redis() {
     let urls = [redis.url()];
     let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(n, &urls)).collect();
     wait_nodes(&nodes.iter().collect::<Vec<_>>(), &["a", "b", "c"]).await;
-    answer_who(&nodes[0]);
-    answer_who(&nodes[1]);
-    // c answers after 1.5 s.
-    nodes[2].on_server_async("who", |ev| async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&"late");
-        }
-    });
-    let a = &nodes[0];
-
-    // One by one: the remaining count goes down; the slow node misses the 500 ms timeout.
-    let mut replies = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_timeout(Duration::from_millis(500)),
-        )
-        .expect("sent");
-    assert_eq!(replies.remaining(), 3);
-    let mut seen = Vec::new();
-    while let Some(r) = replies.next().await {
-        seen.push((r.node, r.remaining));
-    }
-    seen.sort();
-    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["a", "b"], "{seen:?}");
-    let mut remaining: Vec<usize> = seen.iter().map(|(_, r)| *r).collect();
-    remaining.sort_unstable();
-    assert_eq!(remaining, [1, 2], "{seen:?}");
-    assert_eq!(replies.remaining(), 1);
-
-    // All at once: partial result after the timeout.
-    let started = tokio::time::Instant::now();
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_timeout(Duration::from_millis(500)),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    let took = started.elapsed();
-    assert!(!results.success);
-    assert_eq!(results.unresponded, 1);
-    assert_eq!(keys(&results), ["a", "b"]);
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_millis(1400),
-        "{took:?}"
-    );
-
-    // A long enough timeout gets all three, the late one included.
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_timeout(Duration::from_secs(4)),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success, "{results:?}");
-    assert_eq!(results.responses["c"].get(), "\"late\"");
-
-    // expected_responses: two are enough, it does not wait for c.
-    let started = tokio::time::Instant::now();
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_expected_responses(2),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["a", "b"]);
-    assert!(started.elapsed() < Duration::from_millis(1000));
-
-    // Cancel: the replies end at once although c answers later.
-    let mut replies = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
-        .expect("sent");
-    assert!(a.cancel_server_request(replies.id()));
-    let started = tokio::time::Instant::now();
-    assert!(replies.next().await.is_none());
-    assert!(started.elapsed() < Duration::from_millis(300));
-    assert!(!a.cancel_server_request(replies.id()));
+    cluster_suite::one_by_one_timeout_and_cancel(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +100,7 @@ async fn expected_counts_follow_node_discovery() {
     // alive until its next tick, so with it a dropped node would keep announcing itself for
     // up to the ping interval.)
     let d = Server::with_broker(
-        config("d").with_server_ping_interval(Duration::ZERO),
+        node_config("d").with_server_ping_interval(Duration::ZERO),
         Arc::new(RedisBroker::new(RedisConfig::from_urls(urls.clone()).unwrap()).unwrap()),
     )
     .expect("valid config");
@@ -339,36 +142,7 @@ async fn a_gateway_forwards_a_client_request_to_a_logic_node() {
     let gateway = node("gateway", &urls);
     let logic = node("logic", &urls);
     wait_nodes(&[&gateway, &logic], &["gateway", "logic"]).await;
-    install_relay(&gateway);
-    logic.on_server("price", |ev| {
-        let item: String = ev.payload.parse().unwrap_or_default();
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&json!({"item": item, "price": 42, "by": ev.server.node_name()}));
-        }
-    });
-    gateway.on_async("price", |ev| async move {
-        let item: Value = ev.parse().unwrap_or_default();
-        let results = ev
-            .server
-            .request_server("price", &item, ServerEmitOptions::new().to(["logic"]))
-            .expect("sent")
-            .collect()
-            .await;
-        if let Some(reply) = ev.reply {
-            let answer = results
-                .responses
-                .get("logic")
-                .map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap())
-                .unwrap_or(json!({"error": "no logic node"}));
-            let _ = reply.send(&answer);
-        }
-    });
-    let addr = serve_on_free_port(&gateway).await;
-    let mut client = Raw::connect_url(&format!("ws://{addr}/?id=buyer"), "buyer").await;
-    assert_eq!(
-        client.request("price", json!("apple")).await,
-        json!({"item": "apple", "price": 42, "by": "logic"})
-    );
+    cluster_suite::gateway_forwards_to_logic(&gateway, &logic).await;
 }
 
 /// A Redis node added at run time (`RedisBroker::add_node`) joins the publish and

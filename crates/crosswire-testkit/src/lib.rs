@@ -27,6 +27,8 @@
 //! [`RawEvent`]s, answers pings unless told not to, and answers the server's close frame.
 #![warn(missing_docs)]
 
+pub mod cluster_suite;
+
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

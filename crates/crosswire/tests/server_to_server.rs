@@ -2,24 +2,15 @@
 //! between nodes in one process on an in-process broker hub. (The same over Redis is in
 //! `crosswire-cli/tests/redis_*.rs`.)
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crosswire::{MemoryHub, Server, ServerConfig, ServerEmitOptions, SystemEvent, SystemEventKind};
+use crosswire_testkit::cluster_suite::{self, answer_who, node_config};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn config(name: &str) -> ServerConfig {
-    ServerConfig::default()
-        .with_node_name(name)
-        .with_announce_interval(Duration::from_millis(100))
-        .with_node_ttl(Duration::from_millis(600))
-        .with_server_request_timeout(Duration::from_secs(3))
-}
 
 fn node(hub: &MemoryHub, config: ServerConfig) -> Server {
     Server::with_broker(config, Arc::new(hub.broker())).expect("valid config")
@@ -28,7 +19,7 @@ fn node(hub: &MemoryHub, config: ServerConfig) -> Server {
 /// Nodes on one hub that all see each other.
 async fn cluster(names: &[&str]) -> (MemoryHub, Vec<Server>) {
     let hub = MemoryHub::new();
-    let nodes: Vec<Server> = names.iter().map(|n| node(&hub, config(n))).collect();
+    let nodes: Vec<Server> = names.iter().map(|n| node(&hub, node_config(n))).collect();
     let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     all.sort();
     for n in &nodes {
@@ -42,166 +33,22 @@ async fn cluster(names: &[&str]) -> (MemoryHub, Vec<Server>) {
     (hub, nodes)
 }
 
-fn answer_with_name(server: &Server, calls: Arc<AtomicUsize>) {
-    server.on_server("who", move |ev| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&json!({ "node": ev.server.node_name(), "from": ev.from }));
-        }
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_targeted_and_except_self() {
     let (_hub, nodes) = cluster(&["a", "b", "c"]).await;
-    let calls: Vec<Arc<AtomicUsize>> = nodes
-        .iter()
-        .map(|n| {
-            let c = Arc::new(AtomicUsize::new(0));
-            answer_with_name(n, Arc::clone(&c));
-            c
-        })
-        .collect();
-    let a = &nodes[0];
-
-    // Broadcast, self included (handled in-process), waits for exactly the live nodes.
-    let results = a
-        .request_server("who", &json!(null), ServerEmitOptions::new())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(results.unresponded, 0);
-    assert_eq!(
-        results.responses.keys().cloned().collect::<Vec<_>>(),
-        vec!["a", "b", "c"]
-    );
-    let b_reply: serde_json::Value =
-        serde_json::from_str(results.responses["b"].get()).expect("json");
-    assert_eq!(b_reply, json!({ "node": "b", "from": "a" }));
-
-    // Except self.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().except_self())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(
-        results.responses.keys().cloned().collect::<Vec<_>>(),
-        vec!["b", "c"]
-    );
-
-    // Targeted: only b runs its handler.
-    let before: Vec<usize> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["b"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(
-        results.responses.keys().cloned().collect::<Vec<_>>(),
-        vec!["b"]
-    );
-    let after: Vec<usize> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
-    assert_eq!(after[0], before[0]);
-    assert_eq!(after[1], before[1] + 1);
-    assert_eq!(after[2], before[2]);
-
-    // Fire and forget reaches every handler once.
-    let before: usize = calls.iter().map(|c| c.load(Ordering::SeqCst)).sum();
-    a.emit_server("who", &(), &ServerEmitOptions::new())
-        .expect("sent");
-    assert!(
-        wait_until(WAIT, || calls
-            .iter()
-            .map(|c| c.load(Ordering::SeqCst))
-            .sum::<usize>()
-            == before + 3)
-        .await
-    );
+    cluster_suite::broadcast_targeted_and_except_self(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_one_by_one_timeout_and_cancel() {
     let (_hub, nodes) = cluster(&["a", "b", "c"]).await;
-    for n in &nodes[..2] {
-        answer_with_name(n, Arc::new(AtomicUsize::new(0)));
-    }
-    // c answers slowly, asynchronously.
-    nodes[2].on_server_async("who", |ev| async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&"late");
-        }
-    });
-    let a = &nodes[0];
-
-    // One by one, with the remaining count going down.
-    let mut replies = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_timeout(Duration::from_millis(400)),
-        )
-        .expect("sent");
-    assert_eq!(replies.remaining(), 3);
-    let mut seen = Vec::new();
-    while let Some(r) = replies.next().await {
-        seen.push((r.node, r.remaining));
-    }
-    seen.sort();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(seen.iter().any(|(n, _)| n == "a"));
-    assert!(seen.iter().any(|(n, _)| n == "b"));
-    let mut remaining: Vec<usize> = seen.iter().map(|(_, r)| *r).collect();
-    remaining.sort();
-    assert_eq!(remaining, vec![1, 2]);
-    assert_eq!(replies.remaining(), 1);
-
-    // All at once, with a partial result after the timeout.
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_timeout(Duration::from_millis(400)),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(!results.success);
-    assert_eq!(results.unresponded, 1);
-    assert_eq!(results.responses.len(), 2);
-
-    // expected_responses caps the wait: 2 replies are enough.
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().with_expected_responses(2),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(results.responses.len(), 2);
-
-    // Cancel: the stream ends at once although c would answer later.
-    let mut replies = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
-        .expect("sent");
-    assert!(a.cancel_server_request(replies.id()));
-    let started = tokio::time::Instant::now();
-    assert!(replies.next().await.is_none());
-    assert!(started.elapsed() < Duration::from_millis(500));
-    assert!(!a.cancel_server_request(replies.id()));
+    cluster_suite::one_by_one_timeout_and_cancel(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_follows_joins_and_leaves() {
     let hub = MemoryHub::new();
-    let a = node(&hub, config("a"));
+    let a = node(&hub, node_config("a"));
     let (tx, mut rx) = mpsc::unbounded_channel();
     a.on_system(SystemEventKind::NodeJoined, {
         let tx = tx.clone();
@@ -216,7 +63,7 @@ async fn discovery_follows_joins_and_leaves() {
             let _ = tx.send(format!("-{n}"));
         }
     });
-    let b = node(&hub, config("b"));
+    let b = node(&hub, node_config("b"));
     assert_eq!(
         tokio::time::timeout(WAIT, rx.recv())
             .await
@@ -226,8 +73,8 @@ async fn discovery_follows_joins_and_leaves() {
         Some("+b")
     );
     assert!(wait_until(WAIT, || b.nodes() == ["a", "b"]).await);
-    answer_with_name(&a, Arc::new(AtomicUsize::new(0)));
-    answer_with_name(&b, Arc::new(AtomicUsize::new(0)));
+    answer_who(&a);
+    answer_who(&b);
 
     // A broadcast waits for exactly the live nodes: b's departure shrinks it at once.
     b.shutdown().await;
@@ -255,37 +102,7 @@ async fn discovery_follows_joins_and_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_forwards_a_client_request_to_a_logic_node() {
     let (_hub, nodes) = cluster(&["gateway", "logic"]).await;
-    let (gateway, logic) = (&nodes[0], &nodes[1]);
-    logic.on_server("price", |ev| {
-        let item: String = ev.payload.parse_owned().unwrap_or_default();
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&json!({ "item": item, "price": 42, "by": ev.server.node_name() }));
-        }
-    });
-    gateway.on_async("price", |ev| async move {
-        let item: String = ev.parse().unwrap_or_default();
-        let Ok(replies) =
-            ev.server
-                .request_server("price", &item, ServerEmitOptions::new().to(["logic"]))
-        else {
-            return;
-        };
-        let results = replies.collect().await;
-        if let (Some(reply), Some(answer)) = (ev.reply, results.responses.get("logic")) {
-            let _ = reply.send_raw(answer);
-        }
-    });
-    let addr = serve_on_free_port(gateway).await;
-    let mut client = RawClient::connect(addr, "/?id=u1").await.expect("connect");
-    client
-        .send_text(r#"{"event":"price","payload":"apple","callbackId":"c1"}"#)
-        .await
-        .expect("send");
-    let reply = client.recv_json(WAIT).await.expect("reply");
-    assert_eq!(
-        reply,
-        json!({"callbackId":"c1","payload":{"item":"apple","price":42,"by":"logic"}})
-    );
+    cluster_suite::gateway_forwards_to_logic(&nodes[0], &nodes[1]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,8 +152,8 @@ async fn unicast_goes_only_to_the_node_of_the_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_on_every_node_and_mismatch_reported() {
     let hub = MemoryHub::new();
-    let a = node(&hub, config("a").with_compression(Some(256)));
-    let b = node(&hub, config("b").with_compression(Some(256)));
+    let a = node(&hub, node_config("a").with_compression(Some(256)));
+    let b = node(&hub, node_config("b").with_compression(Some(256)));
     install_relay(&b);
     let addr = serve_on_free_port(&b).await;
     let mut client = RawClient::connect(addr, "/?id=x").await.expect("connect");
@@ -356,7 +173,7 @@ async fn compression_on_every_node_and_mismatch_reported() {
 
     // A node without compression reports the mismatch instead of misdecoding.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let c = node(&hub, config("c"));
+    let c = node(&hub, node_config("c"));
     c.on_system(SystemEventKind::ServerError, move |ev| {
         if let SystemEvent::ServerError(text) = ev {
             let _ = tx.send(text.clone());
@@ -412,7 +229,7 @@ async fn channel_prefixes_must_differ() {
 #[tokio::test]
 async fn single_node_requests_are_answered_in_process() {
     let server = Server::new(ServerConfig::default().with_node_name("solo")).expect("config");
-    answer_with_name(&server, Arc::new(AtomicUsize::new(0)));
+    answer_who(&server);
     let results = server
         .request_server("who", &(), ServerEmitOptions::new())
         .expect("sent")

@@ -1,0 +1,269 @@
+//! Scenarios every broker must pass the same way: server-to-server requests between three
+//! nodes named `a`, `b` and `c` that already see each other. The in-process hub tests
+//! (`crosswire/tests/server_to_server.rs`) and the Redis tests
+//! (`crosswire-cli/tests/redis_server_events.rs`) run them on their own nodes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crosswire::{Server, ServerConfig, ServerEmitOptions, ServerResults};
+use serde_json::{json, Value};
+
+use crate::{serve_on_free_port, wait_until, RawClient};
+
+/// Upper bound of every wait in these scenarios.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A node configuration with fast discovery (announce every 100 ms, expire after 600 ms) and
+/// a 3 s request timeout.
+pub fn node_config(name: &str) -> ServerConfig {
+    ServerConfig::default()
+        .with_node_name(name)
+        .with_announce_interval(Duration::from_millis(100))
+        .with_node_ttl(Duration::from_millis(600))
+        .with_server_request_timeout(Duration::from_secs(3))
+}
+
+/// Waits until every server sees exactly the nodes `names`.
+pub async fn wait_nodes(servers: &[&Server], names: &[&str]) {
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    for s in servers {
+        assert!(
+            wait_until(WAIT, || s.nodes() == want).await,
+            "{} sees {:?}, not {want:?}",
+            s.node_name(),
+            s.nodes()
+        );
+    }
+}
+
+/// Registers a `who` handler answering `{"node", "from"}` and counting its calls.
+pub fn answer_who(server: &Server) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    server.on_server("who", move |ev| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        if let Some(reply) = ev.reply {
+            let _ = reply.send(&json!({"node": ev.server.node_name(), "from": ev.from}));
+        }
+    });
+    calls
+}
+
+fn keys(results: &ServerResults) -> Vec<&str> {
+    results.responses.keys().map(String::as_str).collect()
+}
+
+fn counts(calls: &[Arc<AtomicUsize>]) -> Vec<usize> {
+    calls.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+}
+
+/// Broadcast (self included, in-process), except-self, targeted, and fire-and-forget, with
+/// exact handler call counts. `nodes` are `a`, `b`, `c`, discovered, with no `who` handler.
+pub async fn broadcast_targeted_and_except_self(nodes: &[Server]) {
+    let calls: Vec<Arc<AtomicUsize>> = nodes.iter().map(answer_who).collect();
+    let a = &nodes[0];
+
+    // Broadcast, self included (in-process): exactly the three live nodes answer.
+    let results = a
+        .request_server("who", &json!({"q": 1}), ServerEmitOptions::new())
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success, "{results:?}");
+    assert_eq!(results.unresponded, 0);
+    assert_eq!(keys(&results), ["a", "b", "c"]);
+    let from_c: Value = serde_json::from_str(results.responses["c"].get()).expect("json reply");
+    assert_eq!(from_c, json!({"node": "c", "from": "a"}));
+    assert_eq!(counts(&calls), [1, 1, 1]);
+
+    // Except self.
+    let results = a
+        .request_server("who", &(), ServerEmitOptions::new().except_self())
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(keys(&results), ["b", "c"]);
+    assert_eq!(counts(&calls), [1, 2, 2]);
+
+    // Targeted: only c runs its handler.
+    let results = a
+        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(keys(&results), ["c"]);
+    assert_eq!(counts(&calls), [1, 2, 3]);
+
+    // Targeted at self and another node; except_self then removes self.
+    let results = a
+        .request_server("who", &(), ServerEmitOptions::new().to(["a", "b"]))
+        .expect("sent")
+        .collect()
+        .await;
+    assert_eq!(keys(&results), ["a", "b"]);
+    let results = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().to(["a", "b"]).except_self(),
+        )
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(keys(&results), ["b"]);
+    assert_eq!(counts(&calls), [2, 4, 3]);
+
+    // Fire and forget reaches every handler once; with except_self, the others only.
+    a.emit_server("who", &(), &ServerEmitOptions::new())
+        .expect("sent");
+    assert!(wait_until(WAIT, || counts(&calls) == [3, 5, 4]).await);
+    a.emit_server("who", &(), &ServerEmitOptions::new().except_self())
+        .expect("sent");
+    assert!(wait_until(WAIT, || counts(&calls) == [3, 6, 5]).await);
+    // Nothing else arrives late.
+    let c = &nodes[2];
+    let results = c
+        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(counts(&calls), [3, 6, 6]);
+}
+
+/// Replies one by one with a falling remaining count, a timeout with partial replies, a late
+/// reply collected with a longer timeout, `expected_responses`, and cancelling. `nodes` are
+/// `a`, `b`, `c`, discovered, with no `who` handler.
+pub async fn one_by_one_timeout_and_cancel(nodes: &[Server]) {
+    answer_who(&nodes[0]);
+    answer_who(&nodes[1]);
+    // c answers after 1.5 s.
+    nodes[2].on_server_async("who", |ev| async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if let Some(reply) = ev.reply {
+            let _ = reply.send(&"late");
+        }
+    });
+    let a = &nodes[0];
+
+    // One by one: the remaining count goes down; the slow node misses the 500 ms timeout.
+    let mut replies = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_timeout(Duration::from_millis(500)),
+        )
+        .expect("sent");
+    assert_eq!(replies.remaining(), 3);
+    let mut seen = Vec::new();
+    while let Some(r) = replies.next().await {
+        seen.push((r.node, r.remaining));
+    }
+    seen.sort();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "{seen:?}");
+    let mut remaining: Vec<usize> = seen.iter().map(|(_, r)| *r).collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, [1, 2], "{seen:?}");
+    assert_eq!(replies.remaining(), 1);
+
+    // All at once: partial result after the timeout.
+    let started = tokio::time::Instant::now();
+    let results = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_timeout(Duration::from_millis(500)),
+        )
+        .expect("sent")
+        .collect()
+        .await;
+    let took = started.elapsed();
+    assert!(!results.success);
+    assert_eq!(results.unresponded, 1);
+    assert_eq!(keys(&results), ["a", "b"]);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1400),
+        "{took:?}"
+    );
+
+    // A long enough timeout gets all three, the late one included.
+    let results = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_timeout(Duration::from_secs(4)),
+        )
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success, "{results:?}");
+    assert_eq!(results.responses["c"].get(), "\"late\"");
+
+    // expected_responses: two are enough, it does not wait for c.
+    let started = tokio::time::Instant::now();
+    let results = a
+        .request_server(
+            "who",
+            &(),
+            ServerEmitOptions::new().with_expected_responses(2),
+        )
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success);
+    assert_eq!(keys(&results), ["a", "b"]);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+
+    // Cancel: the replies end at once although c answers later.
+    let mut replies = a
+        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
+        .expect("sent");
+    assert!(a.cancel_server_request(replies.id()));
+    let started = tokio::time::Instant::now();
+    assert!(replies.next().await.is_none());
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(!a.cancel_server_request(replies.id()));
+}
+
+/// Seed FAQ 1: a WebSocket client asks its gateway node, which forwards the request to the
+/// logic node and answers with its reply. `logic` must be named `logic`.
+pub async fn gateway_forwards_to_logic(gateway: &Server, logic: &Server) {
+    logic.on_server("price", |ev| {
+        let item: String = ev.payload.parse_owned().unwrap_or_default();
+        if let Some(reply) = ev.reply {
+            let _ = reply.send(&json!({"item": item, "price": 42, "by": ev.server.node_name()}));
+        }
+    });
+    gateway.on_async("price", |ev| async move {
+        let item: Value = ev.parse().unwrap_or_default();
+        let Ok(replies) =
+            ev.server
+                .request_server("price", &item, ServerEmitOptions::new().to(["logic"]))
+        else {
+            return;
+        };
+        let results = replies.collect().await;
+        if let (Some(reply), Some(answer)) = (ev.reply, results.responses.get("logic")) {
+            let _ = reply.send_raw(answer);
+        }
+    });
+    let addr = serve_on_free_port(gateway).await;
+    let mut client = RawClient::connect(addr, "/?id=buyer")
+        .await
+        .expect("connect");
+    client
+        .send_text(r#"{"event":"price","payload":"apple","callbackId":"c1"}"#)
+        .await
+        .expect("send");
+    assert_eq!(
+        client.recv_json(WAIT).await.expect("reply"),
+        json!({"callbackId":"c1","payload":{"item":"apple","price":42,"by":"logic"}})
+    );
+}
