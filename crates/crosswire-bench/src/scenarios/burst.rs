@@ -1,13 +1,12 @@
 //! Burst: the publisher sends M `room` messages as fast as it can to C receivers; measures
 //! how long until every delivery arrived, loss and duplicates.
 
-use crate::common::{self, Meter, Settings};
+use crate::common::Settings;
 use crate::report::{self, Report, Row};
 use crate::scenarios::publisher::Job;
-use crate::stats::{per_second, LatencySummary};
-use anyhow::{bail, Context, Result};
+use crate::stats::per_second;
+use anyhow::{bail, Result};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Parameters of the burst scenario.
@@ -33,32 +32,30 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
     let job = Job::Burst {
         messages: p.messages,
     };
-    let mut rig = super::room_rig(settings, &p.room, p.receivers, p.messages, p.size, job).await?;
-    let meter = Meter::start(&settings.server_pids).context("sampling --server-pid")?;
-    let publisher = rig.publisher.run().await;
-    let (sent, send_secs, first_send_us) =
-        (publisher.sent, publisher.send_secs, publisher.first_send_us);
-    let send_error = publisher.error;
-    let expected = sent * p.receivers as u64;
-    let complete = common::wait_deliveries(
-        &rig.shared,
-        expected,
-        p.timeout,
-        p.timeout.min(Duration::from_secs(5)),
-    )
-    .await;
-    let measured = meter.finish(rig.shared.delivered());
-    let disconnected = rig.shared.disconnected.load(Ordering::Relaxed);
-    let totals = common::collect(&rig.stop, std::mem::take(&mut rig.receivers)).await;
+    let rig = super::room_rig(settings, &p.room, p.receivers, p.messages, p.size, job).await?;
+    let run = rig
+        .run(
+            settings,
+            p.receivers,
+            p.timeout,
+            p.timeout.min(Duration::from_secs(5)),
+        )
+        .await?;
+    let (sent, send_secs, first_send_us) = (
+        run.publisher.sent,
+        run.publisher.send_secs,
+        run.publisher.first_send_us,
+    );
+    let (expected, complete, disconnected, lost, loss_pct) = (
+        run.expected,
+        run.complete,
+        run.disconnected,
+        run.lost,
+        run.loss_pct,
+    );
+    let totals = &run.totals;
+    let send_error = run.publisher.error.clone();
     let total_secs = totals.last_delivery_us.saturating_sub(first_send_us) as f64 / 1e6;
-    let latency = LatencySummary::from_histogram(&rig.hist.merged());
-
-    let lost = expected.saturating_sub(totals.unique);
-    let loss_pct = if expected > 0 {
-        lost as f64 * 100.0 / expected as f64
-    } else {
-        0.0
-    };
     let dps = per_second(totals.unique, total_secs);
     let mut lines = vec![
         format!(
@@ -66,23 +63,12 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
             p.messages, p.receivers, p.size
         ),
         format!("sent         {sent} messages in {:.3} s", send_secs),
-        format!(
-            "delivered    {} of {expected} in {total_secs:.3} s ({}), lost {lost} ({loss_pct:.3}%), duplicates {}, out of order {}{}",
-            totals.unique,
-            report::rate(dps),
-            totals.duplicates,
-            totals.out_of_order,
-            if complete { "" } else { " — timed out" }
+        run.delivered_line(
+            &format!(" in {total_secs:.3} s ({})", report::rate(dps)),
+            " — timed out",
         ),
     ];
-    if disconnected > 0 {
-        lines.push(format!(
-            "disconnected {disconnected} receivers lost their connection"
-        ));
-    }
-    if let Some(e) = &send_error {
-        lines.push(format!("error        {e}"));
-    }
+    lines.extend(run.problem_lines());
     let mut report = Report {
         scenario: "burst".into(),
         params: json!({
@@ -97,10 +83,10 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
             "invalid": totals.invalid, "disconnected": disconnected, "complete": complete,
             "total_secs": total_secs, "deliveries_per_sec": dps, "send_error": send_error,
         }),
-        latency: Some(latency),
-        server: measured.server,
-        client: measured.client,
-        machine: measured.machine,
+        latency: Some(run.latency),
+        server: run.measured.server.clone(),
+        client: run.measured.client.clone(),
+        machine: run.measured.machine,
         row: Row {
             scenario: "burst".into(),
             load: format!("{} msg → {} rcv × {} B", p.messages, p.receivers, p.size),
@@ -109,8 +95,8 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
                 report::rate(dps),
                 total_secs
             ),
-            loss: format!("{lost} / {} / {}", totals.duplicates, disconnected),
-            latency: report::latency_cell(&latency),
+            loss: run.loss_cell(),
+            latency: report::latency_cell(&run.latency),
             ..Row::default()
         },
         lines,

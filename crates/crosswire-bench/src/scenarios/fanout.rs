@@ -1,13 +1,12 @@
 //! Fan-out at a fixed rate: C receivers in one room, one publisher sending `room` messages at
 //! R per second; measures deliveries/s, loss, duplicates, ordering and end-to-end latency.
 
-use crate::common::{self, Meter, Settings};
+use crate::common::Settings;
 use crate::report::{self, Report, Row};
 use crate::scenarios::publisher::Job;
-use crate::stats::{per_second, LatencySummary};
-use anyhow::{bail, Context, Result};
+use crate::stats::per_second;
+use anyhow::{bail, Result};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Parameters of the fan-out scenario.
@@ -46,36 +45,32 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
         period,
         duration: p.duration,
     };
-    let mut rig =
-        super::room_rig(settings, &p.room, p.receivers, planned + 1024, p.size, job).await?;
-
-    let meter = Meter::start(&settings.server_pids).context("sampling --server-pid")?;
-    let publisher = rig.publisher.run().await;
-    let (sent, send_secs, first_send_us) =
-        (publisher.sent, publisher.send_secs, publisher.first_send_us);
-    let expected = sent * p.receivers as u64;
-    let complete = common::wait_deliveries(
-        &rig.shared,
-        expected,
-        p.drain_timeout,
-        p.drain_timeout.min(Duration::from_secs(3)),
-    )
-    .await;
-    let measured = meter.finish(rig.shared.delivered());
-    let disconnected = rig.shared.disconnected.load(Ordering::Relaxed);
-    let totals = common::collect(&rig.stop, std::mem::take(&mut rig.receivers)).await;
+    let rig = super::room_rig(settings, &p.room, p.receivers, planned + 1024, p.size, job).await?;
+    let run = rig
+        .run(
+            settings,
+            p.receivers,
+            p.drain_timeout,
+            p.drain_timeout.min(Duration::from_secs(3)),
+        )
+        .await?;
+    let (sent, send_secs, first_send_us) = (
+        run.publisher.sent,
+        run.publisher.send_secs,
+        run.publisher.first_send_us,
+    );
+    let (expected, complete, disconnected, lost, loss_pct) = (
+        run.expected,
+        run.complete,
+        run.disconnected,
+        run.lost,
+        run.loss_pct,
+    );
+    let totals = &run.totals;
     let window_secs =
         (totals.last_delivery_us.saturating_sub(first_send_us) as f64 / 1e6).max(send_secs);
-    let latency = LatencySummary::from_histogram(&rig.hist.merged());
-    let skipped_ticks = publisher.skipped_ticks;
-    let send_error = publisher.error;
-
-    let lost = expected.saturating_sub(totals.unique);
-    let loss_pct = if expected > 0 {
-        lost as f64 * 100.0 / expected as f64
-    } else {
-        0.0
-    };
+    let skipped_ticks = run.publisher.skipped_ticks;
+    let send_error = run.publisher.error.clone();
     let deliveries_per_s = per_second(totals.unique, window_secs);
     let mut lines = vec![
         format!(
@@ -89,24 +84,12 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
             "sent         {sent} messages ({}, {skipped_ticks} ticks skipped)",
             report::rate(per_second(sent, send_secs))
         ),
-        format!(
-            "delivered    {} of {} ({}), lost {lost} ({loss_pct:.3}%), duplicates {}, out of order {}{}",
-            totals.unique,
-            expected,
-            report::rate(deliveries_per_s),
-            totals.duplicates,
-            totals.out_of_order,
-            if complete { "" } else { " — drain timed out" }
+        run.delivered_line(
+            &format!(" ({})", report::rate(deliveries_per_s)),
+            " — drain timed out",
         ),
     ];
-    if disconnected > 0 {
-        lines.push(format!(
-            "disconnected {disconnected} receivers lost their connection"
-        ));
-    }
-    if let Some(e) = &send_error {
-        lines.push(format!("error        {e}"));
-    }
+    lines.extend(run.problem_lines());
     let mut report = Report {
         scenario: "fanout".into(),
         params: json!({
@@ -123,10 +106,10 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
             "window_secs": window_secs, "deliveries_per_sec": deliveries_per_s,
             "send_error": send_error,
         }),
-        latency: Some(latency),
-        server: measured.server,
-        client: measured.client,
-        machine: measured.machine,
+        latency: Some(run.latency),
+        server: run.measured.server.clone(),
+        client: run.measured.client.clone(),
+        machine: run.measured.machine,
         row: Row {
             scenario: "fan-out".into(),
             load: format!(
@@ -137,8 +120,8 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
                 p.duration.as_secs_f64()
             ),
             throughput: format!("{} deliveries", report::rate(deliveries_per_s)),
-            loss: format!("{lost} / {} / {}", totals.duplicates, disconnected),
-            latency: report::latency_cell(&latency),
+            loss: run.loss_cell(),
+            latency: report::latency_cell(&run.latency),
             ..Row::default()
         },
         lines,

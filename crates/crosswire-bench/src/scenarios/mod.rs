@@ -65,3 +65,96 @@ pub(crate) async fn room_rig(
         stop,
     })
 }
+
+/// What a [`RoomRig`] run measured: the publisher's outcome and every receiver's count.
+pub(crate) struct RoomRun {
+    pub publisher: publisher::Outcome,
+    pub expected: u64,
+    pub complete: bool,
+    pub measured: common::Measured,
+    pub disconnected: u64,
+    pub totals: common::Totals,
+    pub latency: crate::stats::LatencySummary,
+    pub lost: u64,
+    pub loss_pct: f64,
+}
+
+impl RoomRig {
+    /// Runs the publisher, waits up to `drain` (settling `settle` after the last delivery)
+    /// for every receiver to get every message, then stops and counts.
+    pub async fn run(
+        mut self,
+        settings: &Settings,
+        receivers: usize,
+        drain: std::time::Duration,
+        settle: std::time::Duration,
+    ) -> Result<RoomRun> {
+        let meter = common::Meter::start(&settings.server_pids).context("sampling --server-pid")?;
+        let publisher = self.publisher.run().await;
+        let expected = publisher.sent * receivers as u64;
+        let complete = common::wait_deliveries(&self.shared, expected, drain, settle).await;
+        let measured = meter.finish(self.shared.delivered());
+        let disconnected = self
+            .shared
+            .disconnected
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let totals = common::collect(&self.stop, std::mem::take(&mut self.receivers)).await;
+        let latency = crate::stats::LatencySummary::from_histogram(&self.hist.merged());
+        let lost = expected.saturating_sub(totals.unique);
+        let loss_pct = if expected > 0 {
+            lost as f64 * 100.0 / expected as f64
+        } else {
+            0.0
+        };
+        Ok(RoomRun {
+            publisher,
+            expected,
+            complete,
+            measured,
+            disconnected,
+            totals,
+            latency,
+            lost,
+            loss_pct,
+        })
+    }
+}
+
+impl RoomRun {
+    /// The "delivered … lost … duplicates …" summary line.
+    pub fn delivered_line(&self, rate: &str, incomplete: &str) -> String {
+        format!(
+            "delivered    {} of {}{rate}, lost {} ({:.3}%), duplicates {}, out of order {}{}",
+            self.totals.unique,
+            self.expected,
+            self.lost,
+            self.loss_pct,
+            self.totals.duplicates,
+            self.totals.out_of_order,
+            if self.complete { "" } else { incomplete }
+        )
+    }
+
+    /// Lines for disconnected receivers and a publisher that stopped early.
+    pub fn problem_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.disconnected > 0 {
+            lines.push(format!(
+                "disconnected {} receivers lost their connection",
+                self.disconnected
+            ));
+        }
+        if let Some(e) = &self.publisher.error {
+            lines.push(format!("error        {e}"));
+        }
+        lines
+    }
+
+    /// The "lost / duplicates / disconnected" table cell.
+    pub fn loss_cell(&self) -> String {
+        format!(
+            "{} / {} / {}",
+            self.lost, self.totals.duplicates, self.disconnected
+        )
+    }
+}
