@@ -126,7 +126,12 @@ async fn expected_counts_follow_node_discovery() {
     assert_eq!(replies.remaining(), 2);
     assert!(replies.collect().await.success);
 
-    assert!(wait_until(CLUSTER_STEP, || left.lock().unwrap().len() == 2).await);
+    assert!(
+        wait_until(CLUSTER_STEP, || left.lock().unwrap().len() == 2).await,
+        "joined {:?}, left {:?}",
+        joined.lock().unwrap(),
+        left.lock().unwrap()
+    );
     let mut joined = joined.lock().unwrap().clone();
     joined.sort();
     assert_eq!(joined, ["b", "c", "d"]);

@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerMessage};
 use crate::config::ServerConfig;
@@ -56,6 +57,8 @@ pub(crate) enum Outgoing {
     Publish(Arc<str>, Bytes),
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered once every operation queued before it has been handed to the broker.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Channel names of one cluster.
@@ -173,7 +176,10 @@ pub(crate) struct Cluster {
     /// Where ids bound on other nodes live, learnt from their bind announcements.
     locations: Mutex<HashMap<Arc<str>, Arc<str>>>,
     seen: Mutex<HashMap<(Arc<str>, u64), SeenWindow>>,
-    stop: Arc<Notify>,
+    /// Runs of peers that said they leave, and when: a late announcement of theirs (one
+    /// that crossed the departure, e.g. through another Redis node) does not bring them back.
+    departed: Mutex<HashMap<(Arc<str>, u64), Instant>>,
+    stop: CancellationToken,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) deliveries: AtomicU64,
@@ -214,7 +220,8 @@ impl Cluster {
                 peers: Mutex::new(HashMap::new()),
                 locations: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
-                stop: Arc::new(Notify::new()),
+                departed: Mutex::new(HashMap::new()),
+                stop: CancellationToken::new(),
                 received: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
@@ -354,6 +361,10 @@ impl Cluster {
     }
 
     fn announce(&self, stats: &Counters, hello: bool) {
+        if self.stop.is_cancelled() {
+            // Leaving: an announcement now would bring this node back to life elsewhere.
+            return;
+        }
         let channel = Arc::clone(&self.channels.s2s_all);
         self.publish(
             stats,
@@ -373,8 +384,14 @@ impl Cluster {
         v
     }
 
+    /// Stops the announcer and the receiver, and any further announcement.
     pub(crate) fn stop(&self) {
-        self.stop.notify_waiters();
+        self.stop.cancel();
+    }
+
+    /// How long a departed run is remembered.
+    fn departed_retention(&self) -> Duration {
+        (self.node_ttl * 4).max(Duration::from_secs(10))
     }
 
     /// Removes a peer and everything learnt from it.
@@ -428,13 +445,18 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
             }
         }
         let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
+        let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
         while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
             let futures: Vec<_> = batch
                 .drain(..)
-                .map(|op| match op {
-                    Outgoing::Publish(channel, bytes) => out_broker.publish(&channel, bytes),
-                    Outgoing::Subscribe(channel) => out_broker.subscribe(&channel),
-                    Outgoing::Unsubscribe(channel) => out_broker.unsubscribe(&channel),
+                .filter_map(|op| match op {
+                    Outgoing::Publish(channel, bytes) => Some(out_broker.publish(&channel, bytes)),
+                    Outgoing::Subscribe(channel) => Some(out_broker.subscribe(&channel)),
+                    Outgoing::Unsubscribe(channel) => Some(out_broker.unsubscribe(&channel)),
+                    Outgoing::Flush(done) => {
+                        flushed.push(done);
+                        None
+                    }
                 })
                 .collect();
             for result in futures_util::future::join_all(futures).await {
@@ -442,21 +464,23 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
                     report(&out_weak, format!("broker: {e}"));
                 }
             }
+            for done in flushed.drain(..) {
+                let _ = done.send(());
+            }
         }
     });
 
     // Announcer: periodic announcements and expiry of silent peers.
     let interval = cluster.announce_interval;
-    let stop = Arc::clone(&cluster.stop);
+    let stop = cluster.stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            let stopped = stop.notified();
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stopped => return,
+                _ = stop.cancelled() => return,
             }
             let Some(inner) = weak.upgrade() else {
                 return;
@@ -480,6 +504,8 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
                     server.emit_system(&SystemEvent::NodeLeft(node.to_string()));
                 }
             }
+            let retention = cluster.departed_retention();
+            lock(&cluster.departed).retain(|_, at| now.duration_since(*at) < retention);
         }
     });
 
@@ -494,20 +520,33 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
     tokio::spawn(receive(Arc::downgrade(&server.inner), messages));
 }
 
-/// Announces this node's departure (on graceful shutdown).
-/// Published straight to the broker (not through the outgoing queue) and awaited, so the
-/// other nodes hear of the departure before this node stops.
+/// Stops announcing and announces this node's departure (on graceful shutdown).
+///
+/// The departure goes through the ordered outgoing queue, after everything this node sent
+/// before (announcements included), and is awaited (at most a second) so that the other
+/// nodes hear of it before this node stops.
 pub(crate) async fn leave(server: &Server) {
     let Some(cluster) = &server.inner.cluster else {
         return;
     };
+    cluster.stop();
     let Some(bytes) = cluster.envelope(Body::Leave) else {
         return;
     };
-    let publish = cluster.broker.publish(&cluster.channels.s2s_all, bytes);
-    match tokio::time::timeout(Duration::from_secs(1), publish).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "could not announce departure"),
+    let (done, flushed) = oneshot::channel();
+    let channel = Arc::clone(&cluster.channels.s2s_all);
+    let queued = async {
+        cluster.tx.send(Outgoing::Publish(channel, bytes)).await?;
+        cluster.tx.send(Outgoing::Flush(done)).await?;
+        Ok::<_, mpsc::error::SendError<Outgoing>>(())
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(1), async {
+        queued.await.is_ok() && flushed.await.is_ok()
+    })
+    .await;
+    match sent {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!("could not announce departure: broker queue closed"),
         Err(_) => tracing::debug!("announcing departure timed out"),
     }
 }
@@ -528,13 +567,12 @@ async fn receive(weak: Weak<ServerInner>, mut messages: mpsc::Receiver<BrokerMes
         let Some(cluster) = inner.cluster.as_ref() else {
             return;
         };
-        Arc::clone(&cluster.stop)
+        cluster.stop.clone()
     };
     loop {
-        let stopped = stop.notified();
         let n = tokio::select! {
             n = messages.recv_many(&mut buf, INCOMING_BATCH) => n,
-            _ = stopped => return,
+            _ = stop.cancelled() => return,
         };
         if n == 0 {
             return;
@@ -644,6 +682,10 @@ fn handle(server: &Server, message: &BrokerMessage) {
                     if cluster.codec.compress_above.is_some() { "on" } else { "off" },
                 )));
             }
+            if lock(&cluster.departed).contains_key(&(Arc::clone(&origin), envelope.incarnation)) {
+                tracing::debug!(node = %origin, "announcement of a departed run ignored");
+                return;
+            }
             let ttl = Duration::from_millis(ttl_ms.max(1));
             let previous = lock(&cluster.peers).insert(
                 Arc::clone(&origin),
@@ -667,6 +709,8 @@ fn handle(server: &Server, message: &BrokerMessage) {
             }
         }
         Body::Leave => {
+            lock(&cluster.departed)
+                .insert((Arc::clone(&origin), envelope.incarnation), Instant::now());
             if cluster.forget_peer(&origin) {
                 tracing::info!(node = %origin, "node left");
                 server.emit_system(&SystemEvent::NodeLeft(origin.to_string()));

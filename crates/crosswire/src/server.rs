@@ -859,10 +859,7 @@ impl Server {
         // Terminated sockets finish at once; wait (bounded) so that every `close` event fires
         // before `ServerClosed`.
         self.wait_for_no_connections(Duration::from_secs(1)).await;
-        if let Some(cluster) = &self.inner.cluster {
-            crate::cluster::leave(self).await;
-            cluster.stop();
-        }
+        crate::cluster::leave(self).await;
         self.emit_system(&SystemEvent::ServerClosed);
     }
 

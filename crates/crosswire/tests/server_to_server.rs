@@ -99,6 +99,79 @@ async fn discovery_follows_joins_and_leaves() {
     );
 }
 
+/// A node's departure is final for that run of it: an announcement of the same run that
+/// reaches a peer after the departure (sent just before it, or crossing it through another
+/// Redis node) does not bring the node back; a restarted run (new incarnation) does join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_announcement_does_not_bring_a_departed_node_back() {
+    use crosswire::Broker;
+    use crosswire_protocol::envelope::{Body, Codec, Envelope};
+
+    let hub = MemoryHub::new();
+    let a = node(&hub, node_config("a"));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for kind in [SystemEventKind::NodeJoined, SystemEventKind::NodeLeft] {
+        let tx = tx.clone();
+        a.on_system(kind, move |ev| match ev {
+            SystemEvent::NodeJoined(n) => {
+                let _ = tx.send(format!("+{n}"));
+            }
+            SystemEvent::NodeLeft(n) => {
+                let _ = tx.send(format!("-{n}"));
+            }
+            _ => {}
+        });
+    }
+    // a is subscribed once it answers a hello from another (real) node.
+    let b = node(&hub, node_config("b"));
+    assert!(wait_until(WAIT, || a.nodes() == ["a", "b"]).await);
+    assert_eq!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("+b")
+    );
+
+    // Raw envelopes from a "ghost" node, published in this order on one channel.
+    let raw = hub.broker();
+    let announce = |node: &str, incarnation: u64, seq: u64| {
+        let body = Body::Announce {
+            ttl_ms: 60_000,
+            compression: false,
+            hello: false,
+        };
+        Codec::default()
+            .encode(&Envelope::new(node, incarnation, seq, body))
+            .expect("encodes")
+    };
+    let leave = Codec::default()
+        .encode(&Envelope::new("ghost", 7, 2, Body::Leave))
+        .expect("encodes");
+    for bytes in [
+        announce("ghost", 7, 1),
+        leave,
+        announce("ghost", 7, 3), // late: the same run, after its departure
+        announce("marker", 1, 1),
+        announce("ghost", 8, 1), // a new run of ghost
+    ] {
+        raw.publish("crosswire:s2s:all", bytes.into())
+            .await
+            .expect("published");
+    }
+    let mut events = Vec::new();
+    while events.len() < 4 {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(e)) => events.push(e),
+            _ => break,
+        }
+    }
+    assert_eq!(events, ["+ghost", "-ghost", "+marker", "+ghost"]);
+    assert_eq!(a.nodes(), ["a", "b", "ghost", "marker"]);
+    drop(b);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_forwards_a_client_request_to_a_logic_node() {
     let (_hub, nodes) = cluster(&["gateway", "logic"]).await;
