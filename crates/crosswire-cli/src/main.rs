@@ -10,6 +10,7 @@
 //! ```
 //! runs it as one node of a cluster coordinated through Redis.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use crosswire::{Server, ServerConfig};
 use crosswire_cli::http::HttpOptions;
-use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig};
+use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -67,6 +68,27 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     redis: Vec<String>,
+    /// PEM file of the certificate authorities trusted for `rediss://` nodes, instead of the
+    /// built-in web roots (for a Redis with its own authority).
+    #[arg(long, value_name = "FILE", env = "CROSSWIRE_REDIS_CA")]
+    redis_ca: Option<PathBuf>,
+    /// PEM client certificate shown to `rediss://` nodes that ask for one (Redis's
+    /// `tls-auth-clients`); needs --redis-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CROSSWIRE_REDIS_CERT",
+        requires = "redis_key"
+    )]
+    redis_cert: Option<PathBuf>,
+    /// PEM private key of --redis-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CROSSWIRE_REDIS_KEY",
+        requires = "redis_cert"
+    )]
+    redis_key: Option<PathBuf>,
     /// Publish every message on this many Redis nodes (2: no loss when one dies).
     #[arg(long, default_value_t = 1)]
     redundancy: usize,
@@ -106,9 +128,23 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The TLS settings of `rediss://` nodes from the certificate files named on the command line.
+fn redis_tls(args: &ServeArgs) -> anyhow::Result<RedisTls> {
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut tls = RedisTls::default();
+    if let Some(ca) = &args.redis_ca {
+        tls = tls.with_ca_pem(read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.redis_cert, &args.redis_key) {
+        tls = tls.with_client_cert_pem(read(cert)?, read(key)?);
+    }
+    Ok(tls)
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig::default()
-        .with_node_name(args.name)
+        .with_node_name(args.name.clone())
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))
         .with_max_message_size(args.max_message_size)
         .with_max_queue_bytes(args.max_queue_bytes);
@@ -116,6 +152,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Server::new(config)?
     } else {
         let redis = RedisConfig::from_urls(&args.redis)?
+            .with_tls(redis_tls(&args)?)
             .with_redundancy(args.redundancy)
             .with_strategy(args.strategy)
             .with_on_health_change(|event| {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use crate::health::{HealthCallback, HealthEvent};
+use crate::tls::RedisTls;
 
 /// How a publish picks the Redis node(s) it is sent to, among the nodes that are healthy as
 /// publishers right now.
@@ -86,6 +87,13 @@ impl RedisNodeConfig {
             .map_err(|e| invalid(e.to_string()))?;
         let (host, port, tls) = match info.addr() {
             ConnectionAddr::Tcp(host, port) => (host.clone(), *port, false),
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err(invalid(
+                    "certificate checks cannot be turned off (#insecure); trust the server's \
+                     authority with RedisTls::with_ca_pem instead"
+                        .into(),
+                ))
+            }
             ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, true),
             other => return Err(invalid(format!("unsupported address {other}"))),
         };
@@ -180,6 +188,9 @@ pub struct RedisConfig {
     pub publish_queue: usize,
     /// Most PUBLISH commands sent in one pipelined batch. Default: 512.
     pub publish_batch: usize,
+    /// TLS settings of the `rediss://` nodes: trusted authorities and client certificate.
+    /// Default: [`RedisTls::default`] (web roots, no client certificate).
+    pub tls: RedisTls,
     pub(crate) on_health_change: Option<HealthCallback>,
     pub(crate) on_subscription_error: Option<HealthCallback>,
 }
@@ -200,6 +211,7 @@ impl fmt::Debug for RedisConfig {
             .field("message_queue", &self.message_queue)
             .field("publish_queue", &self.publish_queue)
             .field("publish_batch", &self.publish_batch)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +232,7 @@ impl Default for RedisConfig {
             message_queue: 8192,
             publish_queue: 65_536,
             publish_batch: 512,
+            tls: RedisTls::default(),
             on_health_change: None,
             on_subscription_error: None,
         }
@@ -316,6 +329,12 @@ impl RedisConfig {
         self
     }
 
+    /// Sets [`RedisConfig::tls`].
+    pub fn with_tls(mut self, tls: RedisTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Called on every health change of a node's publish or subscribe connection (connected,
     /// lost, PING timeout, recovered, subscription failure), from the connection's task: keep
     /// it short and never block in it. Default: none (changes are logged with `tracing`).
@@ -340,7 +359,7 @@ impl RedisConfig {
     }
 
     /// Checks the settings: at least one node, unique names, redundancy 1 or 2, non-zero
-    /// durations and capacities.
+    /// durations and capacities, TLS certificates and key that parse.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.nodes.is_empty() {
             return Err(ConfigError::NoNodes);
@@ -375,6 +394,7 @@ impl RedisConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
+        crate::tls::check(&self.tls).map_err(ConfigError::InvalidTls)?;
         Ok(())
     }
 }
@@ -397,6 +417,10 @@ pub enum ConfigError {
         /// The URL, password masked.
         url: String,
     },
+    /// The TLS settings cannot be used (PEM data that does not parse, a key that does not
+    /// match, or TLS settings without the `tls` feature).
+    #[error("invalid TLS settings: {0}")]
+    InvalidTls(String),
     /// No Redis node was configured.
     #[error("no Redis node configured")]
     NoNodes,

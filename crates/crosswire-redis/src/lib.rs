@@ -80,6 +80,15 @@
 //! requests are served between messages, so while the queue stays full they wait too (and
 //! resolve with an error after the command timeout).
 //!
+//! **TLS.** A `rediss://` URL (with the `tls` cargo feature) puts both connections of a node
+//! behind TLS (rustls with ring). Server certificates are checked against the web roots by
+//! default, or against your own authority with [`RedisTls::with_ca_pem`]; a client
+//! certificate for servers that require one is given with [`RedisTls::with_client_cert_pem`].
+//! The settings ([`RedisConfig::tls`]) are checked when the broker is made, and a handshake
+//! that fails (unknown authority, missing client certificate) keeps the node unhealthy with
+//! the reason in its health event. Certificate checks cannot be turned off (`#insecure` URLs
+//! are refused).
+//!
 //! # Channel layout and envelope format
 //! What a crosswire node publishes through this broker (defined by the node, documented here
 //! because it is what you see in `redis-cli MONITOR` or `PUBSUB CHANNELS`). With the default
@@ -126,7 +135,8 @@
 //! # Layout
 //! `config` (nodes, strategy, timings, errors), `broker` ([`RedisBroker`], publish routing and
 //! retry, the node table), `publisher` and `subscriber` (one task per connection),
-//! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder).
+//! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder), `tls`
+//! ([`RedisTls`]).
 #![warn(missing_docs)]
 
 mod broker;
@@ -136,7 +146,9 @@ mod publisher;
 mod resp;
 mod strategy;
 mod subscriber;
+mod tls;
 
 pub use broker::{AddNodeError, RedisBroker};
 pub use config::{ConfigError, PublishStrategy, RedisConfig, RedisNodeConfig};
 pub use health::{HealthCallback, HealthEvent, HealthEventKind, NodeStatus, Role};
+pub use tls::{ClientCertificate, RedisTls};

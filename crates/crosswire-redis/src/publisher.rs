@@ -71,7 +71,7 @@ pub(crate) async fn run(
 /// Connects and checks the connection with a PING.
 async fn connect(shared: &Shared, node: &Node) -> Result<MultiplexedConnection, String> {
     let config = &shared.config;
-    let client = redis::Client::open(node.config.info.clone()).map_err(|e| e.to_string())?;
+    let client = client(shared, node).map_err(|e| e.to_string())?;
     let settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.command_timeout));
@@ -86,6 +86,21 @@ async fn connect(shared: &Shared, node: &Node) -> Result<MultiplexedConnection, 
         .await
         .map_err(|(_, e)| e)?;
     Ok(connection)
+}
+
+/// A redis-rs client for the node, with the broker's TLS settings on a `rediss://` node.
+fn client(shared: &Shared, node: &Node) -> redis::RedisResult<redis::Client> {
+    let info = node.config.info.clone();
+    #[cfg(feature = "tls")]
+    if node.config.tls && shared.config.tls.is_custom() {
+        return redis::Client::build_with_tls(
+            info,
+            crate::tls::redis_certificates(&shared.config.tls),
+        );
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = shared;
+    redis::Client::open(info)
 }
 
 /// PINGs, recording the latency; the failure kind and text otherwise.

@@ -59,7 +59,7 @@ pub(crate) async fn run(
             command.answer(SubscribeOutcome::NotConnected);
         }
         let channels = shared.channels();
-        match timeout(config.connect_timeout, open(&node)).await {
+        match timeout(config.connect_timeout, open(&node, &config.tls)).await {
             Ok(Ok((reader, writer, buffer))) => {
                 delay = config.reconnect_delay;
                 let mut session = Session::new(&shared, &node, writer, &mut ever_up);
@@ -108,14 +108,14 @@ fn report_connect_failure(shared: &Shared, node: &Node, down_reported: &mut bool
 }
 
 /// Connects (TCP, TLS when asked) and authenticates / selects the db.
-async fn open(node: &Node) -> Result<(Reader, Writer, BytesMut), String> {
+async fn open(node: &Node, tls: &crate::RedisTls) -> Result<(Reader, Writer, BytesMut), String> {
     let config = &node.config;
     let tcp = TcpStream::connect((config.host.as_str(), config.port))
         .await
         .map_err(|e| format!("connect to {}:{}: {e}", config.host, config.port))?;
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Stream> = if config.tls {
-        tls_stream(tcp, &config.host).await?
+        tls_stream(tcp, &config.host, tls).await?
     } else {
         Box::new(tcp)
     };
@@ -168,19 +168,15 @@ async fn open(node: &Node) -> Result<(Reader, Writer, BytesMut), String> {
 }
 
 #[cfg(feature = "tls")]
-async fn tls_stream(tcp: TcpStream, host: &str) -> Result<Box<dyn Stream>, String> {
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+async fn tls_stream(
+    tcp: TcpStream,
+    host: &str,
+    tls: &crate::RedisTls,
+) -> Result<Box<dyn Stream>, String> {
+    let config = crate::tls::client_config(tls)?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("TLS server name {host:?}: {e}"))?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+    let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
@@ -188,7 +184,11 @@ async fn tls_stream(tcp: TcpStream, host: &str) -> Result<Box<dyn Stream>, Strin
 }
 
 #[cfg(not(feature = "tls"))]
-async fn tls_stream(_tcp: TcpStream, _host: &str) -> Result<Box<dyn Stream>, String> {
+async fn tls_stream(
+    _tcp: TcpStream,
+    _host: &str,
+    _tls: &crate::RedisTls,
+) -> Result<Box<dyn Stream>, String> {
     Err("rediss:// needs the `tls` feature of crosswire-redis".into())
 }
 

@@ -31,6 +31,7 @@ pub mod cluster_suite;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -695,6 +696,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)>
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// Extra `redis-server` arguments (TLS), kept for restarts.
+    args: Vec<String>,
+    tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -712,9 +716,49 @@ impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> io::Result<Self> {
         let port = free_port()?;
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            args: Vec::new(),
+            tls_port: None,
+            child: None,
+        };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// Starts a server that also listens for TLS on a second free port
+    /// ([`RedisServer::tls_url`]), with the server certificate of `certs`, and requires
+    /// client certificates signed by their authority (`tls-auth-clients yes`). The plain
+    /// port stays open for the readiness check.
+    pub fn start_tls(certs: &TestCerts) -> io::Result<Self> {
+        let port = free_port()?;
+        let tls_port = free_port()?;
+        let file = |name: &str| certs.path(name).to_string_lossy().into_owned();
+        let args = vec![
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_string(),
+            file(TestCerts::SERVER_CERT),
+            "--tls-key-file".to_string(),
+            file(TestCerts::SERVER_KEY),
+            "--tls-ca-cert-file".to_string(),
+            file(TestCerts::CA_CERT),
+            "--tls-auth-clients".to_string(),
+            "yes".to_string(),
+        ];
+        let mut server = Self {
+            port,
+            args,
+            tls_port: Some(tls_port),
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`, for a server made with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("rediss://127.0.0.1:{p}"))
     }
 
     /// The port it listens on.
@@ -748,7 +792,7 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        self.child = Some(redis_command(self.port).spawn()?);
+        self.child = Some(redis_command(self.port, &self.args).spawn()?);
         loop {
             if ping(self.port).is_ok() {
                 return Ok(());
@@ -767,7 +811,7 @@ impl RedisServer {
                 ));
             }
             if exited {
-                self.child = Some(redis_command(self.port).spawn()?);
+                self.child = Some(redis_command(self.port, &self.args).spawn()?);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -785,11 +829,12 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_command(port: u16) -> Command {
+fn redis_command(port: u16, args: &[String]) -> Command {
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
@@ -810,6 +855,106 @@ fn ping(port: u16) -> io::Result<()> {
         )))
     }
 }
+
+/// A throw-away certificate authority with a server certificate (for `127.0.0.1` and
+/// `localhost`) and a client certificate it signed, written as PEM files into a fresh
+/// temporary directory that is removed on drop: what a TLS `redis-server` and its clients
+/// need.
+#[derive(Debug)]
+pub struct TestCerts {
+    dir: PathBuf,
+    /// The authority's certificate (PEM).
+    pub ca_pem: String,
+    /// A client certificate signed by the authority (PEM).
+    pub client_cert_pem: String,
+    /// The client certificate's private key (PEM, PKCS#8).
+    pub client_key_pem: String,
+}
+
+impl TestCerts {
+    /// File name of the authority's certificate.
+    pub const CA_CERT: &'static str = "ca.pem";
+    /// File name of the server certificate.
+    pub const SERVER_CERT: &'static str = "server.pem";
+    /// File name of the server key.
+    pub const SERVER_KEY: &'static str = "server.key";
+    /// File name of the client certificate.
+    pub const CLIENT_CERT: &'static str = "client.pem";
+    /// File name of the client key.
+    pub const CLIENT_KEY: &'static str = "client.key";
+
+    /// Generates the authority and both certificates (ECDSA P-256) and writes the files.
+    pub fn generate() -> io::Result<Self> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let err = |e: rcgen::Error| io::Error::other(e.to_string());
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca.distinguished_name
+            .push(DnType::CommonName, "crosswire test authority");
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        let issuer = Issuer::new(ca, &ca_key);
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().map_err(err)?;
+            let mut params = CertificateParams::new(names).map_err(err)?;
+            params.extended_key_usages = vec![usage];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            let cert = params.signed_by(&key, &issuer).map_err(err)?;
+            Ok::<_, io::Error>((cert.pem(), key.serialize_pem()))
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        let (client_cert, client_key) = leaf(
+            vec!["crosswire-client".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        let dir = std::env::temp_dir().join(format!(
+            "crosswire-certs-{}-{}",
+            std::process::id(),
+            CERT_DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let certs = Self {
+            dir,
+            ca_pem: ca_cert.pem(),
+            client_cert_pem: client_cert,
+            client_key_pem: client_key,
+        };
+        for (name, contents) in [
+            (Self::CA_CERT, certs.ca_pem.as_str()),
+            (Self::SERVER_CERT, server_cert.as_str()),
+            (Self::SERVER_KEY, server_key.as_str()),
+            (Self::CLIENT_CERT, certs.client_cert_pem.as_str()),
+            (Self::CLIENT_KEY, certs.client_key_pem.as_str()),
+        ] {
+            std::fs::write(certs.path(name), contents)?;
+        }
+        Ok(certs)
+    }
+
+    /// The path of one of the files (see the constants).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static CERT_DIRS: AtomicU64 = AtomicU64::new(0);
 
 /// A port that was free a moment ago (bind to 0, read it, release it).
 pub fn free_port() -> io::Result<u16> {
