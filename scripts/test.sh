@@ -39,7 +39,8 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 echo "== cargo test"
-cargo test --workspace --locked
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+cargo test --workspace --locked --no-fail-fast
 
 # The JavaScript tests need Node.js and the `crosswire` binary, which `cargo test` has just
 # built (built here when it is missing, e.g. with a different CARGO_TARGET_DIR layout).
