@@ -16,6 +16,23 @@ fn node(hub: &MemoryHub, config: ServerConfig) -> Server {
     Server::with_broker(config, Arc::new(hub.broker())).expect("valid config")
 }
 
+/// `server`'s node joins and leaves as they happen: `+name` and `-name`.
+fn node_events(server: &Server) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for kind in [SystemEventKind::NodeJoined, SystemEventKind::NodeLeft] {
+        let tx = tx.clone();
+        server.on_system(kind, move |ev| {
+            let event = match ev {
+                SystemEvent::NodeJoined(n) => format!("+{n}"),
+                SystemEvent::NodeLeft(n) => format!("-{n}"),
+                _ => return,
+            };
+            let _ = tx.send(event);
+        });
+    }
+    rx
+}
+
 /// Nodes on one hub that all see each other.
 async fn cluster(names: &[&str]) -> (MemoryHub, Vec<Server>) {
     let hub = MemoryHub::new();
@@ -49,20 +66,7 @@ async fn replies_one_by_one_timeout_and_cancel() {
 async fn discovery_follows_joins_and_leaves() {
     let hub = MemoryHub::new();
     let a = node(&hub, node_config("a"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    a.on_system(SystemEventKind::NodeJoined, {
-        let tx = tx.clone();
-        move |ev| {
-            if let SystemEvent::NodeJoined(n) = ev {
-                let _ = tx.send(format!("+{n}"));
-            }
-        }
-    });
-    a.on_system(SystemEventKind::NodeLeft, move |ev| {
-        if let SystemEvent::NodeLeft(n) = ev {
-            let _ = tx.send(format!("-{n}"));
-        }
-    });
+    let mut rx = node_events(&a);
     let b = node(&hub, node_config("b"));
     assert_eq!(
         tokio::time::timeout(WAIT, rx.recv())
@@ -109,19 +113,7 @@ async fn a_late_announcement_does_not_bring_a_departed_node_back() {
 
     let hub = MemoryHub::new();
     let a = node(&hub, node_config("a"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    for kind in [SystemEventKind::NodeJoined, SystemEventKind::NodeLeft] {
-        let tx = tx.clone();
-        a.on_system(kind, move |ev| match ev {
-            SystemEvent::NodeJoined(n) => {
-                let _ = tx.send(format!("+{n}"));
-            }
-            SystemEvent::NodeLeft(n) => {
-                let _ = tx.send(format!("-{n}"));
-            }
-            _ => {}
-        });
-    }
+    let mut rx = node_events(&a);
     // a is subscribed once it answers a hello from another (real) node.
     let b = node(&hub, node_config("b"));
     assert!(wait_until(WAIT, || a.nodes() == ["a", "b"]).await);
