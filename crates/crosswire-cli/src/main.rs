@@ -104,6 +104,10 @@ struct ServeArgs {
     /// machine, give each its share of the cores.
     #[arg(long, env = "CROSSWIRE_THREADS")]
     threads: Option<usize>,
+    /// Helper threads that write large broadcasts in parallel (0: none). Default: one fewer
+    /// than the cores, at most 3.
+    #[arg(long, env = "CROSSWIRE_FLUSH_THREADS")]
+    flush_threads: Option<usize>,
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -143,6 +147,9 @@ fn redis_tls(args: &ServeArgs) -> anyhow::Result<RedisTls> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(threads) = args.flush_threads {
+        crosswire::set_flush_threads(threads);
+    }
     let config = ServerConfig::default()
         .with_node_name(args.name.clone())
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))

@@ -87,7 +87,7 @@ pub use server_events::{
     OwnedServerEvent, ServerEmitOptions, ServerEvent, ServerReplies, ServerReply, ServerResponse,
     ServerResults,
 };
-pub use socket::{Socket, SocketStats};
+pub use socket::{set_flush_threads, Socket, SocketStats};
 pub use upgrade::{UpgradeRejection, WsUpgrade};
 
 /// Re-exported wire formats.

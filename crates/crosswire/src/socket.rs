@@ -147,18 +147,55 @@ impl Drop for Batch {
 /// A batch with at least this many sockets to write is split with the flush helper thread.
 const PARALLEL_FLUSH_MIN: usize = 128;
 
-/// Helper threads that write part of a large batch in parallel with the thread that produced
-/// it: a broadcast to 1,000 sockets is 1,000 `writev` calls, and two cores finish them in
-/// half the time, which is what the last recipient's latency depends on. One fewer than the
-/// machine's cores, at most 3; none on one core.
+/// Flush helper threads asked for with [`set_flush_threads`]; `usize::MAX` = not set.
+static FLUSH_THREADS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+/// Whether the helpers were started (the setting is read once).
+static FLUSH_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Sets how many flush helper threads the process runs: OS threads that write half of a
+/// large batch of sockets (a broadcast to 128 or more local sockets) in parallel with the
+/// thread that produced it, which shortens the wait of the last recipients. 0 turns them off.
+///
+/// Default: the `CROSSWIRE_FLUSH_THREADS` environment variable when set, otherwise one fewer
+/// than the machine's cores, at most 3 (none on one core). The helpers are shared by every
+/// [`Server`](crate::Server) of the process and start with the first large batch; call this
+/// before that. Returns `false`, changing nothing, when they were already started.
+pub fn set_flush_threads(threads: usize) -> bool {
+    if FLUSH_STARTED.load(Ordering::Acquire) {
+        return false;
+    }
+    FLUSH_THREADS.store(threads, Ordering::Release);
+    !FLUSH_STARTED.load(Ordering::Acquire)
+}
+
+fn flush_thread_count() -> usize {
+    let set = FLUSH_THREADS.load(Ordering::Acquire);
+    if set != usize::MAX {
+        return set;
+    }
+    if let Some(n) = std::env::var("CROSSWIRE_FLUSH_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(1).min(3)
+}
+
+/// The flush helper threads (see [`set_flush_threads`]): a broadcast to 1,000 sockets is
+/// 1,000 `writev` calls, and two cores finish them in half the time, which is what the last
+/// recipient's latency depends on.
 fn flush_helpers() -> Option<&'static std::sync::mpsc::SyncSender<Vec<Arc<SocketShared>>>> {
     static HELPERS: std::sync::OnceLock<
         Option<std::sync::mpsc::SyncSender<Vec<Arc<SocketShared>>>>,
     > = std::sync::OnceLock::new();
     HELPERS
         .get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let helpers = cores.saturating_sub(1).min(3);
+            FLUSH_STARTED.store(true, Ordering::Release);
+            let helpers = flush_thread_count();
+            tracing::debug!(helpers, "flush helper threads");
             if helpers == 0 {
                 return None;
             }
