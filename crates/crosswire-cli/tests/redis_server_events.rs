@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{redis, Raw, CLUSTER_STEP};
 use crosswire::{Server, ServerEmitOptions, SystemEvent, SystemEventKind};
 use crosswire_redis::{RedisBroker, RedisConfig};
-use crosswire_testkit::cluster_suite::{self, answer_who, node_config, wait_nodes};
+use crosswire_testkit::cluster_suite::{self, answer_who, ask_who, node_config, wait_nodes};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until};
 use serde_json::json;
 
@@ -28,10 +28,6 @@ fn node_with_broker(name: &str, urls: &[String]) -> (Server, Arc<RedisBroker>) {
 
 fn node(name: &str, urls: &[String]) -> Server {
     node_with_broker(name, urls).0
-}
-
-fn keys(results: &crosswire::ServerResults) -> Vec<&str> {
-    results.responses.keys().map(String::as_str).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +90,10 @@ async fn expected_counts_follow_node_discovery() {
     assert_eq!(replies.remaining(), 2);
     let results = replies.collect().await;
     assert!(results.success);
-    assert_eq!(keys(&results), ["a", "b"]);
+    assert_eq!(
+        results.responses.into_keys().collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 
     // d joins: three again. (Its protocol ping sweep is off: the sweep holds the node
     // alive until its next tick, so with it a dropped node would keep announcing itself for
@@ -106,13 +105,10 @@ async fn expected_counts_follow_node_discovery() {
     .expect("valid config");
     answer_who(&d);
     wait_nodes(&[&a, &b, &d], &["a", "b", "d"]).await;
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().except_self())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["b", "d"]);
+    assert_eq!(
+        ask_who(&a, ServerEmitOptions::new().except_self()).await,
+        ["b", "d"]
+    );
 
     // d dies without a word (its broker and tasks dropped): it expires after its TTL
     // (600 ms) and the count follows.
@@ -220,13 +216,10 @@ async fn a_redis_node_added_at_run_time_carries_the_traffic_when_the_first_dies(
         );
     }
     // Server events through the added node only.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().except_self())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success, "{results:?}");
-    assert_eq!(keys(&results), ["b"]);
+    assert_eq!(
+        ask_who(&a, ServerEmitOptions::new().except_self()).await,
+        ["b"]
+    );
     // WebSocket deliveries too.
     let data = json!("via the added Redis node");
     assert_eq!(

@@ -52,6 +52,18 @@ pub fn answer_who(server: &Server) -> Arc<AtomicUsize> {
     calls
 }
 
+/// Asks `who` with `options`, waits for every reply, checks the request succeeded, and returns
+/// the names of the nodes that answered (sorted).
+pub async fn ask_who(server: &Server, options: ServerEmitOptions) -> Vec<String> {
+    let results = server
+        .request_server("who", &(), options)
+        .expect("sent")
+        .collect()
+        .await;
+    assert!(results.success, "{results:?}");
+    results.responses.into_keys().collect()
+}
+
 fn keys(results: &ServerResults) -> Vec<&str> {
     results.responses.keys().map(String::as_str).collect()
 }
@@ -80,43 +92,25 @@ pub async fn broadcast_targeted_and_except_self(nodes: &[Server]) {
     assert_eq!(counts(&calls), [1, 1, 1]);
 
     // Except self.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().except_self())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["b", "c"]);
+    assert_eq!(
+        ask_who(a, ServerEmitOptions::new().except_self()).await,
+        ["b", "c"]
+    );
     assert_eq!(counts(&calls), [1, 2, 2]);
 
     // Targeted: only c runs its handler.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["c"]);
+    assert_eq!(ask_who(a, ServerEmitOptions::new().to(["c"])).await, ["c"]);
     assert_eq!(counts(&calls), [1, 2, 3]);
 
     // Targeted at self and another node; except_self then removes self.
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new().to(["a", "b"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert_eq!(keys(&results), ["a", "b"]);
-    let results = a
-        .request_server(
-            "who",
-            &(),
-            ServerEmitOptions::new().to(["a", "b"]).except_self(),
-        )
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(keys(&results), ["b"]);
+    assert_eq!(
+        ask_who(a, ServerEmitOptions::new().to(["a", "b"])).await,
+        ["a", "b"]
+    );
+    assert_eq!(
+        ask_who(a, ServerEmitOptions::new().to(["a", "b"]).except_self()).await,
+        ["b"]
+    );
     assert_eq!(counts(&calls), [2, 4, 3]);
 
     // Fire and forget reaches every handler once; with except_self, the others only.
@@ -128,12 +122,7 @@ pub async fn broadcast_targeted_and_except_self(nodes: &[Server]) {
     assert!(wait_until(WAIT, || counts(&calls) == [3, 6, 5]).await);
     // Nothing else arrives late.
     let c = &nodes[2];
-    let results = c
-        .request_server("who", &(), ServerEmitOptions::new().to(["c"]))
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
+    assert_eq!(ask_who(c, ServerEmitOptions::new().to(["c"])).await, ["c"]);
     assert_eq!(counts(&calls), [3, 6, 6]);
 }
 

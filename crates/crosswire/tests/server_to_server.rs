@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crosswire::{MemoryHub, Server, ServerConfig, ServerEmitOptions, SystemEvent, SystemEventKind};
-use crosswire_testkit::cluster_suite::{self, answer_who, node_config};
+use crosswire_testkit::cluster_suite::{self, answer_who, ask_who, node_config};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
 use tokio::sync::mpsc;
 
@@ -91,16 +91,7 @@ async fn discovery_follows_joins_and_leaves() {
         Some("-b")
     );
     assert_eq!(a.nodes(), ["a"]);
-    let results = a
-        .request_server("who", &(), ServerEmitOptions::new())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(
-        results.responses.keys().cloned().collect::<Vec<_>>(),
-        vec!["a"]
-    );
+    assert_eq!(ask_who(&a, ServerEmitOptions::new()).await, ["a"]);
 }
 
 /// A node's departure is final for that run of it: an announcement of the same run that
@@ -295,15 +286,6 @@ async fn channel_prefixes_must_differ() {
 async fn single_node_requests_are_answered_in_process() {
     let server = Server::new(ServerConfig::default().with_node_name("solo")).expect("config");
     answer_who(&server);
-    let results = server
-        .request_server("who", &(), ServerEmitOptions::new())
-        .expect("sent")
-        .collect()
-        .await;
-    assert!(results.success);
-    assert_eq!(
-        results.responses.keys().cloned().collect::<Vec<_>>(),
-        vec!["solo"]
-    );
+    assert_eq!(ask_who(&server, ServerEmitOptions::new()).await, ["solo"]);
     assert_eq!(server.nodes(), ["solo"]);
 }
