@@ -50,8 +50,8 @@ async fn affine_home(urls: &[String], channel: &str) -> String {
 
 /// Two Redis nodes and two crosswire nodes each given both, with `extra` arguments; waits
 /// until both nodes see each other and both Redis nodes healthy.
-async fn two_by_two(names: [&str; 2], extra: &[&str]) -> Option<([RedisServer; 2], Relay, Relay)> {
-    let (r1, r2) = (redis()?, redis()?);
+async fn two_by_two(names: [&str; 2], extra: &[&str]) -> ([RedisServer; 2], Relay, Relay) {
+    let (r1, r2) = (redis(), redis());
     let urls = [r1.url(), r2.url()];
     let n1 = Relay::node(names[0], &urls, extra).await;
     let n2 = Relay::node(names[1], &urls, extra).await;
@@ -59,7 +59,7 @@ async fn two_by_two(names: [&str; 2], extra: &[&str]) -> Option<([RedisServer; 2
         let health = n.wait_cluster(&names, 2).await;
         assert_eq!(health["broker"]["total"], json!(2), "{health}");
     }
-    Some(([r1, r2], n1, n2))
+    ([r1, r2], n1, n2)
 }
 
 /// Sends `{"seq": i}` to `room` from `from`, in ticks of 5 ms carrying `rate / 200` messages
@@ -170,9 +170,7 @@ async fn one_of_two_redis_fails_mid_stream(strategy: &str, failure: Failure) {
         format!("{strategy}-1").leak() as &str,
         format!("{strategy}-2").leak() as &str,
     ];
-    let Some((mut redis, n1, n2)) = two_by_two(names, &["--strategy", strategy]).await else {
-        return;
-    };
+    let (mut redis, n1, n2) = two_by_two(names, &["--strategy", strategy]).await;
     let urls = [redis[0].url(), redis[1].url()];
     let home = affine_home(&urls, RELAY_ROOM_CHANNEL).await;
     let victim = if home.ends_with(&format!(":{}", redis[0].port())) {
@@ -313,10 +311,7 @@ async fn failover_from_a_hung_redis_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundancy_two_loses_and_duplicates_nothing_when_a_redis_node_dies() {
     const TOTAL: u64 = 10_000;
-    let Some((mut redis, n1, n2)) = two_by_two(["red-1", "red-2"], &["--redundancy", "2"]).await
-    else {
-        return;
-    };
+    let (mut redis, n1, n2) = two_by_two(["red-1", "red-2"], &["--redundancy", "2"]).await;
     let mut sender = Raw::connect(&n1, "sender").await;
     let mut receiver = Raw::connect(&n2, "receiver").await;
     assert_eq!(receiver.request("join", json!({"room": "z"})).await, OK());
@@ -371,9 +366,7 @@ async fn redundancy_two_loses_and_duplicates_nothing_when_a_redis_node_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_order_is_kept_over_two_redis_nodes_with_the_default_strategy() {
     const TOTAL: u64 = 10_000;
-    let Some((_redis, n1, n2)) = two_by_two(["ord-1", "ord-2"], &[]).await else {
-        return;
-    };
+    let (_redis, n1, n2) = two_by_two(["ord-1", "ord-2"], &[]).await;
     let mut sender = Raw::connect(&n1, "sender").await;
     let mut far1 = Raw::connect(&n2, "far1").await;
     let mut far2 = Raw::connect(&n2, "far2").await;
@@ -416,7 +409,7 @@ async fn room_order_is_kept_over_two_redis_nodes_with_the_default_strategy() {
 /// every kind resumes with no warm-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_brings_subscriptions_back() {
-    let Some(mut redis) = redis() else { return };
+    let mut redis = redis();
     let urls = [redis.url()];
     let n1 = Relay::node("rs-1", &urls, &[]).await;
     let n2 = Relay::node("rs-2", &urls, &[]).await;
@@ -487,7 +480,7 @@ async fn redis_restart_brings_subscriptions_back() {
 /// across nodes intact; a node without compression reports the mismatch in its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_envelopes_between_nodes() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let urls = [redis.url()];
     let compress = ["--compress-above", "256"];
     let n1 = Relay::node("cz-1", &urls, &compress).await;

@@ -32,7 +32,7 @@ fn node(name: &str, urls: &[String]) -> Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_targeted_and_except_self_over_redis() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let urls = [redis.url()];
     let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(n, &urls)).collect();
     wait_nodes(&nodes.iter().collect::<Vec<_>>(), &["a", "b", "c"]).await;
@@ -41,7 +41,7 @@ async fn broadcast_targeted_and_except_self_over_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_by_one_timeout_with_partial_replies_and_cancel_over_redis() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let urls = [redis.url()];
     let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(n, &urls)).collect();
     wait_nodes(&nodes.iter().collect::<Vec<_>>(), &["a", "b", "c"]).await;
@@ -50,7 +50,7 @@ async fn one_by_one_timeout_with_partial_replies_and_cancel_over_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expected_counts_follow_node_discovery() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let urls = [redis.url()];
     let a = node("a", &urls);
     let joined = Arc::new(Mutex::new(Vec::new()));
@@ -138,7 +138,7 @@ async fn expected_counts_follow_node_discovery() {
 /// to a logic node and answers the client with the logic node's reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_forwards_a_client_request_to_a_logic_node() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let urls = [redis.url()];
     let gateway = node("gateway", &urls);
     let logic = node("logic", &urls);
@@ -151,9 +151,7 @@ async fn a_gateway_forwards_a_client_request_to_a_logic_node() {
 /// flow through the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_node_added_at_run_time_carries_the_traffic_when_the_first_dies() {
-    let (Some(mut r1), Some(r2)) = (redis(), redis()) else {
-        return;
-    };
+    let (mut r1, r2) = (redis(), redis());
     let urls = [r1.url()];
     let (a, a_broker) = node_with_broker("a", &urls);
     let (b, b_broker) = node_with_broker("b", &urls);

@@ -9,22 +9,19 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{sync_room, Raw, Relay, CLUSTER_STEP};
+use common::{require_redis_server, sync_room, Raw, Relay, CLUSTER_STEP};
 use crosswire::{Server, ServerEmitOptions};
 use crosswire_redis::{ConfigError, HealthEventKind, RedisBroker, RedisConfig, RedisTls, Role};
 use crosswire_testkit::cluster_suite::{answer_who, node_config, wait_nodes};
 use crosswire_testkit::{wait_until, RedisServer, TestCerts};
 use serde_json::json;
 
-/// Certificates and a TLS `redis-server`, or `None` when `redis-server` is not installed.
-fn tls_redis() -> Option<(TestCerts, RedisServer)> {
-    if !RedisServer::available() {
-        eprintln!("skipped: redis-server is not on PATH");
-        return None;
-    }
+/// Certificates and a TLS `redis-server`. Panics when `redis-server` is not installed.
+fn tls_redis() -> (TestCerts, RedisServer) {
+    require_redis_server();
     let certs = TestCerts::generate().expect("generate certificates");
     let redis = RedisServer::start_tls(&certs).expect("start redis-server with TLS");
-    Some((certs, redis))
+    (certs, redis)
 }
 
 fn trusted(certs: &TestCerts) -> RedisTls {
@@ -35,9 +32,7 @@ fn trusted(certs: &TestCerts) -> RedisTls {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_talk_through_redis_over_tls_with_client_certificates() {
-    let Some((certs, redis)) = tls_redis() else {
-        return;
-    };
+    let (certs, redis) = tls_redis();
     let url = redis.tls_url().expect("TLS port");
     let node = |name: &str| {
         let config = RedisConfig::from_urls([&url])
@@ -78,9 +73,7 @@ async fn nodes_talk_through_redis_over_tls_with_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_server_or_a_missing_client_certificate_keeps_the_node_unhealthy() {
-    let Some((certs, redis)) = tls_redis() else {
-        return;
-    };
+    let (certs, redis) = tls_redis();
     let url = redis.tls_url().expect("TLS port");
     for (case, tls, expect) in [
         // The built-in web roots do not know the test authority.
@@ -178,9 +171,7 @@ fn tls_settings_that_cannot_work_are_refused_up_front() {
 /// of the binary form a cluster over TLS and relay a room message between their clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_clusters_over_tls() {
-    let Some((certs, redis)) = tls_redis() else {
-        return;
-    };
+    let (certs, redis) = tls_redis();
     let urls = [redis.tls_url().expect("TLS port")];
     let files = [
         certs.path(TestCerts::CA_CERT),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crosswire::{BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage};
+use crosswire_core::{BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;

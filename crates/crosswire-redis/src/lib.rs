@@ -1,10 +1,10 @@
-//! A [`crosswire::Broker`] over Redis pub/sub: one or more Redis nodes as equal peers, watched
+//! A [`crosswire_core::Broker`] over Redis pub/sub: one or more Redis nodes as equal peers, watched
 //! for health, with a choice of how each message picks its node.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use bytes::Bytes;
-//! use crosswire::Broker;
+//! use crosswire_core::Broker;
 //! use crosswire_redis::{RedisBroker, RedisConfig};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,16 +37,16 @@
 //!
 //! **Two connections per Redis node.** For each node the broker runs two tasks:
 //! - the *publisher* owns a redis-rs [`MultiplexedConnection`](redis::aio::MultiplexedConnection)
-//!   and a FIFO queue. [`Broker::publish`](crosswire::Broker::publish) chooses the node(s) and queues the message *at call
+//!   and a FIFO queue. [`Broker::publish`](crosswire_core::Broker::publish) chooses the node(s) and queues the message *at call
 //!   time*, so successive publishes keep their order on a node; the task drains the queue in
 //!   pipelined batches (up to [`RedisConfig::publish_batch`] PUBLISH commands per round trip).
 //!   If a batch fails, its messages are queued on another healthy node they have not tried
 //!   (at least once: a batch that failed half-way may be published twice), and a publish
 //!   resolves with an error only when no other node is healthy or twice
 //!   [`RedisConfig::command_timeout`] has passed. When no node is healthy at call time it
-//!   resolves [`BrokerError::Unavailable`](crosswire::BrokerError) at once.
+//!   resolves [`BrokerError::Unavailable`](crosswire_core::BrokerError) at once.
 //! - the *subscriber* owns its own socket. After every (re)connect it SUBSCRIBEs to every
-//!   channel of the broker and counts the confirmations; [`Broker::subscribe`](crosswire::Broker::subscribe) adds a channel
+//!   channel of the broker and counts the confirmations; [`Broker::subscribe`](crosswire_core::Broker::subscribe) adds a channel
 //!   to that set and to every connected node, resolving when confirmed.
 //!
 //! **Health.** A node is healthy *as a publisher* while its publish connection is up and
@@ -70,7 +70,7 @@
 //! distinct nodes, so killing one of two Redis nodes mid-stream loses nothing.
 //!
 //! **A lagging consumer.** Received messages go into one bounded queue
-//! ([`RedisConfig::message_queue`]) returned once by [`Broker::messages`](crosswire::Broker::messages). When it is full
+//! ([`RedisConfig::message_queue`]) returned once by [`Broker::messages`](crosswire_core::Broker::messages). When it is full
 //! the subscriber tasks stop reading their sockets until there is room: memory stays bounded,
 //! TCP pushes back to Redis, and PING and subscription deadlines are paused for as long as
 //! the queue blocks. Redis buffers what it cannot send up to its

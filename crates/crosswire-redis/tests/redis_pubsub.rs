@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_publish_subscribe_unsubscribe() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let a = broker(fast_config(&[redis.url()]));
     let b = broker(fast_config(&[redis.url()]));
     let mut inbox = b.messages().unwrap();
@@ -56,9 +56,7 @@ async fn one_node_publish_subscribe_unsubscribe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_strategy_delivers_over_two_nodes() {
-    let (Some(r1), Some(r2)) = (redis(), redis()) else {
-        return;
-    };
+    let (r1, r2) = (redis(), redis());
     let urls = [r1.url(), r2.url()];
     let b = broker(fast_config(&urls));
     let mut inbox = b.messages().unwrap();
@@ -96,9 +94,7 @@ async fn every_strategy_delivers_over_two_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_affine_keeps_10000_messages_in_order_over_two_nodes() {
-    let (Some(r1), Some(r2)) = (redis(), redis()) else {
-        return;
-    };
+    let (r1, r2) = (redis(), redis());
     let urls = [r1.url(), r2.url()];
     let a = broker(fast_config(&urls));
     let b = broker(fast_config(&urls));
@@ -143,9 +139,7 @@ async fn channel_affine_keeps_10000_messages_in_order_over_two_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundancy_two_publishes_every_message_on_both_nodes() {
-    let (Some(r1), Some(r2)) = (redis(), redis()) else {
-        return;
-    };
+    let (r1, r2) = (redis(), redis());
     let urls = [r1.url(), r2.url()];
     let a = broker(fast_config(&urls).with_redundancy(2));
     let b = broker(fast_config(&urls));
@@ -171,9 +165,7 @@ async fn redundancy_two_publishes_every_message_on_both_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_node_at_run_time_subscribes_every_channel() {
-    let (Some(r1), Some(r2)) = (redis(), redis()) else {
-        return;
-    };
+    let (r1, r2) = (redis(), redis());
     let events = Events::default();
     let b = broker(fast_config(&[r1.url()]).with_on_health_change(events.callback()));
     let mut inbox = b.messages().unwrap();
@@ -215,7 +207,7 @@ async fn add_node_at_run_time_subscribes_every_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_and_db_from_the_url() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let port = redis.port();
     assert_eq!(
         redis_command(port, &["CONFIG", "SET", "requirepass", "s3cret"]),
@@ -312,7 +304,7 @@ async fn config_is_validated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_consumer_pushes_back_without_loss_or_false_alarms() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     let a = broker(fast_config(&[redis.url()]));
     let events = Events::default();
     // A tiny queue that the consumer leaves full for several ping periods.
@@ -343,7 +335,7 @@ async fn a_lagging_consumer_pushes_back_without_loss_or_false_alarms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscription_is_reported_and_never_a_silent_wedge() {
-    let Some(redis) = redis() else { return };
+    let redis = redis();
     // The default user may only use channels starting with "ok:".
     assert_eq!(
         redis_command(

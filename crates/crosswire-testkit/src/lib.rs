@@ -703,7 +703,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Whether `redis-server` is on `PATH`. Tests that need it skip (with a message) when not.
+    /// Whether `redis-server` is on `PATH`. Tests that need it fail (with a message) when not.
     pub fn available() -> bool {
         Command::new("redis-server")
             .arg("--version")
@@ -968,10 +968,10 @@ mod tests {
 
     #[test]
     fn redis_server_starts_restarts_and_dies_with_its_guard() {
-        if !RedisServer::available() {
-            eprintln!("skipped: redis-server is not on PATH");
-            return;
-        }
+        assert!(
+            RedisServer::available(),
+            "redis-server is not on PATH: install it (scripts/test.sh does)"
+        );
         let mut redis = RedisServer::start().expect("start redis-server");
         redis.ping().expect("PING after start");
         let port = redis.port();

@@ -36,12 +36,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerMessage};
 use crate::config::ServerConfig;
 use crate::events::SystemEvent;
 use crate::server::{queue_outgoing, Counters, Server, ServerInner};
 use crate::server_events;
 use crate::socket::{lock, Batch};
+use crosswire_core::{Broker, BrokerMessage};
 use crosswire_protocol::envelope::{Body, Codec, Envelope, EnvelopeError, Target};
 
 /// Capacity of the ordered queue of outgoing broker operations.

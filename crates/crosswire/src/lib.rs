@@ -61,7 +61,6 @@
 //! broker), `upgrade` (hyper/axum integration), `params` (query parsing).
 #![warn(missing_docs)]
 
-mod broker;
 mod cluster;
 mod config;
 mod connection;
@@ -74,10 +73,10 @@ mod server_events;
 mod socket;
 mod upgrade;
 
-pub use broker::{
+pub use config::{ServerConfig, SlowClientPolicy};
+pub use crosswire_core::{
     BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,
 };
-pub use config::{ServerConfig, SlowClientPolicy};
 pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError, ServerEmitError};
 pub use events::{Event, HandlerId, OwnedEvent, Payload, Reply, SystemEvent, SystemEventKind};
 pub use params::{ParseOptions, RequestParams};

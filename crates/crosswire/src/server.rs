@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::broker::{Broker, BrokerHealth};
 use crate::cluster::{Cluster, Outgoing};
 use crate::config::ServerConfig;
 use crate::error::{ConfigError, EmitError, ServeError};
@@ -21,6 +20,7 @@ use crate::events::{
 };
 use crate::registry::{Match, NamespaceChange, Registry};
 use crate::socket::{lock, Batch, Socket, SocketShared};
+use crosswire_core::{Broker, BrokerHealth};
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::{frame, ws};
 
@@ -501,7 +501,7 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
     }
 
-    pub(crate) fn emit_channel_message(&self, message: &crate::broker::BrokerMessage) {
+    pub(crate) fn emit_channel_message(&self, message: &crosswire_core::BrokerMessage) {
         let handler = self
             .inner
             .channel_handler

@@ -488,14 +488,20 @@ impl Raw {
 /// back) may take before a test fails.
 pub const CLUSTER_STEP: Duration = Duration::from_secs(15);
 
-/// A fresh `redis-server` on a free port, or `None` (with a message) when `redis-server` is
-/// not installed, so the cluster tests skip rather than fail on machines without it.
-pub fn redis() -> Option<crosswire_testkit::RedisServer> {
-    if !crosswire_testkit::RedisServer::available() {
-        eprintln!("skipped: redis-server is not on PATH");
-        return None;
-    }
-    Some(crosswire_testkit::RedisServer::start().expect("start redis-server"))
+/// Panics unless `redis-server` is on `PATH`: the tests that need it fail rather than skip.
+pub fn require_redis_server() {
+    assert!(
+        crosswire_testkit::RedisServer::available(),
+        "redis-server is not on PATH: install it (scripts/test.sh does) — tests that need it fail rather than skip"
+    );
+}
+
+/// A fresh `redis-server` on a free port. Panics when `redis-server` is not installed or does
+/// not start, so the cluster tests fail rather than skip on machines without it.
+pub fn redis() -> crosswire_testkit::RedisServer {
+    require_redis_server();
+    crosswire_testkit::RedisServer::start()
+        .unwrap_or_else(|e| panic!("redis-server is on PATH but did not start: {e}"))
 }
 
 impl Relay {

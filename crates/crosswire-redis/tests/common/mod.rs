@@ -17,13 +17,15 @@ pub const PING: Duration = Duration::from_millis(200);
 /// A generous deadline for things that should happen quickly.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Starts a `redis-server`, or `None` (with a message) when it is not installed.
-pub fn redis() -> Option<RedisServer> {
-    if !RedisServer::available() {
-        eprintln!("skipped: redis-server is not on PATH");
-        return None;
-    }
-    Some(RedisServer::start().expect("start redis-server"))
+/// Starts a `redis-server`. Panics when it is not installed or does not start: the tests
+/// that need it fail rather than skip.
+pub fn redis() -> RedisServer {
+    assert!(
+        RedisServer::available(),
+        "redis-server is not on PATH: install it (scripts/test.sh does) — tests that need it fail rather than skip"
+    );
+    RedisServer::start()
+        .unwrap_or_else(|e| panic!("redis-server is on PATH but did not start: {e}"))
 }
 
 /// Defaults with short timings: PING every 200 ms with a 200 ms timeout.

@@ -1,5 +1,3 @@
-//! The seam between a node and the rest of the cluster.
-//!
 //! A [`Broker`] moves opaque byte messages on named channels between nodes: publish,
 //! subscribe, unsubscribe, a stream of received messages, and a health report. Nothing about
 //! rooms, ids or envelopes leaks into it, so Redis pub/sub, the in-process [`MemoryHub`], and
@@ -9,12 +7,16 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::socket::lock;
+/// Locks a mutex, ignoring poisoning: every critical section here is a few map operations
+/// that leave the data consistent even if a panic unwound through one.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A boxed future, as returned by [`Broker`] methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

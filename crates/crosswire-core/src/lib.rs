@@ -1,0 +1,33 @@
+//! The seam between a crosswire node and the rest of its cluster.
+//!
+//! A [`Broker`] moves opaque byte messages on named channels between nodes: publish,
+//! subscribe, unsubscribe, a stream of received messages, and a health report. Nothing about
+//! rooms, ids or envelopes leaks into it, so Redis pub/sub (`crosswire-redis`), the
+//! in-process [`MemoryHub`], and later NATS or Redis Cluster fit behind the same trait. A
+//! node holds it as `Arc<dyn Broker>`: no type parameter reaches handler signatures.
+//!
+//! This crate has no HTTP or WebSocket code: broker backends depend on it alone, never on
+//! the server.
+//!
+//! ```
+//! use crosswire_core::{Broker, MemoryHub};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), crosswire_core::BrokerError> {
+//! let hub = MemoryHub::new();
+//! let (a, b) = (hub.broker(), hub.broker());
+//! let mut inbox = b.messages()?;
+//! b.subscribe("news").await?;
+//! a.publish("news", bytes::Bytes::from_static(b"hello")).await?;
+//! let message = inbox.recv().await.expect("a message");
+//! assert_eq!(&*message.channel, "news");
+//! assert_eq!(&message.payload[..], b"hello");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod broker;
+
+pub use broker::{
+    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,
+};
