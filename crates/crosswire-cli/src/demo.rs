@@ -7,7 +7,7 @@
 //! never collide with an application's: `demo:hello` answers `{"node": <node name>}`, and
 //! `demo:who {"room"}` answers the room's members across the cluster.
 
-use crosswire::Server;
+use crosswire::{Ack, Data, Room, Server};
 use serde::Deserialize;
 
 /// The page.
@@ -23,21 +23,14 @@ struct Who {
 
 /// Installs the `demo:` events.
 pub fn install(server: &Server) {
-    server.on("demo:hello", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&serde_json::json!({ "node": ev.server.node_name() }));
-        }
+    server.on("demo:hello", |server: Server| {
+        Ack(serde_json::json!({ "node": server.node_name() }))
     });
-    server.on_async("demo:who", |ev| async move {
-        let Ok(who) = ev.parse::<Who>() else {
-            return;
-        };
-        let members = ev
-            .server
-            .cluster_room_members(crate::relay::NAMESPACE, &who.room)
-            .await;
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&members);
-        }
-    });
+    server.on(
+        "demo:who",
+        |server: Server, Data(who): Data<Who>| async move {
+            let room = Room::new(crate::relay::NAMESPACE, who.room);
+            Ack(server.cluster_room_members(&room).await)
+        },
+    );
 }

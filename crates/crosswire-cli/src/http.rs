@@ -81,7 +81,7 @@ async fn fallback(
     uri: axum::http::Uri,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => upgrade.accept(&state.server, |_, _| {}),
+        Ok(upgrade) => upgrade.accept(&state.server),
         Err(rejection) => {
             let wants_upgrade = headers.contains_key(header::UPGRADE);
             match (state.options.demo_page, uri.path(), wants_upgrade) {
@@ -207,7 +207,7 @@ async fn emit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
             .namespace
             .unwrap_or_else(|| crate::relay::NAMESPACE.to_string());
         server
-            .to_room(namespace, room)
+            .to_room(crosswire::Room::new(namespace, room))
             .except(body.except)
             .emit_raw(&body.event, data)
     } else if let Some(id) = body.id {

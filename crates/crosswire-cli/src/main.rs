@@ -175,10 +175,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 );
             });
         let broker = RedisBroker::new(redis)?;
-        Server::with_broker(
-            config.with_compression(args.compress_above),
-            Arc::new(broker),
-        )?
+        Server::builder(config.with_compression(args.compress_above))
+            .broker(Arc::new(broker))
+            .build()?
     };
     crosswire_cli::relay::install(&server);
     crosswire_cli::demo::install(&server);

@@ -14,8 +14,9 @@
 
 use std::borrow::Cow;
 
-use crosswire::{Event, RawValue, Reply, Server};
-use serde::Deserialize;
+use crosswire::system::Connection;
+use crosswire::{Ack, Payload, RawValue, Room, Server, Socket};
+use serde::{Deserialize, Serialize};
 
 /// The namespace of relay rooms.
 pub const NAMESPACE: &str = "relay";
@@ -56,74 +57,88 @@ struct ToIds<'a> {
     data: &'a RawValue,
 }
 
-fn ok(reply: Option<Reply>) {
-    if let Some(reply) = reply {
-        let ok: &RawValue = serde_json::from_str(r#"{"ok":true}"#).unwrap_or(RawValue::NULL);
-        let _ = reply.send_raw(ok);
-    }
+/// The relay's answer: `{"ok": true}`, or `{"ok": false, "error": "<what was wrong>"}`.
+#[derive(Serialize)]
+struct Answer {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
-fn fail(reply: Option<Reply>, error: impl std::fmt::Display) {
-    if let Some(reply) = reply {
-        let _ = reply.send(&serde_json::json!({ "ok": false, "error": error.to_string() }));
-    }
-}
-
-/// Runs `f` on the parsed payload and answers `{"ok": true}`, or answers the parse error.
-fn with<'a, T: Deserialize<'a>>(ev: Event<'a>, f: impl FnOnce(&Server, T, Option<&str>)) {
-    match ev.payload.parse::<T>() {
+/// Parses the payload (borrowing from it), runs `f` on it, and answers.
+fn relay<'a, T: Deserialize<'a>>(payload: &'a Payload, f: impl FnOnce(T)) -> Ack<Answer> {
+    match payload.parse::<T>() {
         Ok(value) => {
-            let id = ev.socket.id();
-            f(ev.server, value, id.as_deref());
-            ok(ev.reply);
+            f(value);
+            Ack(Answer {
+                ok: true,
+                error: None,
+            })
         }
-        Err(e) => fail(ev.reply, format!("invalid payload: {e}")),
+        Err(e) => Ack(Answer {
+            ok: false,
+            error: Some(format!("invalid payload: {e}")),
+        }),
     }
+}
+
+fn bind_from_query(_: Connection, server: Server, socket: Socket) {
+    match socket.query("id") {
+        Some(id) if !id.is_empty() => server.bind(id, &socket),
+        _ => socket.close(crosswire::close_code::AUTH_FAILED, "id required"),
+    }
+}
+
+fn join(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
+    relay(&payload, |r: RoomName<'_>| {
+        if let Some(id) = socket.id() {
+            server.join(&Room::new(NAMESPACE, r.room), &id);
+        }
+    })
+}
+
+fn leave(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
+    relay(&payload, |r: RoomName<'_>| {
+        if let Some(id) = socket.id() {
+            server.leave(&Room::new(NAMESPACE, r.room), &id);
+        }
+    })
+}
+
+fn to_room(server: Server, payload: Payload) -> Ack<Answer> {
+    relay(&payload, |m: ToRoom<'_>| {
+        let _ = server
+            .to_room(Room::new(NAMESPACE, m.room))
+            .emit_raw("msg", m.data);
+    })
+}
+
+fn to_all(server: Server, payload: Payload) -> Ack<Answer> {
+    relay(&payload, |m: ToAll<'_>| {
+        let _ = server.to_all().emit_raw("msg", m.data);
+    })
+}
+
+fn to_id(server: Server, payload: Payload) -> Ack<Answer> {
+    relay(&payload, |m: ToId<'_>| {
+        let _ = server.to(m.id).emit_raw("msg", m.data);
+    })
+}
+
+fn to_ids(server: Server, payload: Payload) -> Ack<Answer> {
+    relay(&payload, |m: ToIds<'_>| {
+        let _ = server.to_ids(m.ids).emit_raw("msg", m.data);
+    })
 }
 
 /// Installs the relay handlers on `server`.
 pub fn install(server: &Server) {
-    server.on_connection(|server, socket| match socket.params().get("id") {
-        Some(id) if !id.is_empty() => server.bind(id, socket),
-        _ => socket.close(crosswire::close_code::AUTH_FAILED, "id required"),
-    });
-    server.on("join", |ev| {
-        with(ev, |server, r: RoomName<'_>, id| {
-            if let Some(id) = id {
-                server.join(NAMESPACE, &r.room, id);
-            }
-        })
-    });
-    server.on("leave", |ev| {
-        with(ev, |server, r: RoomName<'_>, id| {
-            if let Some(id) = id {
-                server.leave(NAMESPACE, &r.room, id);
-            }
-        })
-    });
-    server.on("echo", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send_raw(ev.payload.raw());
-        }
-    });
-    server.on("room", |ev| {
-        with(ev, |server, m: ToRoom<'_>, _| {
-            let _ = server.to_room(NAMESPACE, m.room).emit_raw("msg", m.data);
-        })
-    });
-    server.on("all", |ev| {
-        with(ev, |server, m: ToAll<'_>, _| {
-            let _ = server.to_all().emit_raw("msg", m.data);
-        })
-    });
-    server.on("to", |ev| {
-        with(ev, |server, m: ToId<'_>, _| {
-            let _ = server.to(m.id).emit_raw("msg", m.data);
-        })
-    });
-    server.on("ids", |ev| {
-        with(ev, |server, m: ToIds<'_>, _| {
-            let _ = server.to_ids(m.ids).emit_raw("msg", m.data);
-        })
-    });
+    server.on_system(bind_from_query);
+    server.on("join", join);
+    server.on("leave", leave);
+    server.on("echo", |payload: Payload| Ack(payload));
+    server.on("room", to_room);
+    server.on("all", to_all);
+    server.on("to", to_id);
+    server.on("ids", to_ids);
 }

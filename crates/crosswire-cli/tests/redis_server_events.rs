@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{redis, Raw, CLUSTER_STEP};
-use crosswire::{Server, ServerEmitOptions, SystemEvent, SystemEventKind};
+use crosswire::system::{NodeJoined, NodeLeft};
+use crosswire::{Server, ServerEmitOptions};
 use crosswire_redis::{RedisBroker, RedisConfig};
 use crosswire_testkit::cluster_suite::{self, answer_who, ask_who, node_config, wait_nodes};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until};
@@ -22,7 +23,10 @@ fn node_with_broker(name: &str, urls: &[String]) -> (Server, Arc<RedisBroker>) {
     let broker = Arc::new(
         RedisBroker::new(RedisConfig::from_urls(urls).expect("redis urls")).expect("broker"),
     );
-    let server = Server::with_broker(node_config(name), broker.clone()).expect("valid config");
+    let server = Server::builder(node_config(name))
+        .broker(broker.clone())
+        .build()
+        .expect("valid config");
     (server, broker)
 }
 
@@ -57,16 +61,12 @@ async fn expected_counts_follow_node_discovery() {
     let left = Arc::new(Mutex::new(Vec::new()));
     {
         let joined = Arc::clone(&joined);
-        a.on_system(SystemEventKind::NodeJoined, move |e| {
-            if let SystemEvent::NodeJoined(n) = e {
-                joined.lock().unwrap().push(n.clone());
-            }
+        a.on_system(move |e: NodeJoined| {
+            joined.lock().unwrap().push(e.node);
         });
         let left = Arc::clone(&left);
-        a.on_system(SystemEventKind::NodeLeft, move |e| {
-            if let SystemEvent::NodeLeft(n) = e {
-                left.lock().unwrap().push(n.clone());
-            }
+        a.on_system(move |e: NodeLeft| {
+            left.lock().unwrap().push(e.node);
         });
     }
     let b = node("b", &urls);
@@ -98,11 +98,12 @@ async fn expected_counts_follow_node_discovery() {
     // d joins: three again. (Its protocol ping sweep is off: the sweep holds the node
     // alive until its next tick, so with it a dropped node would keep announcing itself for
     // up to the ping interval.)
-    let d = Server::with_broker(
-        node_config("d").with_server_ping_interval(Duration::ZERO),
-        Arc::new(RedisBroker::new(RedisConfig::from_urls(urls.clone()).unwrap()).unwrap()),
-    )
-    .expect("valid config");
+    let d = Server::builder(node_config("d").with_server_ping_interval(Duration::ZERO))
+        .broker(Arc::new(
+            RedisBroker::new(RedisConfig::from_urls(urls.clone()).unwrap()).unwrap(),
+        ))
+        .build()
+        .expect("valid config");
     answer_who(&d);
     wait_nodes(&[&a, &b, &d], &["a", "b", "d"]).await;
     assert_eq!(

@@ -39,7 +39,10 @@ async fn nodes_talk_through_redis_over_tls_with_client_certificates() {
             .expect("rediss url")
             .with_tls(trusted(&certs));
         let broker = Arc::new(RedisBroker::new(config).expect("broker"));
-        let server = Server::with_broker(node_config(name), broker.clone()).expect("config");
+        let server = Server::builder(node_config(name))
+            .broker(broker.clone())
+            .build()
+            .expect("config");
         (server, broker)
     };
     let (a, a_broker) = node("a");

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the envelope format; a node refuses envelopes of another version.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
 
 /// First byte of an encoded envelope: plain MessagePack follows.
 pub const MARKER_PLAIN: u8 = 0x01;
@@ -127,8 +127,11 @@ pub struct Envelope {
 /// Who receives a client-bound delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
-    /// Every socket on every node.
-    All,
+    /// Every socket on every node, except the sockets bound to some ids.
+    All {
+        /// Ids that must not receive it.
+        except: Vec<String>,
+    },
     /// The socket bound to this id.
     Id(String),
     /// The sockets bound to these ids.

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crosswire::{Server, ServerConfig, ServerEmitOptions, ServerResults};
+use crosswire::{
+    Ack, Data, FromNode, Reply, Server, ServerConfig, ServerEmitOptions, ServerResults,
+};
 use serde_json::{json, Value};
 
 use crate::{serve_on_free_port, wait_until, RawClient};
@@ -43,11 +45,9 @@ pub async fn wait_nodes(servers: &[&Server], names: &[&str]) {
 pub fn answer_who(server: &Server) -> Arc<AtomicUsize> {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
-    server.on_server("who", move |ev| {
+    server.on_server("who", move |server: Server, FromNode(from): FromNode| {
         counter.fetch_add(1, Ordering::SeqCst);
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&json!({"node": ev.server.node_name(), "from": ev.from}));
-        }
+        Ack(json!({"node": server.node_name(), "from": from}))
     });
     calls
 }
@@ -133,11 +133,9 @@ pub async fn one_by_one_timeout_and_cancel(nodes: &[Server]) {
     answer_who(&nodes[0]);
     answer_who(&nodes[1]);
     // c answers after 1.5 s.
-    nodes[2].on_server_async("who", |ev| async move {
+    nodes[2].on_server("who", || async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&"late");
-        }
+        Ack("late")
     });
     let a = &nodes[0];
 
@@ -224,25 +222,23 @@ pub async fn one_by_one_timeout_and_cancel(nodes: &[Server]) {
 /// Seed FAQ 1: a WebSocket client asks its gateway node, which forwards the request to the
 /// logic node and answers with its reply. `logic` must be named `logic`.
 pub async fn gateway_forwards_to_logic(gateway: &Server, logic: &Server) {
-    logic.on_server("price", |ev| {
-        let item: String = ev.payload.parse_owned().unwrap_or_default();
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&json!({"item": item, "price": 42, "by": ev.server.node_name()}));
-        }
+    logic.on_server("price", |server: Server, Data(item): Data<String>| {
+        Ack(json!({"item": item, "price": 42, "by": server.node_name()}))
     });
-    gateway.on_async("price", |ev| async move {
-        let item: Value = ev.parse().unwrap_or_default();
-        let Ok(replies) =
-            ev.server
-                .request_server("price", &item, ServerEmitOptions::new().to(["logic"]))
-        else {
-            return;
-        };
-        let results = replies.collect().await;
-        if let (Some(reply), Some(answer)) = (ev.reply, results.responses.get("logic")) {
-            let _ = reply.send_raw(answer);
-        }
-    });
+    gateway.on(
+        "price",
+        |server: Server, Data(item): Data<Value>, reply: Reply| async move {
+            let options = ServerEmitOptions::new().to(["logic"]);
+            let results = server
+                .request_server("price", &item, options)?
+                .collect()
+                .await;
+            if let Some(answer) = results.responses.get("logic") {
+                reply.send_raw(answer)?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        },
+    );
     let addr = serve_on_free_port(gateway).await;
     let mut client = RawClient::connect(addr, "/?id=buyer")
         .await

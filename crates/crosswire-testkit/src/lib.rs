@@ -38,7 +38,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use crosswire::{Server, ServerConfig};
+use crosswire::system::Connection;
+use crosswire::{Ack, Data, Payload, Room, Server, ServerConfig, Socket};
 use crosswire_protocol::ws::{self, Decoded, Decoder, Message, OpCode, Role};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -573,61 +574,59 @@ pub const RELAY_NAMESPACE: &str = "relay";
 /// `{"room","data"}`, `all` `{"data"}`, `to` `{"id","data"}`, `ids` `{"ids","data"}` send
 /// event `msg` with `data`. Every event replies `{"ok":true}` (or the echo) when asked.
 pub fn install_relay(server: &Server) {
-    server.on_connection(|server, socket| match socket.params().get("id") {
-        Some(id) => server.bind(id, socket),
-        None => socket.close(4011, "no id"),
-    });
-    fn ok(reply: Option<crosswire::Reply>) {
-        if let Some(reply) = reply {
-            let _ = reply.send(&serde_json::json!({ "ok": true }));
-        }
+    server.on_system(
+        |_: Connection, server: Server, socket: Socket| match socket.query("id") {
+            Some(id) => server.bind(id, &socket),
+            None => socket.close(4011, "no id"),
+        },
+    );
+    fn ok() -> Ack<Value> {
+        Ack(serde_json::json!({ "ok": true }))
     }
     fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
         v.get(key).unwrap_or(&Value::Null)
     }
-    server.on("echo", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send_raw(ev.payload.raw());
+    fn room(v: &Value) -> Option<Room> {
+        field(v, "room")
+            .as_str()
+            .map(|room| Room::new(RELAY_NAMESPACE, room))
+    }
+    server.on("echo", |payload: Payload| Ack(payload));
+    server.on(
+        "join",
+        |server: Server, socket: Socket, Data(v): Data<Value>| {
+            if let (Some(room), Some(id)) = (room(&v), socket.id()) {
+                server.join(&room, &id);
+            }
+            ok()
+        },
+    );
+    server.on(
+        "leave",
+        |server: Server, socket: Socket, Data(v): Data<Value>| {
+            if let (Some(room), Some(id)) = (room(&v), socket.id()) {
+                server.leave(&room, &id);
+            }
+            ok()
+        },
+    );
+    server.on("room", |server: Server, Data(v): Data<Value>| {
+        if let Some(room) = room(&v) {
+            let _ = server.to_room(room).emit("msg", field(&v, "data"));
         }
+        ok()
     });
-    server.on("join", |ev| {
-        let v: Value = ev.payload.parse().unwrap_or_default();
-        if let (Some(room), Some(id)) = (field(&v, "room").as_str(), ev.socket.id()) {
-            ev.server.join(RELAY_NAMESPACE, room, &id);
-        }
-        ok(ev.reply);
+    server.on("all", |server: Server, Data(v): Data<Value>| {
+        let _ = server.to_all().emit("msg", field(&v, "data"));
+        ok()
     });
-    server.on("leave", |ev| {
-        let v: Value = ev.payload.parse().unwrap_or_default();
-        if let (Some(room), Some(id)) = (field(&v, "room").as_str(), ev.socket.id()) {
-            ev.server.leave(RELAY_NAMESPACE, room, &id);
-        }
-        ok(ev.reply);
-    });
-    server.on("room", |ev| {
-        let v: Value = ev.payload.parse().unwrap_or_default();
-        if let Some(room) = field(&v, "room").as_str() {
-            let _ = ev
-                .server
-                .to_room(RELAY_NAMESPACE, room)
-                .emit("msg", field(&v, "data"));
-        }
-        ok(ev.reply);
-    });
-    server.on("all", |ev| {
-        let v: Value = ev.payload.parse().unwrap_or_default();
-        let _ = ev.server.to_all().emit("msg", field(&v, "data"));
-        ok(ev.reply);
-    });
-    server.on("to", |ev| {
-        let v: Value = ev.payload.parse().unwrap_or_default();
+    server.on("to", |server: Server, Data(v): Data<Value>| {
         if let Some(id) = field(&v, "id").as_str() {
-            let _ = ev.server.to(id).emit("msg", field(&v, "data"));
+            let _ = server.to(id).emit("msg", field(&v, "data"));
         }
-        ok(ev.reply);
+        ok()
     });
-    server.on("ids", |ev| {
-        let v: Value = ev.payload.parse().unwrap_or_default();
+    server.on("ids", |server: Server, Data(v): Data<Value>| {
         let ids: Vec<String> = field(&v, "ids")
             .as_array()
             .map(|a| {
@@ -636,8 +635,8 @@ pub fn install_relay(server: &Server) {
                     .collect()
             })
             .unwrap_or_default();
-        let _ = ev.server.to_ids(ids).emit("msg", field(&v, "data"));
-        ok(ev.reply);
+        let _ = server.to_ids(ids).emit("msg", field(&v, "data"));
+        ok()
     });
 }
 

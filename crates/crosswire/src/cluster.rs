@@ -37,10 +37,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::events::SystemEvent;
-use crate::server::{queue_outgoing, Counters, Server, ServerInner};
+use crate::server::{Server, ServerInner};
 use crate::server_events;
 use crate::socket::{lock, Batch};
+use crate::stats::Stats;
+use crate::system::{NodeJoined, NodeLeft, ServerError};
 use crosswire_core::{Broker, BrokerMessage};
 use crosswire_protocol::envelope::{Body, Codec, Envelope, EnvelopeError, Target};
 
@@ -180,9 +181,11 @@ pub(crate) struct Cluster {
     /// that crossed the departure, e.g. through another Redis node) does not bring them back.
     departed: Mutex<HashMap<(Arc<str>, u64), Instant>>,
     stop: CancellationToken,
-    pub(crate) received: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) deliveries: AtomicU64,
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    deliveries: AtomicU64,
+    /// Operations not queued because the outgoing queue was full.
+    dropped: AtomicU64,
 }
 
 fn random_incarnation() -> u64 {
@@ -225,6 +228,7 @@ impl Cluster {
                 received: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
             },
             rx,
         )
@@ -244,30 +248,45 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn publish(&self, stats: &Counters, channel: Arc<str>, body: Body) {
+    pub(crate) fn publish(&self, channel: Arc<str>, body: Body) {
         if let Some(bytes) = self.envelope(body) {
-            queue_outgoing(&self.tx, stats, Outgoing::Publish(channel, bytes));
+            self.queue(Outgoing::Publish(channel, bytes));
         }
     }
 
+    /// Queues an outgoing broker operation; counted and dropped when the queue is full.
+    pub(crate) fn queue(&self, op: Outgoing) {
+        if self.tx.try_send(op).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("broker publish queue full or closed; message dropped");
+        }
+    }
+
+    /// Adds this cluster's counters to a node's snapshot.
+    pub(crate) fn add_stats(&self, stats: &mut Stats) {
+        stats.broker_dropped = self.dropped.load(Ordering::Relaxed);
+        stats.envelopes_received = self.received.load(Ordering::Relaxed);
+        stats.envelopes_duplicate = self.duplicates.load(Ordering::Relaxed);
+        stats.remote_deliveries = self.deliveries.load(Ordering::Relaxed);
+    }
+
     /// Publishes a client-bound delivery on the channels that reach its recipients.
-    pub(crate) fn publish_delivery(&self, stats: &Counters, target: Target, frame: Bytes) {
+    pub(crate) fn publish_delivery(&self, target: Target, frame: Bytes) {
         match target {
             Target::Room { .. } => {
                 let Target::Room { namespace, .. } = &target else {
                     return;
                 };
                 let channel = Arc::from(self.channels.room(namespace));
-                self.publish(stats, channel, Body::Deliver { target, frame });
+                self.publish(channel, Body::Deliver { target, frame });
             }
-            Target::All => {
+            Target::All { .. } => {
                 let channel = Arc::clone(&self.channels.ws_all);
-                self.publish(stats, channel, Body::Deliver { target, frame });
+                self.publish(channel, Body::Deliver { target, frame });
             }
             Target::Id(id) => {
                 let channel = self.node_channel(self.location(&id));
                 self.publish(
-                    stats,
                     channel,
                     Body::Deliver {
                         target: Target::Id(id),
@@ -288,7 +307,6 @@ impl Cluster {
                 for (node, ids) in by_node {
                     let channel = self.node_channel(node);
                     self.publish(
-                        stats,
                         channel,
                         Body::Deliver {
                             target: Target::Ids(ids),
@@ -312,20 +330,19 @@ impl Cluster {
         lock(&self.locations).get(id).cloned()
     }
 
-    pub(crate) fn announce_takeover(&self, stats: &Counters, id: &str) {
+    pub(crate) fn announce_takeover(&self, id: &str) {
         let channel = Arc::clone(&self.channels.ws_all);
-        self.publish(stats, channel, Body::Takeover { id: id.to_string() });
+        self.publish(channel, Body::Takeover { id: id.to_string() });
     }
 
-    pub(crate) fn announce_gone(&self, stats: &Counters, id: &str) {
+    pub(crate) fn announce_gone(&self, id: &str) {
         let channel = Arc::clone(&self.channels.ws_all);
-        self.publish(stats, channel, Body::Gone { id: id.to_string() });
+        self.publish(channel, Body::Gone { id: id.to_string() });
     }
 
-    pub(crate) fn publish_remove_room(&self, stats: &Counters, namespace: &str, room: &str) {
+    pub(crate) fn publish_remove_room(&self, namespace: &str, room: &str) {
         let channel = Arc::clone(&self.channels.ws_all);
         self.publish(
-            stats,
             channel,
             Body::RemoveRoom {
                 namespace: namespace.to_string(),
@@ -334,25 +351,12 @@ impl Cluster {
         );
     }
 
-    pub(crate) fn subscribe_namespace(&self, stats: &Counters, namespace: &str) {
-        queue_outgoing(
-            &self.tx,
-            stats,
-            Outgoing::Subscribe(self.channels.room(namespace)),
-        );
+    pub(crate) fn subscribe_namespace(&self, namespace: &str) {
+        self.queue(Outgoing::Subscribe(self.channels.room(namespace)));
     }
 
-    pub(crate) fn unsubscribe_namespace(&self, stats: &Counters, namespace: &str) {
-        queue_outgoing(
-            &self.tx,
-            stats,
-            Outgoing::Unsubscribe(self.channels.room(namespace)),
-        );
-    }
-
-    /// Queues a raw broker operation (custom channels).
-    pub(crate) fn queue(&self, stats: &Counters, op: Outgoing) {
-        queue_outgoing(&self.tx, stats, op);
+    pub(crate) fn unsubscribe_namespace(&self, namespace: &str) {
+        self.queue(Outgoing::Unsubscribe(self.channels.room(namespace)));
     }
 
     /// Whether a custom channel name would collide with crosswire's own channels.
@@ -360,14 +364,13 @@ impl Cluster {
         self.channels.is_internal(channel)
     }
 
-    fn announce(&self, stats: &Counters, hello: bool) {
+    fn announce(&self, hello: bool) {
         if self.stop.is_cancelled() {
             // Leaving: an announcement now would bring this node back to life elsewhere.
             return;
         }
         let channel = Arc::clone(&self.channels.s2s_all);
         self.publish(
-            stats,
             channel,
             Body::Announce {
                 ttl_ms: self.node_ttl.as_millis() as u64,
@@ -441,7 +444,7 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
         // Subscribed: now say hello, so the others answer with their own announcements.
         if let Some(inner) = announce_weak.upgrade() {
             if let Some(c) = &inner.cluster {
-                c.announce(&inner.stats, true);
+                c.announce(true);
             }
         }
         let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
@@ -488,7 +491,7 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
             let Some(cluster) = inner.cluster.as_ref() else {
                 return;
             };
-            cluster.announce(&inner.stats, false);
+            cluster.announce(false);
             let now = Instant::now();
             let expired: Vec<Arc<str>> = lock(&cluster.peers)
                 .iter()
@@ -501,7 +504,7 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
             for node in expired {
                 if cluster.forget_peer(&node) {
                     tracing::info!(node = %node, "node expired");
-                    server.emit_system(&SystemEvent::NodeLeft(node.to_string()));
+                    server.emit_system(&NodeLeft::new(&*node), None);
                 }
             }
             let retention = cluster.departed_retention();
@@ -513,7 +516,7 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
     let messages = match broker.messages() {
         Ok(rx) => rx,
         Err(e) => {
-            server.emit_system(&SystemEvent::ServerError(format!("broker: {e}")));
+            server.emit_system(&ServerError::new(format!("broker: {e}")), None);
             return;
         }
     };
@@ -554,7 +557,7 @@ pub(crate) async fn leave(server: &Server) {
 fn report(weak: &Weak<ServerInner>, message: String) {
     tracing::warn!(%message, "broker error");
     if let Some(inner) = weak.upgrade() {
-        Server { inner }.emit_system(&SystemEvent::ServerError(message));
+        Server { inner }.emit_system(&ServerError::new(message), None);
     }
 }
 
@@ -583,7 +586,12 @@ async fn receive(weak: Weak<ServerInner>, mut messages: mpsc::Receiver<BrokerMes
         let server = Server { inner };
         let _batch = Batch::begin();
         for message in buf.drain(..) {
-            handle(&server, &message);
+            // Handlers are guarded one by one; this catches a panic anywhere else in handling
+            // one message, so the receive loop outlives it.
+            let one = std::panic::AssertUnwindSafe(|| handle(&server, &message));
+            if let Err(panic) = std::panic::catch_unwind(one) {
+                crate::handler::handler_panicked(&server, None, &message.channel, panic.as_ref());
+            }
         }
     }
 }
@@ -607,7 +615,7 @@ fn handle(server: &Server, message: &BrokerMessage) {
                 other => format!("undecodable envelope on {}: {other}", message.channel),
             };
             tracing::warn!(%text, "dropped envelope");
-            server.emit_system(&SystemEvent::ServerError(text));
+            server.emit_system(&ServerError::new(text), None);
             return;
         }
     };
@@ -676,11 +684,11 @@ fn handle(server: &Server, message: &BrokerMessage) {
             hello,
         } => {
             if compression != cluster.codec.compress_above.is_some() {
-                server.emit_system(&SystemEvent::ServerError(format!(
+                server.emit_system(&ServerError::new(format!(
                     "compression mismatch: node {origin} has compression {}, this node {}; all nodes must agree",
                     if compression { "on" } else { "off" },
                     if cluster.codec.compress_above.is_some() { "on" } else { "off" },
-                )));
+                )), None);
             }
             if lock(&cluster.departed).contains_key(&(Arc::clone(&origin), envelope.incarnation)) {
                 tracing::debug!(node = %origin, "announcement of a departed run ignored");
@@ -702,10 +710,10 @@ fn handle(server: &Server, message: &BrokerMessage) {
             }
             if new {
                 tracing::info!(node = %origin, "node joined");
-                server.emit_system(&SystemEvent::NodeJoined(origin.to_string()));
+                server.emit_system(&NodeJoined::new(&*origin), None);
             }
             if hello || new {
-                cluster.announce(&server.inner.stats, false);
+                cluster.announce(false);
             }
         }
         Body::Leave => {
@@ -713,7 +721,7 @@ fn handle(server: &Server, message: &BrokerMessage) {
                 .insert((Arc::clone(&origin), envelope.incarnation), Instant::now());
             if cluster.forget_peer(&origin) {
                 tracing::info!(node = %origin, "node left");
-                server.emit_system(&SystemEvent::NodeLeft(origin.to_string()));
+                server.emit_system(&NodeLeft::new(&*origin), None);
             }
         }
     }

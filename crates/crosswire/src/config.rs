@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::error::ConfigError;
+use crate::handshake::HeaderRetention;
 
 /// What to do when a socket's outbound queue is full (the client reads slower than the
 /// server sends).
@@ -44,6 +47,8 @@ pub struct ServerConfig {
     pub(crate) auto_unsubscribe: bool,
     pub(crate) lowercase_param_keys: bool,
     pub(crate) strip_leading_slash: bool,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) header_retention: HeaderRetention,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +73,8 @@ impl Default for ServerConfig {
             auto_unsubscribe: true,
             lowercase_param_keys: false,
             strip_leading_slash: true,
+            trusted_proxies: Vec::new(),
+            header_retention: HeaderRetention::All,
         }
     }
 }
@@ -199,6 +206,24 @@ impl ServerConfig {
     /// Strip the leading `/` of the request path in connection parameters. Default: on.
     pub fn with_strip_leading_slash(mut self, on: bool) -> Self {
         self.strip_leading_slash = on;
+        self
+    }
+
+    /// Proxies (addresses or networks, e.g. `"10.0.0.0/8".parse()?`) whose `Forwarded` /
+    /// `X-Forwarded-For` headers are believed for [`crate::Socket::client_addr`]; from any
+    /// other peer those headers are ignored, since a client can send them itself.
+    /// Default: none.
+    pub fn with_trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// Which request headers a socket keeps once its synchronous connection handlers ran
+    /// (every connection handler gets them all in [`crate::system::Connection::headers`]).
+    /// Each kept header costs its size on every socket for the socket's life.
+    /// Default: [`HeaderRetention::All`].
+    pub fn with_header_retention(mut self, retention: HeaderRetention) -> Self {
+        self.header_retention = retention;
         self
     }
 

@@ -13,9 +13,10 @@ use bytes::{Buf, BytesMut};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::events::{Event, Payload, Reply, SystemEvent, SystemEventKind};
+use crate::handler::Context;
 use crate::server::{Server, ServerInner};
 use crate::socket::{lock, Batch, Socket};
+use crate::system::{self, SystemEvent};
 use crosswire_protocol::frame::{self, Incoming};
 use crosswire_protocol::ws::{self, Decoded, Decoder, Message, Role};
 
@@ -313,10 +314,8 @@ impl Conn {
                         .stats
                         .protocol_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    self.server.emit_system(&SystemEvent::Error {
-                        socket: self.socket.clone(),
-                        error: e.to_string(),
-                    });
+                    self.server
+                        .emit_system(&system::SocketError::new(e.to_string()), Some(&self.socket));
                     let code = e.close_code();
                     self.send_close(code, &e.to_string());
                     return Err(Flow::ProtocolError(code, e.to_string()));
@@ -336,11 +335,8 @@ impl Conn {
         shared.shutdown_stream();
         inner.remove_socket(&self.socket);
         tracing::debug!(conn = shared.conn_id, code, "connection closed");
-        self.server.emit_system(&SystemEvent::Close {
-            socket: self.socket.clone(),
-            code,
-            reason,
-        });
+        self.server
+            .emit_system(&system::Close::new(code, reason), Some(&self.socket));
     }
 }
 
@@ -349,74 +345,21 @@ fn dispatch(server: &Server, socket: &Socket, message: Message<'_>, close_sent: 
     let inner = &server.inner;
     let shared = &socket.shared;
     match message {
-        Message::Text(text) => {
-            shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-            if inner.system.has(SystemEventKind::Message.key()) {
-                server.emit_system(&SystemEvent::Message {
-                    socket: socket.clone(),
-                    text: text.to_string(),
-                });
-            }
-            if text == inner.config.heartbeat_message {
-                let _ = shared.enqueue_in_batch(inner.heartbeat_frame.clone());
-                if inner.system.has(SystemEventKind::ClientPing.key()) {
-                    server.emit_system(&SystemEvent::ClientPing(socket.clone()));
-                }
-                return Flow::Continue;
-            }
-            match frame::parse_incoming(text) {
-                Ok(Incoming::Event {
-                    event,
-                    payload,
-                    callback_id,
-                }) => {
-                    let Some(handlers) = inner.events.take(&event) else {
-                        inner.stats.unknown_events.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(event = %event, "no handler for event");
-                        return Flow::Continue;
-                    };
-                    for entry in handlers.iter() {
-                        (entry.handler)(Event {
-                            server,
-                            socket,
-                            payload: Payload(payload),
-                            reply: callback_id
-                                .as_deref()
-                                .map(|id| Reply::new(socket.clone(), id)),
-                        });
-                    }
-                }
-                Ok(Incoming::Ack { ack_id, payload }) => {
-                    if let Ok(n) = ack_id.parse::<u64>() {
-                        inner.acks.resolve(shared.conn_id, n, payload.to_owned());
-                    }
-                }
-                Err(e) => {
-                    inner.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "dropped malformed frame");
-                    server.emit_system(&SystemEvent::Error {
-                        socket: socket.clone(),
-                        error: e.to_string(),
-                    });
-                }
-            }
-        }
+        Message::Text(text) => on_text(server, socket, text),
         Message::Binary(_) => {
             shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
             inner.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
-            server.emit_system(&SystemEvent::Error {
-                socket: socket.clone(),
-                error: "binary frames are not part of the protocol; dropped".to_string(),
-            });
+            server.emit_system(
+                &system::SocketError::new("binary frames are not part of the protocol; dropped"),
+                Some(socket),
+            );
         }
         Message::Ping(data) => {
             let _ = shared.enqueue_in_batch(ws::server_frame(ws::OpCode::Pong, data));
         }
         Message::Pong(_) => {
             shared.awaiting_pong.store(false, Ordering::Release);
-            if inner.system.has(SystemEventKind::Pong.key()) {
-                server.emit_system(&SystemEvent::Pong(socket.clone()));
-            }
+            emit_if_handled(server, socket, || system::Pong {});
         }
         Message::Close(frame) => {
             let (code, reason) =
@@ -434,4 +377,52 @@ fn dispatch(server: &Server, socket: &Socket, message: Message<'_>, close_sent: 
         }
     }
     Flow::Continue
+}
+
+/// Raises a system event about `socket`, building it only when someone listens.
+fn emit_if_handled<E: SystemEvent>(server: &Server, socket: &Socket, event: impl FnOnce() -> E) {
+    if server.inner.system.has(E::NAME) {
+        server.emit_system(&event(), Some(socket));
+    }
+}
+
+/// A text message: the application heartbeat, a client event, or the answer to a server →
+/// client request.
+fn on_text(server: &Server, socket: &Socket, text: &str) {
+    let inner = &server.inner;
+    let shared = &socket.shared;
+    shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+    emit_if_handled(server, socket, || system::RawMessage {
+        text: text.to_string(),
+    });
+    if text == inner.config.heartbeat_message {
+        let _ = shared.enqueue_in_batch(inner.heartbeat_frame.clone());
+        emit_if_handled(server, socket, || system::ClientPing {});
+        return;
+    }
+    match frame::parse_incoming(text) {
+        Ok(Incoming::Event {
+            event,
+            payload,
+            callback_id,
+        }) => {
+            let Some(handlers) = inner.events.get(&event) else {
+                inner.stats.unknown_events.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(event = %event, "no handler for event");
+                return;
+            };
+            let cx = Context::client(server, socket, &event, payload, callback_id.as_deref());
+            inner.events.dispatch(&handlers, cx);
+        }
+        Ok(Incoming::Ack { ack_id, payload }) => {
+            if let Ok(n) = ack_id.parse::<u64>() {
+                inner.acks.resolve(shared.conn_id, n, payload.to_owned());
+            }
+        }
+        Err(e) => {
+            inner.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "dropped malformed frame");
+            server.emit_system(&system::SocketError::new(e.to_string()), Some(socket));
+        }
+    }
 }

@@ -1,214 +1,113 @@
-//! Event handlers: `on`, `once`, `off` by handle or by tag.
+//! Handler tables: registration, `once`, removal by handle, tag or name, and dispatch.
 //!
-//! Each event keeps its handlers in an `Arc<[_]>` replaced on every change (copy on write):
+//! Each name keeps its handlers in an `Arc<[_]>` replaced on every change (copy on write):
 //! dispatching clones one `Arc` under a short read lock and calls the handlers with no lock
-//! held, so a handler may register or remove handlers itself.
+//! held, so a handler may register or remove handlers itself. A `once` handler claims its
+//! single run with an atomic flag, so two events racing on two threads run it exactly once.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::value::RawValue;
+use crate::handler::{call_guarded, Context, ErasedHandler};
 
-use crate::error::SendError;
-use crate::server::Server;
-use crate::socket::Socket;
-use crosswire_protocol::frame;
-
-/// Identifies one registered handler, for [`Server::off`].
+/// Identifies one registered handler, for [`crate::Server::off`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HandlerId(pub(crate) u64);
 
-/// A client event's payload: raw JSON text, parsed only when asked.
-#[derive(Debug, Clone, Copy)]
-pub struct Payload<'a>(pub(crate) &'a RawValue);
-
-impl<'a> Payload<'a> {
-    /// The raw JSON.
-    pub fn raw(&self) -> &'a RawValue {
-        self.0
-    }
-
-    /// The JSON text.
-    pub fn as_str(&self) -> &'a str {
-        self.0.get()
-    }
-
-    /// Deserialises into `T`.
-    pub fn parse<T: serde::Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
-    }
-
-    /// Deserialises into an owned `T`.
-    pub fn parse_owned<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
-    }
-
-    /// An owned copy, for moving into a task.
-    pub fn to_owned(&self) -> Box<RawValue> {
-        self.0.to_owned()
-    }
+/// Which event a handler is for, and whether it runs once: `server.on("say", …)` or
+/// `server.on(On::once("hello"), …)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct On {
+    pub(crate) event: Box<str>,
+    pub(crate) once: bool,
 }
 
-/// Answers a client event that carried a `callbackId`. Consumed by sending.
-#[derive(Debug)]
-pub struct Reply {
-    socket: Socket,
-    callback_id: Box<str>,
-}
-
-impl Reply {
-    pub(crate) fn new(socket: Socket, callback_id: &str) -> Self {
+impl On {
+    /// Every occurrence of `event`.
+    pub fn event(event: impl Into<String>) -> Self {
         Self {
-            socket,
-            callback_id: callback_id.into(),
+            event: event.into().into_boxed_str(),
+            once: false,
         }
     }
 
-    /// The client's callback id.
-    pub fn callback_id(&self) -> &str {
-        &self.callback_id
-    }
-
-    /// Sends the reply `{"callbackId": …, "payload": <payload>}`.
-    pub fn send<T: Serialize + ?Sized>(self, payload: &T) -> Result<(), SendError> {
-        let frame =
-            frame::encode_reply(&self.callback_id, payload).map_err(|_| SendError::Encode)?;
-        self.socket.send_frame(frame)
-    }
-
-    /// Sends a reply whose payload is already JSON text.
-    pub fn send_raw(self, payload: &RawValue) -> Result<(), SendError> {
-        self.send(payload)
+    /// The next occurrence of `event` only; the handler is removed when it runs.
+    pub fn once(event: impl Into<String>) -> Self {
+        Self {
+            event: event.into().into_boxed_str(),
+            once: true,
+        }
     }
 }
 
-/// What an event handler receives: the socket, the payload, and a [`Reply`] when the client
-/// asked for one.
-pub struct Event<'a> {
-    /// The server (to send to rooms, ids, …).
-    pub server: &'a Server,
-    /// The socket the event came from.
-    pub socket: &'a Socket,
-    /// The payload.
-    pub payload: Payload<'a>,
-    /// Present when the client sent a `callbackId`.
-    pub reply: Option<Reply>,
-}
-
-/// An owned [`Event`], for asynchronous handlers.
-pub struct OwnedEvent {
-    /// The server.
-    pub server: Server,
-    /// The socket the event came from.
-    pub socket: Socket,
-    /// The payload.
-    pub payload: Box<RawValue>,
-    /// Present when the client sent a `callbackId`.
-    pub reply: Option<Reply>,
-}
-
-impl OwnedEvent {
-    /// Deserialises the payload.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.payload.get())
+impl From<&str> for On {
+    fn from(event: &str) -> Self {
+        Self::event(event)
     }
 }
 
-pub(crate) type EventHandler = dyn Fn(Event<'_>) + Send + Sync;
-
-/// Wraps an async handler into a sync one that spawns it.
-pub(crate) fn spawning<F, Fut>(handler: F) -> Arc<EventHandler>
-where
-    F: Fn(OwnedEvent) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move |ev: Event<'_>| {
-        let owned = OwnedEvent {
-            server: ev.server.clone(),
-            socket: ev.socket.clone(),
-            payload: ev.payload.to_owned(),
-            reply: ev.reply,
-        };
-        tokio::spawn(handler(owned));
-    })
+impl From<String> for On {
+    fn from(event: String) -> Self {
+        Self::event(event)
+    }
 }
 
-pub(crate) struct Entry<F: ?Sized> {
+pub(crate) struct Entry {
     pub(crate) id: HandlerId,
     tag: Option<Arc<str>>,
-    once: bool,
-    pub(crate) handler: Arc<F>,
+    /// `Some` for a `once` handler: set by the run that claims it.
+    fired: Option<AtomicBool>,
+    pub(crate) handler: Arc<ErasedHandler>,
 }
 
-impl<F: ?Sized> Clone for Entry<F> {
-    fn clone(&self) -> Self {
-        Self {
-            id: self.id,
-            tag: self.tag.clone(),
-            once: self.once,
-            handler: Arc::clone(&self.handler),
-        }
+impl Entry {
+    /// Whether this run may call the handler (a `once` handler runs for one caller only).
+    fn claim(&self) -> bool {
+        self.fired
+            .as_ref()
+            .is_none_or(|fired| !fired.swap(true, Ordering::AcqRel))
     }
 }
 
 /// Handler lists by name; each list is replaced, never mutated, on change.
-type HandlerMap<F> = HashMap<Box<str>, Arc<[Entry<F>]>>;
+type HandlerMap = HashMap<Box<str>, Arc<[Arc<Entry>]>>;
 
-/// Handlers of one kind, keyed by a name (event name; `""` for system events).
-pub(crate) struct Listeners<F: ?Sized> {
-    map: RwLock<HandlerMap<F>>,
-}
-
-impl<F: ?Sized> Default for Listeners<F> {
-    fn default() -> Self {
-        Self {
-            map: RwLock::new(HashMap::new()),
-        }
-    }
+/// Handlers of one kind (client events, server events, system events), keyed by name.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    map: RwLock<HandlerMap>,
 }
 
 static NEXT_HANDLER: AtomicU64 = AtomicU64::new(1);
 
-impl<F: ?Sized> Listeners<F> {
+impl Listeners {
     pub(crate) fn add(
         &self,
         name: &str,
-        handler: Arc<F>,
+        handler: Arc<ErasedHandler>,
         tag: Option<&str>,
         once: bool,
     ) -> HandlerId {
         let id = HandlerId(NEXT_HANDLER.fetch_add(1, Ordering::Relaxed));
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             id,
             tag: tag.map(Arc::from),
-            once,
+            fired: once.then(|| AtomicBool::new(false)),
             handler,
-        };
+        });
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let list = map
-            .entry(name.into())
-            .or_insert_with(|| Arc::from(Vec::new()));
-        let mut v: Vec<Entry<F>> = list.iter().cloned().collect();
+        let list = map.entry(name.into()).or_insert_with(|| Arc::from([]));
+        let mut v: Vec<Arc<Entry>> = list.to_vec();
         v.push(entry);
         *list = Arc::from(v);
         id
     }
 
-    /// The handlers for `name`, with `once` handlers removed from the registry.
-    pub(crate) fn take(&self, name: &str) -> Option<Arc<[Entry<F>]>> {
-        let list = {
-            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(map.get(name)?)
-        };
-        if list.iter().any(|e| e.once) {
-            let once: Vec<HandlerId> = list.iter().filter(|e| e.once).map(|e| e.id).collect();
-            self.remove_where(|e| once.contains(&e.id));
-        }
-        Some(list)
+    /// The handlers for `name`, if any.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<[Arc<Entry>]>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name).cloned()
     }
 
     pub(crate) fn has(&self, name: &str) -> bool {
@@ -216,12 +115,34 @@ impl<F: ?Sized> Listeners<F> {
         map.get(name).is_some_and(|l| !l.is_empty())
     }
 
-    pub(crate) fn remove_where(&self, pred: impl Fn(&Entry<F>) -> bool) -> usize {
+    /// Calls every handler of `list` with `cx` (the first one gets the reply slot), each
+    /// guarded against panics; `once` handlers are claimed and removed.
+    pub(crate) fn dispatch(&self, list: &[Arc<Entry>], cx: Context<'_>) {
+        let mut cx = Some(cx);
+        for entry in list {
+            if !entry.claim() {
+                continue;
+            }
+            if entry.fired.is_some() {
+                self.remove_id(entry.id);
+            }
+            let this = match cx.take() {
+                Some(first) => {
+                    cx = Some(first.without_reply());
+                    first
+                }
+                None => continue,
+            };
+            call_guarded(&*entry.handler, this);
+        }
+    }
+
+    pub(crate) fn remove_where(&self, pred: impl Fn(&Entry) -> bool) -> usize {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let mut removed = 0;
         map.retain(|_, list| {
-            if list.iter().any(&pred) {
-                let v: Vec<Entry<F>> = list.iter().filter(|e| !pred(e)).cloned().collect();
+            if list.iter().any(|e| pred(e)) {
+                let v: Vec<Arc<Entry>> = list.iter().filter(|e| !pred(e)).cloned().collect();
                 removed += list.len() - v.len();
                 *list = Arc::from(v);
             }
@@ -243,116 +164,3 @@ impl<F: ?Sized> Listeners<F> {
         map.remove(name).map_or(0, |l| l.len())
     }
 }
-
-/// A system event of the server, for [`Server::on_system`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SystemEvent {
-    /// A client connected (after the upgrade).
-    Connection(Socket),
-    /// A client disconnected, with the close code and reason (1006 and empty when the
-    /// connection dropped without a close frame).
-    Close {
-        /// The socket.
-        socket: Socket,
-        /// Close code.
-        code: u16,
-        /// Close reason.
-        reason: String,
-    },
-    /// A client broke the protocol or sent a frame that was dropped.
-    Error {
-        /// The socket.
-        socket: Socket,
-        /// What was wrong.
-        error: String,
-    },
-    /// A client answered the protocol ping.
-    Pong(Socket),
-    /// Every text message as received, before dispatch.
-    Message {
-        /// The socket.
-        socket: Socket,
-        /// The raw text.
-        text: String,
-    },
-    /// A client sent the application heartbeat.
-    ClientPing(Socket),
-    /// The server hit an error not tied to one socket (accept failure, broker error).
-    ServerError(String),
-    /// The server is listening on this address.
-    Listening(std::net::SocketAddr),
-    /// The server finished shutting down.
-    ServerClosed,
-    /// A node joined the cluster (node discovery).
-    NodeJoined(String),
-    /// A node left the cluster or stopped announcing itself.
-    NodeLeft(String),
-}
-
-/// Which [`SystemEvent`] a handler is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SystemEventKind {
-    /// [`SystemEvent::Connection`]
-    Connection,
-    /// [`SystemEvent::Close`]
-    Close,
-    /// [`SystemEvent::Error`]
-    Error,
-    /// [`SystemEvent::Pong`]
-    Pong,
-    /// [`SystemEvent::Message`]
-    Message,
-    /// [`SystemEvent::ClientPing`]
-    ClientPing,
-    /// [`SystemEvent::ServerError`]
-    ServerError,
-    /// [`SystemEvent::Listening`]
-    Listening,
-    /// [`SystemEvent::ServerClosed`]
-    ServerClosed,
-    /// [`SystemEvent::NodeJoined`]
-    NodeJoined,
-    /// [`SystemEvent::NodeLeft`]
-    NodeLeft,
-}
-
-impl SystemEventKind {
-    pub(crate) fn key(self) -> &'static str {
-        match self {
-            Self::Connection => "connection",
-            Self::Close => "close",
-            Self::Error => "error",
-            Self::Pong => "pong",
-            Self::Message => "message",
-            Self::ClientPing => "client-ping",
-            Self::ServerError => "server-error",
-            Self::Listening => "listening",
-            Self::ServerClosed => "server-closed",
-            Self::NodeJoined => "node-joined",
-            Self::NodeLeft => "node-left",
-        }
-    }
-}
-
-impl SystemEvent {
-    /// The kind of this event.
-    pub fn kind(&self) -> SystemEventKind {
-        match self {
-            Self::Connection(_) => SystemEventKind::Connection,
-            Self::Close { .. } => SystemEventKind::Close,
-            Self::Error { .. } => SystemEventKind::Error,
-            Self::Pong(_) => SystemEventKind::Pong,
-            Self::Message { .. } => SystemEventKind::Message,
-            Self::ClientPing(_) => SystemEventKind::ClientPing,
-            Self::ServerError(_) => SystemEventKind::ServerError,
-            Self::Listening(_) => SystemEventKind::Listening,
-            Self::ServerClosed => SystemEventKind::ServerClosed,
-            Self::NodeJoined(_) => SystemEventKind::NodeJoined,
-            Self::NodeLeft(_) => SystemEventKind::NodeLeft,
-        }
-    }
-}
-
-pub(crate) type SystemHandler = dyn Fn(&SystemEvent) + Send + Sync;

@@ -6,27 +6,36 @@
 //! `{"event", "payload", "callbackId"}`, an application heartbeat, and close codes 4001/4002.
 //!
 //! ```no_run
-//! use crosswire::{Server, ServerConfig};
-//! use serde_json::json;
+//! use crosswire::system::Connection;
+//! use crosswire::{Ack, Data, Payload, Room, Server, ServerConfig, Socket};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Join {
+//!     room: String,
+//! }
 //!
 //! #[tokio::main]
 //! async fn main() -> anyhow::Result<()> {
 //!     let server = Server::new(ServerConfig::default())?;
 //!     // Bind every socket to the `id` it connected with: ws://127.0.0.1:9000/?id=7
-//!     server.on_connection(|server, socket| match socket.params().get("id") {
-//!         Some(id) => server.bind(id, socket),
-//!         None => socket.close(4011, "Auth failure"),
-//!     });
-//!     server.on("joinRoom", |ev| {
-//!         if let Some(id) = ev.socket.id() {
-//!             ev.server.join("chat", "1000", &id);
-//!         }
-//!         if let Some(reply) = ev.reply {
-//!             let _ = reply.send(&json!({ "msg": "joined" }));
+//!     server.on_system(|_: Connection, server: Server, socket: Socket| {
+//!         match socket.query("id") {
+//!             Some(id) => server.bind(id, &socket),
+//!             None => socket.close(4011, "Auth failure"),
 //!         }
 //!     });
-//!     server.on("say", |ev| {
-//!         let _ = ev.server.to_room("chat", "1000").emit_raw("say", ev.payload.raw());
+//!     // A typed payload; the return value answers the client's request.
+//!     server.on("joinRoom", |server: Server, socket: Socket, Data(join): Data<Join>| {
+//!         if let Some(id) = socket.id() {
+//!             server.join(&Room::new("chat", join.room), &id);
+//!         }
+//!         Ack("joined")
+//!     });
+//!     // Forwarded as it came, never re-parsed; encoded once for every recipient.
+//!     server.on("say", |server: Server, socket: Socket, payload: Payload| {
+//!         let everyone = server.to_room(Room::new("chat", "1000"));
+//!         let _ = everyone.except(socket.id()).emit_raw("say", payload.raw());
 //!     });
 //!     let addr = server.listen("127.0.0.1:9000").await?;
 //!     println!("listening on {addr}");
@@ -35,6 +44,10 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Handlers are plain functions, sync or `async`, whose arguments are extractors
+//! ([`handler`]); system events have a type each ([`system`]); the upgrade request's
+//! headers, the client's address and typed extensions stay on the [`Socket`].
 //!
 //! # How it works
 //! - **One task per connection** ([`connection`](crate::Socket)) reads frames into a stack
@@ -54,39 +67,55 @@
 //!   the nodes that are up; duplicates (e.g. from publishing on two Redis nodes) are dropped.
 //!
 //! # Layout
-//! `server` (the handle, sending, life cycle), `server_events` (server-to-server events and
-//! cluster queries), `socket` (a connection handle and the write
-//! path), `connection` (the per-connection task), `registry` (ids and rooms), `events`
-//! (handlers), `broker` (the seam and the in-process broker), `cluster` (envelopes over the
-//! broker), `upgrade` (hyper/axum integration), `params` (query parsing).
+//! `server` (building a node, handlers, ids, life cycle), `emit` (targets and local
+//! delivery), `rooms` (joining and room queries), `server_events` (server-to-server events
+//! and cluster queries), `handler` (extractors and the handler traits), `events` (handler
+//! tables and dispatch), `system` (system event types), `socket` (a connection handle and the
+//! write path), `connection` (the per-connection task), `registry` (ids and rooms),
+//! `cluster` (envelopes over the broker), `upgrade` (hyper/axum integration), `handshake`
+//! (kept request headers, forwarded addresses), `params` (query parsing). The broker seam
+//! lives in `crosswire-core`.
 #![warn(missing_docs)]
 
+mod ack;
 mod cluster;
 mod config;
 mod connection;
+mod emit;
 mod error;
 mod events;
+pub mod handler;
+mod handshake;
 mod params;
 mod registry;
+mod rooms;
 mod server;
 mod server_events;
 mod socket;
+mod stats;
+pub mod system;
 mod upgrade;
 
 pub use config::{ServerConfig, SlowClientPolicy};
 pub use crosswire_core::{
     BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,
 };
+pub use emit::{target, Emit};
 pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError, ServerEmitError};
-pub use events::{Event, HandlerId, OwnedEvent, Payload, Reply, SystemEvent, SystemEventKind};
+pub use events::{HandlerId, On};
+pub use handler::{
+    Ack, Data, EventName, Extension, ExtractError, FromContext, FromNode, Handler, IntoOutcome,
+    Payload, Reply, State,
+};
+pub use handshake::HeaderRetention;
+pub use ipnet::IpNet;
 pub use params::{ParseOptions, RequestParams};
 pub use registry::Match;
-pub use server::{Emit, Server, Stats};
-pub use server_events::{
-    OwnedServerEvent, ServerEmitOptions, ServerEvent, ServerReplies, ServerReply, ServerResponse,
-    ServerResults,
-};
+pub use rooms::Room;
+pub use server::{Server, ServerBuilder, Tagged};
+pub use server_events::{ServerEmitOptions, ServerReplies, ServerResponse, ServerResults};
 pub use socket::{set_flush_threads, Socket, SocketStats};
+pub use stats::Stats;
 pub use upgrade::{UpgradeRejection, WsUpgrade};
 
 /// Re-exported wire formats.
@@ -106,6 +135,9 @@ pub mod close_code {
     pub const SEND_QUEUE_FULL: u16 = 1008;
     /// A message larger than the configured maximum.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A handler panicked while handling this socket's event; the socket was closed and
+    /// cleaned up.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The client closed on purpose (seed clients' `manualClose`).
     pub const CLIENT_MANUAL: u16 = 4001;
     /// The client saw a heartbeat timeout.
@@ -117,3 +149,8 @@ pub mod close_code {
     /// The id was bound by a newer connection (a concurrent login). Default takeover code.
     pub const TAKEN_OVER: u16 = 4012;
 }
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -272,3 +272,183 @@ impl Registry {
         self.joined.get(id).map_or(&[], |v| v.as_slice())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::HeaderBlock;
+    use crate::socket::Identity;
+
+    /// A registry entry over a real loopback connection (the registry never touches it).
+    async fn socket(conn_id: u64) -> Arc<SocketShared> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        drop(client);
+        let identity = Identity {
+            params: Default::default(),
+            remote: None,
+            client_ip: None,
+            headers: HeaderBlock::default(),
+            extensions: http::Extensions::new(),
+        };
+        Arc::new(SocketShared::new(
+            conn_id,
+            accepted.unwrap().0,
+            identity,
+            std::sync::Weak::new(),
+            1 << 20,
+            crate::SlowClientPolicy::Disconnect,
+        ))
+    }
+
+    fn sorted(ids: HashSet<Arc<str>>) -> Vec<String> {
+        let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn binding_and_takeover() {
+        let mut reg = Registry::default();
+        let (one, two) = (socket(1).await, socket(2).await);
+        reg.insert_conn(Arc::clone(&one));
+        reg.insert_conn(Arc::clone(&two));
+        assert!(reg.bind(Arc::from("alice"), &one).is_none());
+        assert_eq!(reg.get("alice").map(|s| s.conn_id), Some(1));
+        assert_eq!(one.bound_id().as_deref(), Some("alice"));
+        // Binding the same socket again changes nothing.
+        assert!(reg.bind(Arc::from("alice"), &one).is_none());
+        // A newer connection takes the id over: the old one is returned and unbound.
+        let old = reg.bind(Arc::from("alice"), &two).expect("taken over");
+        assert_eq!(old.conn_id, 1);
+        assert_eq!(one.bound_id(), None);
+        assert_eq!(reg.get("alice").map(|s| s.conn_id), Some(2));
+        // Rebinding a socket to a new id frees the old one.
+        assert!(reg.bind(Arc::from("bob"), &two).is_none());
+        assert!(reg.get("alice").is_none());
+        assert_eq!(reg.ids.len(), 1);
+        // unbind only when the binding still points at that connection.
+        assert!(reg.unbind("bob", Some(1)).is_none());
+        assert_eq!(reg.unbind("bob", Some(2)).map(|s| s.conn_id), Some(2));
+        assert_eq!(two.bound_id(), None);
+        assert!(reg.unbind("bob", None).is_none());
+    }
+
+    #[tokio::test]
+    async fn rooms_and_namespace_changes() {
+        let mut reg = Registry::default();
+        assert_eq!(
+            reg.join("chat", "a", "alice"),
+            NamespaceChange::Added(Arc::from("chat"))
+        );
+        assert_eq!(reg.join("chat", "a", "alice"), NamespaceChange::None);
+        assert_eq!(reg.join("chat", "b", "alice"), NamespaceChange::None);
+        assert_eq!(reg.join("chat", "a", "bob"), NamespaceChange::None);
+        assert_eq!(reg.room_members("chat", "a").map(|m| m.len()), Some(2));
+        assert_eq!(reg.rooms_of("alice").len(), 2);
+        assert_eq!(reg.leave("chat", "a", "alice"), NamespaceChange::None);
+        assert_eq!(reg.rooms_of("alice").len(), 1);
+        assert_eq!(reg.leave("chat", "a", "nobody"), NamespaceChange::None);
+        assert_eq!(reg.leave("chat", "a", "bob"), NamespaceChange::None);
+        assert!(
+            reg.room_members("chat", "a").is_none(),
+            "empty room removed"
+        );
+        assert_eq!(
+            reg.leave("chat", "b", "alice"),
+            NamespaceChange::Removed(Arc::from("chat"))
+        );
+        assert!(reg.rooms_of("alice").is_empty());
+        assert!(reg.joined.is_empty() && reg.rooms.is_empty());
+    }
+
+    #[tokio::test]
+    async fn prefix_queries() {
+        let mut reg = Registry::default();
+        reg.join("game:hot", "r1", "a");
+        reg.join("game:hot", "r2", "b");
+        reg.join("game:cold", "r1", "a");
+        reg.join("chat", "r1", "c");
+        assert_eq!(
+            sorted(reg.namespace_members("game:", Match::Prefix)),
+            ["a", "b"]
+        );
+        assert!(reg.namespace_members("game:", Match::Exact).is_empty());
+        assert_eq!(
+            sorted(reg.namespace_members("game:hot", Match::Exact)),
+            ["a", "b"]
+        );
+        let mut rooms: Vec<(String, String, usize)> = reg
+            .rooms_matching("game", Match::Prefix, "r1", Match::Exact)
+            .into_iter()
+            .map(|(n, r, c)| (n.to_string(), r.to_string(), c))
+            .collect();
+        rooms.sort();
+        assert_eq!(
+            rooms,
+            [
+                ("game:cold".to_string(), "r1".to_string(), 1),
+                ("game:hot".to_string(), "r1".to_string(), 1)
+            ]
+        );
+        assert_eq!(
+            reg.rooms_matching("", Match::Prefix, "r", Match::Prefix)
+                .len(),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_a_connection_cleans_its_binding_and_rooms() {
+        let mut reg = Registry::default();
+        let (one, two) = (socket(1).await, socket(2).await);
+        reg.insert_conn(Arc::clone(&one));
+        reg.bind(Arc::from("alice"), &one);
+        reg.join("chat", "a", "alice");
+        reg.join("game", "a", "alice");
+        let (mut changes, unbound) = reg.remove_conn(&one);
+        changes.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(unbound.as_deref(), Some("alice"));
+        assert_eq!(
+            changes,
+            [
+                NamespaceChange::Removed(Arc::from("chat")),
+                NamespaceChange::Removed(Arc::from("game"))
+            ]
+        );
+        assert!(reg.conns.is_empty() && reg.ids.is_empty() && reg.rooms.is_empty());
+
+        // A connection whose id was taken over leaves the rooms to the new one.
+        let three = socket(3).await;
+        reg.insert_conn(Arc::clone(&two));
+        reg.insert_conn(Arc::clone(&three));
+        reg.bind(Arc::from("bob"), &two);
+        reg.join("chat", "a", "bob");
+        reg.bind(Arc::from("bob"), &three);
+        let (changes, unbound) = reg.remove_conn(&two);
+        assert!(changes.is_empty() && unbound.is_none());
+        assert_eq!(reg.get("bob").map(|s| s.conn_id), Some(3));
+        assert!(reg
+            .room_members("chat", "a")
+            .is_some_and(|m| m.contains("bob")));
+    }
+
+    #[tokio::test]
+    async fn removing_a_room_updates_every_member() {
+        let mut reg = Registry::default();
+        reg.join("chat", "a", "alice");
+        reg.join("chat", "a", "bob");
+        reg.join("chat", "b", "bob");
+        assert_eq!(reg.remove_room("chat", "a"), NamespaceChange::None);
+        assert!(reg.rooms_of("alice").is_empty());
+        assert_eq!(reg.rooms_of("bob").len(), 1);
+        assert_eq!(
+            reg.remove_room("chat", "b"),
+            NamespaceChange::Removed(Arc::from("chat"))
+        );
+        assert_eq!(reg.remove_room("chat", "b"), NamespaceChange::None);
+        assert!(reg.joined.is_empty());
+    }
+}

@@ -1,126 +1,51 @@
-//! The [`Server`] handle: handlers, ids, rooms, sending, and the node's life cycle.
+//! The [`Server`] handle: building a node, its handlers, ids, and its life cycle.
+//!
+//! Sending lives in `emit`, rooms in `rooms`, server-to-server events in `server_events`,
+//! accepting connections in `upgrade`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::Notify;
 
+use crate::ack::Acks;
 use crate::cluster::{Cluster, Outgoing};
 use crate::config::ServerConfig;
-use crate::error::{ConfigError, EmitError, ServeError};
-use crate::events::{
-    spawning, Event, EventHandler, HandlerId, Listeners, OwnedEvent, SystemEvent, SystemEventKind,
-    SystemHandler,
-};
-use crate::registry::{Match, NamespaceChange, Registry};
+use crate::error::{ConfigError, ServeError};
+use crate::events::{HandlerId, Listeners, On};
+use crate::handler::{erase, Context, Handler};
+use crate::registry::Registry;
 use crate::socket::{lock, Batch, Socket, SocketShared};
-use crosswire_core::{Broker, BrokerHealth};
-use crosswire_protocol::envelope::Target;
-use crosswire_protocol::{frame, ws};
+use crate::stats::{Counters, Stats};
+use crate::system::{self, SystemEvent};
+use crate::upgrade::Accepted;
+use crosswire_core::{Broker, BrokerHealth, BrokerMessage};
+use crosswire_protocol::ws;
 
 /// The handler of custom-channel messages.
 type ChannelHandler = Arc<dyn Fn(&str, &Bytes) + Send + Sync>;
 
-/// Node-wide counters.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) connections_total: AtomicU64,
-    pub(crate) malformed_frames: AtomicU64,
-    pub(crate) unknown_events: AtomicU64,
-    pub(crate) protocol_errors: AtomicU64,
-    pub(crate) dropped_messages: AtomicU64,
-    pub(crate) slow_disconnects: AtomicU64,
-    pub(crate) ping_timeouts: AtomicU64,
-    pub(crate) broker_dropped: AtomicU64,
-}
-
-/// A snapshot of a node's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Sockets connected now.
-    pub connections: usize,
-    /// Sockets bound to an id now.
-    pub bound_ids: usize,
-    /// Connections accepted since start.
-    pub connections_total: u64,
-    /// Frames dropped as malformed (not JSON, no event, wrong types, bad callbackId, binary).
-    pub malformed_frames: u64,
-    /// Events with no handler.
-    pub unknown_events: u64,
-    /// Connections closed for breaking RFC 6455 (including oversized messages).
-    pub protocol_errors: u64,
-    /// Messages not queued because a socket's queue was full.
-    pub dropped_messages: u64,
-    /// Sockets disconnected because their queue was full.
-    pub slow_disconnects: u64,
-    /// Sockets terminated for missing a protocol pong.
-    pub ping_timeouts: u64,
-    /// Broker messages not published because the publish queue was full.
-    pub broker_dropped: u64,
-    /// Envelopes received from other nodes and handled.
-    pub envelopes_received: u64,
-    /// Envelopes received twice (e.g. through two Redis nodes) and dropped.
-    pub envelopes_duplicate: u64,
-    /// Client-bound deliveries received from other nodes.
-    pub remote_deliveries: u64,
-}
-
-/// Where the answer to one server → client request goes.
-type AckSender = oneshot::Sender<Box<RawValue>>;
-
-/// Pending server → client requests, keyed by (connection, ack number).
-#[derive(Default)]
-pub(crate) struct Acks {
-    next: AtomicU64,
-    pending: Mutex<HashMap<(u64, u64), AckSender>>,
-}
-
-impl Acks {
-    pub(crate) fn register(&self, conn: u64) -> (u64, oneshot::Receiver<Box<RawValue>>) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert((conn, n), tx);
-        (n, rx)
-    }
-
-    pub(crate) fn resolve(&self, conn: u64, n: u64, payload: Box<RawValue>) {
-        if let Some(tx) = lock(&self.pending).remove(&(conn, n)) {
-            let _ = tx.send(payload);
-        }
-    }
-
-    pub(crate) fn forget(&self, conn: u64, n: u64) {
-        lock(&self.pending).remove(&(conn, n));
-    }
-
-    /// Fails every request of a closed connection (their senders are dropped).
-    fn drop_conn(&self, conn: u64) {
-        let mut pending = lock(&self.pending);
-        if !pending.is_empty() {
-            pending.retain(|(c, _), _| *c != conn);
-        }
-    }
-}
-
 pub(crate) struct ServerInner {
     pub(crate) config: ServerConfig,
     registry: RwLock<Registry>,
-    pub(crate) events: Listeners<EventHandler>,
-    pub(crate) system: Listeners<SystemHandler>,
+    /// Client event handlers, by event name.
+    pub(crate) events: Listeners,
+    /// System event handlers, by [`SystemEvent::NAME`].
+    pub(crate) system: Listeners,
+    /// Server-to-server event handlers, by event name.
+    pub(crate) server_events: Listeners,
     pub(crate) acks: Acks,
     pub(crate) stats: Counters,
+    /// Application state for [`crate::State`], given once to the builder.
+    pub(crate) state: http::Extensions,
     pub(crate) heartbeat_frame: Bytes,
     ping_frame: Bytes,
     next_conn: AtomicU64,
     pub(crate) cluster: Option<Cluster>,
-    pub(crate) server_events: Listeners<crate::server_events::ServerHandler>,
     requests: crate::server_events::Requests,
     channel_handler: RwLock<Option<ChannelHandler>>,
     shutting_down: AtomicBool,
@@ -128,13 +53,13 @@ pub(crate) struct ServerInner {
     pub(crate) shutdown: Notify,
     /// Signalled whenever a connection is removed.
     conn_removed: Notify,
-    preset: HashSet<String>,
+    pub(crate) preset: HashSet<String>,
 }
 
 /// A crosswire node: WebSocket connections, ids, rooms and events. Cheap to clone.
 ///
-/// Create it inside a tokio runtime with [`Server::new`] (single node) or
-/// [`Server::with_broker`] (one node of a cluster).
+/// Create it inside a tokio runtime with [`Server::new`] (a single node) or
+/// [`Server::builder`] (a broker for a cluster, application state).
 #[derive(Clone)]
 pub struct Server {
     pub(crate) inner: Arc<ServerInner>,
@@ -148,24 +73,65 @@ impl std::fmt::Debug for Server {
     }
 }
 
-impl Server {
-    /// A single node with no broker. Must be called inside a tokio runtime.
-    pub fn new(config: ServerConfig) -> Result<Self, ConfigError> {
-        Self::build(config, None)
+/// Builds a [`Server`]: its configuration, an optional broker, application state.
+///
+/// ```
+/// use std::sync::Arc;
+/// use crosswire::{MemoryHub, Server, ServerConfig};
+///
+/// #[derive(Clone)]
+/// struct Db;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), crosswire::ConfigError> {
+/// let hub = MemoryHub::new();
+/// let server = Server::builder(ServerConfig::default().with_node_name("a"))
+///     .broker(Arc::new(hub.broker()))
+///     .state(Db)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    broker: Option<Arc<dyn Broker>>,
+    state: http::Extensions,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("broker", &self.broker.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Makes the node one of a cluster, reaching the other nodes through `broker`.
+    /// Default: none (a single node).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
     }
 
-    /// A node of a cluster, reaching the other nodes through `broker`. Must be called inside
-    /// a tokio runtime.
-    pub fn with_broker(config: ServerConfig, broker: Arc<dyn Broker>) -> Result<Self, ConfigError> {
-        Self::build(config, Some(broker))
+    /// Application state that handlers take as [`crate::State<S>`]; one value per type (a
+    /// second call with the same type replaces the first). Cloned per event: use an `Arc`
+    /// or a handle.
+    pub fn state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(state);
+        self
     }
 
-    fn build(config: ServerConfig, broker: Option<Arc<dyn Broker>>) -> Result<Self, ConfigError> {
+    /// Validates the configuration and starts the node's background tasks. Must be called
+    /// inside a tokio runtime.
+    pub fn build(self) -> Result<Server, ConfigError> {
+        let config = self.config;
         config.validate()?;
         let heartbeat_frame =
             ws::server_frame(ws::OpCode::Text, config.heartbeat_message.as_bytes());
         let preset: HashSet<String> = config.preset_namespaces.iter().cloned().collect();
-        let (cluster, outgoing_rx) = match broker {
+        let (cluster, outgoing_rx) = match self.broker {
             Some(broker) => {
                 let (cluster, rx) = Cluster::new(&config, broker);
                 (Some(cluster), Some(rx))
@@ -177,13 +143,14 @@ impl Server {
             registry: RwLock::new(Registry::default()),
             events: Listeners::default(),
             system: Listeners::default(),
+            server_events: Listeners::default(),
             acks: Acks::default(),
             stats: Counters::default(),
+            state: self.state,
             heartbeat_frame,
             ping_frame: crate::socket::ping_frame(),
             next_conn: AtomicU64::new(0),
             cluster,
-            server_events: Listeners::default(),
             requests: Default::default(),
             channel_handler: RwLock::new(None),
             shutting_down: AtomicBool::new(false),
@@ -199,6 +166,59 @@ impl Server {
         }
         Ok(server)
     }
+}
+
+/// Handlers registered through [`Server::tagged`] carry a tag, so that
+/// [`Server::off_tag`] removes them together.
+#[derive(Debug, Clone, Copy)]
+pub struct Tagged<'a> {
+    server: &'a Server,
+    tag: &'a str,
+}
+
+impl Tagged<'_> {
+    /// Like [`Server::on`], tagged.
+    pub fn on<M, H: Handler<M>>(&self, event: impl Into<On>, handler: H) -> HandlerId {
+        let on = event.into();
+        let table = &self.server.inner.events;
+        table.add(&on.event, erase(handler), Some(self.tag), on.once)
+    }
+
+    /// Like [`Server::on_server`], tagged.
+    pub fn on_server<M, H: Handler<M>>(&self, event: impl Into<On>, handler: H) -> HandlerId {
+        let on = event.into();
+        let table = &self.server.inner.server_events;
+        table.add(&on.event, erase(handler), Some(self.tag), on.once)
+    }
+
+    /// Like [`Server::on_system`], tagged.
+    pub fn on_system<M, H>(&self, handler: H) -> HandlerId
+    where
+        H: Handler<M>,
+        H::First: SystemEvent,
+    {
+        let name = <H::First as SystemEvent>::NAME;
+        self.server
+            .inner
+            .system
+            .add(name, erase(handler), Some(self.tag), false)
+    }
+}
+
+impl Server {
+    /// A single node with no broker. Must be called inside a tokio runtime.
+    pub fn new(config: ServerConfig) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder, for a broker (cluster mode) or application state.
+    pub fn builder(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            broker: None,
+            state: http::Extensions::new(),
+        }
+    }
 
     /// This node's name.
     pub fn node_name(&self) -> &str {
@@ -212,68 +232,50 @@ impl Server {
 
     // ----- handlers -----
 
-    /// Handles client event `event`. The handler runs on the connection's task: keep it short
-    /// and non-blocking, or use [`Server::on_async`].
-    pub fn on<F>(&self, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(Event<'_>) + Send + Sync + 'static,
-    {
-        self.inner.events.add(event, Arc::new(handler), None, false)
-    }
-
-    /// Like [`Server::on`], with a tag for [`Server::off_tag`].
-    pub fn on_tagged<F>(&self, tag: &str, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(Event<'_>) + Send + Sync + 'static,
-    {
+    /// Handles client event `event` (or `On::once(event)`: its next occurrence only).
+    ///
+    /// `handler` is any function, sync or `async`, whose arguments are extractors
+    /// ([`crate::Socket`], [`crate::Data`], [`crate::Payload`], [`crate::Reply`],
+    /// [`crate::State`], [`crate::Extension`], [`Server`], …) and whose return value may
+    /// answer the request ([`crate::Ack`], `Result`); see [`crate::handler`]. A synchronous
+    /// handler runs on the connection's task: keep it short and non-blocking.
+    pub fn on<M, H: Handler<M>>(&self, event: impl Into<On>, handler: H) -> HandlerId {
+        let on = event.into();
         self.inner
             .events
-            .add(event, Arc::new(handler), Some(tag), false)
+            .add(&on.event, erase(handler), None, on.once)
     }
 
-    /// Handles the next occurrence of `event` only.
-    pub fn once<F>(&self, event: &str, handler: F) -> HandlerId
+    /// Handles server-to-server event `event`, sent by [`Server::emit_server`] or
+    /// [`Server::request_server`] on any node. Same handlers as [`Server::on`], with
+    /// [`crate::FromNode`] for the sender and [`crate::Reply`] / [`crate::Ack`] for the
+    /// answer; a synchronous handler runs on the broker's receive task.
+    pub fn on_server<M, H: Handler<M>>(&self, event: impl Into<On>, handler: H) -> HandlerId {
+        let on = event.into();
+        self.inner
+            .server_events
+            .add(&on.event, erase(handler), None, on.once)
+    }
+
+    /// Handles a system event: the handler's first argument is the event
+    /// ([`crate::system::Connection`], [`crate::system::Close`], …), which selects the
+    /// events it gets; the others are extractors.
+    pub fn on_system<M, H>(&self, handler: H) -> HandlerId
     where
-        F: Fn(Event<'_>) + Send + Sync + 'static,
+        H: Handler<M>,
+        H::First: SystemEvent,
     {
-        self.inner.events.add(event, Arc::new(handler), None, true)
+        let name = <H::First as SystemEvent>::NAME;
+        self.inner.system.add(name, erase(handler), None, false)
     }
 
-    /// Handles `event` with an async function, spawned as a task per event.
-    pub fn on_async<F, Fut>(&self, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(OwnedEvent) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.inner.events.add(event, spawning(handler), None, false)
+    /// Registers handlers with a tag: `server.tagged("chat").on("say", say)`; remove them
+    /// all with [`Server::off_tag`].
+    pub fn tagged<'a>(&'a self, tag: &'a str) -> Tagged<'a> {
+        Tagged { server: self, tag }
     }
 
-    /// Handles `event` with a typed payload. A payload that does not deserialise into `T`
-    /// is dropped and reported as a socket `error` system event (and a reply, if asked, is
-    /// `{"error": "<message>"}`).
-    pub fn on_typed<T, F>(&self, event: &str, handler: F) -> HandlerId
-    where
-        T: serde::de::DeserializeOwned,
-        F: Fn(&Server, &Socket, T, Option<crate::Reply>) + Send + Sync + 'static,
-    {
-        self.on(event, move |ev: Event<'_>| {
-            match ev.payload.parse_owned::<T>() {
-                Ok(value) => handler(ev.server, ev.socket, value, ev.reply),
-                Err(e) => {
-                    let message = format!("invalid payload: {e}");
-                    if let Some(reply) = ev.reply {
-                        let _ = reply.send(&serde_json::json!({ "error": message }));
-                    }
-                    ev.server.emit_system(&SystemEvent::Error {
-                        socket: ev.socket.clone(),
-                        error: message,
-                    });
-                }
-            }
-        })
-    }
-
-    /// Removes one handler (client event or system event). Returns whether it existed.
+    /// Removes one handler (of any kind). Returns whether it existed.
     pub fn off(&self, id: HandlerId) -> bool {
         self.inner.events.remove_id(id)
             + self.inner.system.remove_id(id)
@@ -293,64 +295,11 @@ impl Server {
         self.inner.events.remove_name(event)
     }
 
-    /// Handles a system event (connection, close, error, pong, message, client-ping, server
-    /// error, listening, server closed).
-    pub fn on_system<F>(&self, kind: SystemEventKind, handler: F) -> HandlerId
-    where
-        F: Fn(&SystemEvent) + Send + Sync + 'static,
-    {
-        self.inner
-            .system
-            .add(kind.key(), Arc::new(handler), None, false)
-    }
-
-    /// Like [`Server::on_system`], with a tag for [`Server::off_tag`].
-    pub fn on_system_tagged<F>(&self, tag: &str, kind: SystemEventKind, handler: F) -> HandlerId
-    where
-        F: Fn(&SystemEvent) + Send + Sync + 'static,
-    {
-        self.inner
-            .system
-            .add(kind.key(), Arc::new(handler), Some(tag), false)
-    }
-
-    /// Runs `handler` for every new connection (the place to authenticate from the query
-    /// parameters and [`Server::bind`] an id, when that was not done before the upgrade).
-    pub fn on_connection<F>(&self, handler: F) -> HandlerId
-    where
-        F: Fn(&Server, &Socket) + Send + Sync + 'static,
-    {
-        let server = Arc::downgrade(&self.inner);
-        self.on_system(SystemEventKind::Connection, move |ev| {
-            if let (SystemEvent::Connection(socket), Some(inner)) = (ev, server.upgrade()) {
-                handler(&Server { inner }, socket);
-            }
-        })
-    }
-
-    /// Runs `handler` when a socket closes, with the close code and reason. The id binding
-    /// and room memberships are already cleaned up.
-    pub fn on_close<F>(&self, handler: F) -> HandlerId
-    where
-        F: Fn(&Socket, u16, &str) + Send + Sync + 'static,
-    {
-        self.on_system(SystemEventKind::Close, move |ev| {
-            if let SystemEvent::Close {
-                socket,
-                code,
-                reason,
-            } = ev
-            {
-                handler(socket, *code, reason);
-            }
-        })
-    }
-
-    pub(crate) fn emit_system(&self, event: &SystemEvent) {
-        if let Some(list) = self.inner.system.take(event.kind().key()) {
-            for entry in list.iter() {
-                (entry.handler)(event);
-            }
+    /// Runs the handlers of a system event.
+    pub(crate) fn emit_system<E: SystemEvent>(&self, event: &E, socket: Option<&Socket>) {
+        if let Some(list) = self.inner.system.get(E::NAME) {
+            let cx = Context::system(self, E::NAME, event, socket);
+            self.inner.system.dispatch(&list, cx);
         }
     }
 
@@ -369,7 +318,7 @@ impl Server {
             );
         }
         if let Some(cluster) = &self.inner.cluster {
-            cluster.announce_takeover(&self.inner.stats, &id);
+            cluster.announce_takeover(&id);
         }
     }
 
@@ -379,7 +328,7 @@ impl Server {
         let unbound = self.unbind_quiet(id);
         if unbound {
             if let Some(cluster) = &self.inner.cluster {
-                cluster.announce_gone(&self.inner.stats, id);
+                cluster.announce_gone(id);
             }
         }
         unbound
@@ -415,29 +364,30 @@ impl Server {
 
     /// Counters of this node.
     pub fn stats(&self) -> Stats {
-        let reg = self.read_registry();
-        let c = &self.inner.stats;
-        let cluster_count = |counter: fn(&Cluster) -> &AtomicU64| {
-            self.inner
-                .cluster
-                .as_ref()
-                .map_or(0, |cluster| counter(cluster).load(Ordering::Relaxed))
+        let (connections, bound_ids) = {
+            let reg = self.read_registry();
+            (reg.conns.len(), reg.ids.len())
         };
-        Stats {
-            connections: reg.conns.len(),
-            bound_ids: reg.ids.len(),
-            connections_total: c.connections_total.load(Ordering::Relaxed),
-            malformed_frames: c.malformed_frames.load(Ordering::Relaxed),
-            unknown_events: c.unknown_events.load(Ordering::Relaxed),
-            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
-            dropped_messages: c.dropped_messages.load(Ordering::Relaxed),
-            slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
-            ping_timeouts: c.ping_timeouts.load(Ordering::Relaxed),
-            broker_dropped: c.broker_dropped.load(Ordering::Relaxed),
-            envelopes_received: cluster_count(|c| &c.received),
-            envelopes_duplicate: cluster_count(|c| &c.duplicates),
-            remote_deliveries: cluster_count(|c| &c.deliveries),
+        let c = &self.inner.stats;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut stats = Stats {
+            connections,
+            bound_ids,
+            connections_total: load(&c.connections_total),
+            malformed_frames: load(&c.malformed_frames),
+            unknown_events: load(&c.unknown_events),
+            rejected_events: load(&c.rejected_events),
+            handler_panics: load(&c.handler_panics),
+            protocol_errors: load(&c.protocol_errors),
+            dropped_messages: load(&c.dropped_messages),
+            slow_disconnects: load(&c.slow_disconnects),
+            ping_timeouts: load(&c.ping_timeouts),
+            ..Stats::default()
+        };
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.add_stats(&mut stats);
         }
+        stats
     }
 
     /// Health of the broker, `None` on a single node.
@@ -447,49 +397,39 @@ impl Server {
 
     // ----- custom channels -----
 
-    /// Subscribes this node to a custom broker channel; its messages go to the handler set
-    /// with [`Server::on_channel_message`]. Names starting with crosswire's own prefixes are
-    /// refused. Returns false on a single node (no broker) or for a reserved name.
-    pub fn subscribe_channel(&self, channel: &str) -> bool {
+    /// Queues a broker operation on a custom channel; false on a single node or for a name
+    /// that starts with crosswire's own prefixes.
+    fn custom_channel(&self, channel: &str, op: impl FnOnce() -> Outgoing) -> bool {
         match &self.inner.cluster {
             Some(cluster) if !cluster.is_reserved(channel) => {
-                cluster.queue(&self.inner.stats, Outgoing::Subscribe(channel.to_string()));
+                cluster.queue(op());
                 true
             }
             _ => false,
         }
     }
 
+    /// Subscribes this node to a custom broker channel; its messages go to the handler set
+    /// with [`Server::on_channel_message`]. Names starting with crosswire's own prefixes are
+    /// refused. Returns false on a single node (no broker) or for a reserved name.
+    pub fn subscribe_channel(&self, channel: &str) -> bool {
+        self.custom_channel(channel, || Outgoing::Subscribe(channel.to_string()))
+    }
+
     /// Unsubscribes a custom channel.
     pub fn unsubscribe_channel(&self, channel: &str) -> bool {
-        match &self.inner.cluster {
-            Some(cluster) if !cluster.is_reserved(channel) => {
-                cluster.queue(
-                    &self.inner.stats,
-                    Outgoing::Unsubscribe(channel.to_string()),
-                );
-                true
-            }
-            _ => false,
-        }
+        self.custom_channel(channel, || Outgoing::Unsubscribe(channel.to_string()))
     }
 
     /// Publishes raw bytes on a custom channel (no envelope; any subscriber, crosswire or
     /// not, receives them as they are).
     pub fn publish_raw(&self, channel: &str, payload: impl Into<Bytes>) -> bool {
-        match &self.inner.cluster {
-            Some(cluster) if !cluster.is_reserved(channel) => {
-                cluster.queue(
-                    &self.inner.stats,
-                    Outgoing::Publish(Arc::from(channel), payload.into()),
-                );
-                true
-            }
-            _ => false,
-        }
+        let payload = payload.into();
+        self.custom_channel(channel, || Outgoing::Publish(Arc::from(channel), payload))
     }
 
-    /// Sets the one handler of messages on custom channels (replacing any previous one).
+    /// Sets the one handler of messages on custom channels (replacing any previous one). It
+    /// runs on the broker's receive task; a panic in it is caught and logged.
     pub fn on_channel_message<F>(&self, handler: F)
     where
         F: Fn(&str, &Bytes) + Send + Sync + 'static,
@@ -501,7 +441,7 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
     }
 
-    pub(crate) fn emit_channel_message(&self, message: &crosswire_core::BrokerMessage) {
+    pub(crate) fn emit_channel_message(&self, message: &BrokerMessage) {
         let handler = self
             .inner
             .channel_handler
@@ -509,238 +449,11 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(handler) = handler {
-            handler(&message.channel, &message.payload);
-        }
-    }
-
-    // ----- rooms -----
-
-    /// Adds `id` to room `room` of `namespace`.
-    pub fn join(&self, namespace: &str, room: &str, id: &str) {
-        let change = self.write_registry().join(namespace, room, id);
-        self.namespace_changed(change);
-    }
-
-    /// Removes `id` from a room.
-    pub fn leave(&self, namespace: &str, room: &str, id: &str) {
-        let change = self.write_registry().leave(namespace, room, id);
-        self.namespace_changed(change);
-    }
-
-    /// Removes `id` from every room.
-    pub fn leave_all(&self, id: &str) {
-        let changes = self.write_registry().leave_all(id);
-        for change in changes {
-            self.namespace_changed(change);
-        }
-    }
-
-    /// Removes a room on this node and, in a cluster, on every node.
-    pub fn remove_room(&self, namespace: &str, room: &str) {
-        self.remove_room_local(namespace, room);
-        if let Some(cluster) = &self.inner.cluster {
-            cluster.publish_remove_room(&self.inner.stats, namespace, room);
-        }
-    }
-
-    pub(crate) fn remove_room_local(&self, namespace: &str, room: &str) {
-        let change = self.write_registry().remove_room(namespace, room);
-        self.namespace_changed(change);
-    }
-
-    fn namespace_changed(&self, change: NamespaceChange) {
-        let Some(cluster) = &self.inner.cluster else {
-            return;
-        };
-        match change {
-            NamespaceChange::None => {}
-            NamespaceChange::Added(ns) => {
-                if !self.inner.preset.contains(&*ns) {
-                    cluster.subscribe_namespace(&self.inner.stats, &ns);
-                }
-            }
-            NamespaceChange::Removed(ns) => {
-                if self.inner.config.auto_unsubscribe && !self.inner.preset.contains(&*ns) {
-                    cluster.unsubscribe_namespace(&self.inner.stats, &ns);
-                }
+            let run = std::panic::AssertUnwindSafe(|| handler(&message.channel, &message.payload));
+            if let Err(panic) = std::panic::catch_unwind(run) {
+                crate::handler::handler_panicked(self, None, &message.channel, panic.as_ref());
             }
         }
-    }
-
-    /// Local members of a room.
-    pub fn room_members(&self, namespace: &str, room: &str) -> Vec<String> {
-        self.read_registry()
-            .room_members(namespace, room)
-            .map(|m| m.iter().map(|id| id.to_string()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Number of local members of a room.
-    pub fn room_size(&self, namespace: &str, room: &str) -> usize {
-        self.read_registry()
-            .room_members(namespace, room)
-            .map_or(0, |m| m.len())
-    }
-
-    /// Distinct local ids in every room of the namespaces matching `namespace`.
-    pub fn namespace_members(&self, namespace: &str, matching: Match) -> Vec<String> {
-        self.read_registry()
-            .namespace_members(namespace, matching)
-            .into_iter()
-            .map(|id| id.to_string())
-            .collect()
-    }
-
-    /// Number of distinct local ids in the namespaces matching `namespace`.
-    pub fn namespace_size(&self, namespace: &str, matching: Match) -> usize {
-        self.read_registry()
-            .namespace_members(namespace, matching)
-            .len()
-    }
-
-    /// Room ids (with their namespace) in the namespaces matching `namespace`.
-    pub fn rooms(&self, namespace: &str, matching: Match) -> Vec<(String, String)> {
-        self.read_registry()
-            .rooms_matching(namespace, matching, "", Match::Prefix)
-            .into_iter()
-            .map(|(n, r, _)| (n.to_string(), r.to_string()))
-            .collect()
-    }
-
-    /// Number of rooms in the namespaces matching `namespace`.
-    pub fn room_count(&self, namespace: &str, matching: Match) -> usize {
-        self.read_registry()
-            .rooms_matching(namespace, matching, "", Match::Prefix)
-            .len()
-    }
-
-    /// Rooms matching `room` (exact or prefix) in the namespaces matching `namespace`, with
-    /// their local member counts.
-    pub fn find_rooms(
-        &self,
-        namespace: &str,
-        ns_matching: Match,
-        room: &str,
-        room_matching: Match,
-    ) -> Vec<(String, String, usize)> {
-        self.read_registry()
-            .rooms_matching(namespace, ns_matching, room, room_matching)
-            .into_iter()
-            .map(|(n, r, c)| (n.to_string(), r.to_string(), c))
-            .collect()
-    }
-
-    /// The rooms `id` joined, as (namespace, room), optionally only in namespaces starting
-    /// with `namespace_prefix`.
-    pub fn rooms_of(&self, id: &str, namespace_prefix: Option<&str>) -> Vec<(String, String)> {
-        self.read_registry()
-            .rooms_of(id)
-            .iter()
-            .filter(|(n, _)| namespace_prefix.is_none_or(|p| n.starts_with(p)))
-            .map(|(n, r)| (n.to_string(), r.to_string()))
-            .collect()
-    }
-
-    /// Whether `id` is in a room.
-    pub fn is_joined(&self, namespace: &str, room: &str, id: &str) -> bool {
-        self.read_registry()
-            .room_members(namespace, room)
-            .is_some_and(|m| m.contains(id))
-    }
-
-    // ----- sending -----
-
-    /// Sends to the socket bound to `id`, wherever it is connected.
-    pub fn to(&self, id: impl Into<String>) -> Emit<'_> {
-        self.emit_to(Target::Id(id.into()))
-    }
-
-    /// Sends to the sockets bound to each of `ids`.
-    /// An id listed twice is sent to once.
-    pub fn to_ids<I, S>(&self, ids: I) -> Emit<'_>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let mut seen = HashSet::new();
-        let ids: Vec<String> = ids
-            .into_iter()
-            .map(Into::into)
-            .filter(|id| seen.insert(id.clone()))
-            .collect();
-        self.emit_to(Target::Ids(ids))
-    }
-
-    /// Sends to every member of a room.
-    pub fn to_room(&self, namespace: impl Into<String>, room: impl Into<String>) -> Emit<'_> {
-        self.emit_to(Target::Room {
-            namespace: namespace.into(),
-            room: room.into(),
-            except: Vec::new(),
-            destroy: false,
-        })
-    }
-
-    /// Sends to every socket.
-    pub fn to_all(&self) -> Emit<'_> {
-        self.emit_to(Target::All)
-    }
-
-    fn emit_to(&self, target: Target) -> Emit<'_> {
-        Emit {
-            server: self,
-            target,
-            local: false,
-        }
-    }
-
-    /// Delivers a frame to the local sockets named by `target`; returns how many got it.
-    pub(crate) fn deliver_local(&self, target: &Target, frame: &Bytes) -> usize {
-        let mut delivered = 0;
-        let mut destroy: Option<(&str, &str)> = None;
-        {
-            let reg = self.read_registry();
-            let mut send = |s: &Arc<SocketShared>| {
-                if s.enqueue_in_batch(frame.clone()).is_ok() {
-                    delivered += 1;
-                }
-            };
-            match target {
-                Target::All => reg.conns.values().for_each(&mut send),
-                Target::Id(id) => reg.get(id).into_iter().for_each(&mut send),
-                Target::Ids(ids) => {
-                    for id in ids {
-                        if let Some(s) = reg.get(id) {
-                            send(s);
-                        }
-                    }
-                }
-                Target::Room {
-                    namespace,
-                    room,
-                    except,
-                    destroy: d,
-                } => {
-                    if let Some(members) = reg.room_members(namespace, room) {
-                        for id in members {
-                            if except.iter().any(|e| **e == **id) {
-                                continue;
-                            }
-                            if let Some(s) = reg.get(id) {
-                                send(s);
-                            }
-                        }
-                    }
-                    if *d {
-                        destroy = Some((namespace, room));
-                    }
-                }
-            }
-        }
-        if let Some((namespace, room)) = destroy {
-            self.remove_room_local(namespace, room);
-        }
-        delivered
     }
 
     // ----- life cycle -----
@@ -749,7 +462,7 @@ impl Server {
         self.inner.read_registry()
     }
 
-    fn write_registry(&self) -> RwLockWriteGuard<'_, Registry> {
+    pub(crate) fn write_registry(&self) -> RwLockWriteGuard<'_, Registry> {
         self.inner
             .registry
             .write()
@@ -766,20 +479,32 @@ impl Server {
         &self,
         stream: tokio::net::TcpStream,
         leftover: bytes::BytesMut,
-        params: crate::RequestParams,
-        setup: impl FnOnce(&Server, &Socket) + Send + 'static,
+        accepted: Accepted,
     ) {
         if self.is_shutting_down() {
             return;
         }
         let _ = stream.set_nodelay(true);
         let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let Accepted {
+            params,
+            headers,
+            extensions,
+            bind,
+        } = accepted;
         let remote = stream.peer_addr().ok();
+        let client_ip =
+            crate::handshake::client_ip(remote, &headers, &self.inner.config.trusted_proxies);
         let shared = Arc::new(SocketShared::new(
             conn_id,
             stream,
-            params,
-            remote,
+            crate::socket::Identity {
+                params,
+                remote,
+                client_ip,
+                headers: crate::handshake::HeaderBlock::new(&headers),
+                extensions,
+            },
             Arc::downgrade(&self.inner),
             self.inner.config.max_queue_bytes,
             self.inner.config.slow_client_policy,
@@ -794,9 +519,15 @@ impl Server {
         // its id as early as possible after the 101 response.
         {
             let _batch = Batch::begin();
-            setup(self, &socket);
-            self.emit_system(&SystemEvent::Connection(socket.clone()));
+            if let Some(id) = bind {
+                self.bind(&id, &socket);
+            }
+            let headers = Arc::new(headers);
+            self.emit_system(&system::Connection { headers }, Some(&socket));
         }
+        socket
+            .shared
+            .retain_headers(&self.inner.config.header_retention);
         let server = self.clone();
         tokio::spawn(crate::connection::run(server, socket, leftover));
     }
@@ -820,28 +551,14 @@ impl Server {
                 if inner.shutting_down.load(Ordering::Acquire) {
                     return;
                 }
-                let sockets: Vec<Arc<SocketShared>> =
-                    inner.read_registry().conns.values().cloned().collect();
-                let _batch = Batch::begin();
-                for s in sockets {
-                    if s.awaiting_pong.swap(true, Ordering::AcqRel) {
-                        tracing::debug!(
-                            conn = s.conn_id,
-                            "no pong since the last ping, terminating"
-                        );
-                        inner.stats.ping_timeouts.fetch_add(1, Ordering::Relaxed);
-                        s.request_terminate();
-                    } else {
-                        let _ = s.enqueue_in_batch(inner.ping_frame.clone());
-                    }
-                }
+                inner.ping_all();
             }
         });
     }
 
     /// Graceful shutdown: stops accepting, closes every socket with 1001, and waits up to
     /// the close timeout for them to finish before dropping the rest. Emits
-    /// [`SystemEvent::ServerClosed`].
+    /// [`system::ServerClosed`].
     pub async fn shutdown(&self) {
         if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
             return;
@@ -860,7 +577,7 @@ impl Server {
         // before `ServerClosed`.
         self.wait_for_no_connections(Duration::from_secs(1)).await;
         crate::cluster::leave(self).await;
-        self.emit_system(&SystemEvent::ServerClosed);
+        self.emit_system(&system::ServerClosed {}, None);
     }
 
     /// Waits until every connection is gone, or `timeout`.
@@ -890,7 +607,7 @@ impl Server {
         router: axum::Router,
     ) -> Result<(), ServeError> {
         let addr = listener.local_addr()?;
-        self.emit_system(&SystemEvent::Listening(addr));
+        self.emit_system(&system::Listening { addr }, None);
         tracing::info!(%addr, node = %self.node_name(), "listening");
         let inner = Arc::clone(&self.inner);
         let shutdown = async move {
@@ -919,7 +636,7 @@ impl Server {
         let server = self.clone();
         tokio::spawn(async move {
             if let Err(e) = server.serve(listener).await {
-                server.emit_system(&SystemEvent::ServerError(e.to_string()));
+                server.emit_system(&system::ServerError::new(e.to_string()), None);
             }
         });
         Ok(local)
@@ -935,6 +652,23 @@ impl ServerInner {
         &self.requests
     }
 
+    /// One sweep of the protocol heartbeat: pings every socket, and terminates those that
+    /// did not answer the previous ping.
+    fn ping_all(&self) {
+        let sockets: Vec<Arc<SocketShared>> =
+            self.read_registry().conns.values().cloned().collect();
+        let _batch = Batch::begin();
+        for s in sockets {
+            if s.awaiting_pong.swap(true, Ordering::AcqRel) {
+                tracing::debug!(conn = s.conn_id, "no pong since the last ping, terminating");
+                self.stats.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                s.request_terminate();
+            } else {
+                let _ = s.enqueue_in_batch(self.ping_frame.clone());
+            }
+        }
+    }
+
     pub(crate) fn remove_socket(self: &Arc<Self>, socket: &Socket) {
         let (changes, unbound) = self
             .registry
@@ -942,7 +676,7 @@ impl ServerInner {
             .unwrap_or_else(|p| p.into_inner())
             .remove_conn(&socket.shared);
         if let (Some(id), Some(cluster)) = (unbound, &self.cluster) {
-            cluster.announce_gone(&self.stats, &id);
+            cluster.announce_gone(&id);
         }
         self.acks.drop_conn(socket.shared.conn_id);
         let server = Server {
@@ -955,88 +689,10 @@ impl ServerInner {
     }
 }
 
-/// A send in preparation: choose options, then [`Emit::emit`].
-#[must_use = "nothing is sent until .emit() is called"]
-pub struct Emit<'a> {
-    server: &'a Server,
-    target: Target,
-    local: bool,
-}
-
-impl Emit<'_> {
-    /// Skips these ids (room sends only).
-    pub fn except<I, S>(mut self, ids: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        if let Target::Room { except, .. } = &mut self.target {
-            except.extend(ids.into_iter().map(Into::into));
-        }
-        self
-    }
-
-    /// Removes the room after sending (room sends only).
-    pub fn destroy(mut self) -> Self {
-        if let Target::Room { destroy, .. } = &mut self.target {
-            *destroy = true;
-        }
-        self
-    }
-
-    /// Delivers to this node's sockets only.
-    pub fn local(mut self) -> Self {
-        self.local = true;
-        self
-    }
-
-    /// Sends event `event` with a serialisable payload. The frame is encoded once and shared
-    /// by every recipient, local or remote. Returns how many local sockets got it.
-    pub fn emit<T: Serialize + ?Sized>(self, event: &str, payload: &T) -> Result<usize, EmitError> {
-        let frame = frame::encode_event(event, payload)?;
-        self.send_frame(frame)
-    }
-
-    /// Sends event `event` with a payload that is already JSON text (never re-parsed).
-    pub fn emit_raw(self, event: &str, payload: &RawValue) -> Result<usize, EmitError> {
-        self.send_frame(frame::encode_event_raw(event, payload))
-    }
-
-    /// Sends a complete, pre-encoded WebSocket frame.
-    pub fn send_frame(self, frame: Bytes) -> Result<usize, EmitError> {
-        if self.server.is_shutting_down() {
-            return Err(EmitError::ShutDown);
-        }
-        let batch = Batch::begin();
-        let delivered = self.server.deliver_local(&self.target, &frame);
-        if !self.local {
-            if let Some(cluster) = &self.server.inner.cluster {
-                let fully_local = match &self.target {
-                    Target::Id(_) => delivered == 1,
-                    _ => false,
-                };
-                if !fully_local {
-                    cluster.publish_delivery(&self.server.inner.stats, self.target, frame);
-                }
-            }
-        }
-        drop(batch);
-        Ok(delivered)
-    }
-}
-
-/// Used by the cluster module to queue an outgoing broker operation.
-pub(crate) fn queue_outgoing(tx: &mpsc::Sender<Outgoing>, stats: &Counters, op: Outgoing) {
-    if tx.try_send(op).is_err() {
-        stats.broker_dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("broker publish queue full or closed; message dropped");
-    }
-}
-
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Server>();
     is::<Socket>();
-    let _ = Duration::ZERO;
+    let _ = lock::<()>;
 }

@@ -2,7 +2,6 @@
 //! one by one or all at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -12,111 +11,37 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::error::ServerEmitError;
-use crate::events::{HandlerId, Payload};
+use crate::error::{SendError, ServerEmitError};
+use crate::handler::{Ack, Context, Data};
+use crate::rooms::Room;
 use crate::server::{Server, ServerInner};
 use crate::socket::lock;
 use crosswire_protocol::envelope::Body;
 
-/// A server-to-server event as a handler sees it.
-pub struct ServerEvent<'a> {
-    /// This node.
-    pub server: &'a Server,
-    /// The node that sent it (this node's own name for an event it emitted to itself).
-    pub from: &'a str,
-    /// The payload.
-    pub payload: Payload<'a>,
-    /// Present when the sender waits for replies. Only the first handler of an event gets
-    /// it: each node answers a request once.
-    pub reply: Option<ServerReply>,
-}
-
-/// An owned [`ServerEvent`], for asynchronous handlers.
-pub struct OwnedServerEvent {
-    /// This node.
-    pub server: Server,
-    /// The node that sent it.
-    pub from: String,
-    /// The payload.
-    pub payload: Box<RawValue>,
-    /// Present when the sender waits for replies.
-    pub reply: Option<ServerReply>,
-}
-
-impl OwnedServerEvent {
-    /// Deserialises the payload.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.payload.get())
-    }
-}
-
-/// Answers a server-to-server request. Consumed by sending.
-#[derive(Debug)]
-pub struct ServerReply {
-    server: Weak<ServerInner>,
-    to: Arc<str>,
+/// Sends the answer to request `request` of node `to`: in-process when `to` is this node.
+pub(crate) fn send_reply<T: Serialize + ?Sized>(
+    server: &Server,
+    to: &str,
     request: u64,
-}
-
-impl ServerReply {
-    /// The node waiting for this reply.
-    pub fn to(&self) -> &str {
-        &self.to
+    payload: &T,
+) -> Result<(), SendError> {
+    let payload = Bytes::from(serde_json::to_vec(payload).map_err(|_| SendError::Encode)?);
+    if to == server.node_name() {
+        server.inner.requests().resolve(request, to, payload);
+        return Ok(());
     }
-
-    /// Sends the reply.
-    pub fn send<T: Serialize + ?Sized>(self, payload: &T) -> Result<(), ServerEmitError> {
-        let bytes = Bytes::from(serde_json::to_vec(payload)?);
-        self.send_bytes(bytes)
+    if let Some(cluster) = &server.inner.cluster {
+        let channel = cluster.channels.s2s_node(to);
+        cluster.publish(
+            channel,
+            Body::ServerReply {
+                request,
+                to: to.to_string(),
+                payload,
+            },
+        );
     }
-
-    /// Sends a reply that is already JSON text.
-    pub fn send_raw(self, payload: &RawValue) -> Result<(), ServerEmitError> {
-        self.send_bytes(Bytes::copy_from_slice(payload.get().as_bytes()))
-    }
-
-    fn send_bytes(self, payload: Bytes) -> Result<(), ServerEmitError> {
-        let inner = self.server.upgrade().ok_or(ServerEmitError::ShutDown)?;
-        let server = Server { inner };
-        if *self.to == *server.node_name() {
-            server
-                .inner
-                .requests()
-                .resolve(self.request, &self.to, payload);
-            return Ok(());
-        }
-        if let Some(cluster) = &server.inner.cluster {
-            let channel = cluster.channels.s2s_node(&self.to);
-            cluster.publish(
-                &server.inner.stats,
-                channel,
-                Body::ServerReply {
-                    request: self.request,
-                    to: self.to.to_string(),
-                    payload,
-                },
-            );
-        }
-        Ok(())
-    }
-}
-
-pub(crate) type ServerHandler = dyn Fn(ServerEvent<'_>) + Send + Sync;
-
-pub(crate) fn spawning<F, Fut>(handler: F) -> Arc<ServerHandler>
-where
-    F: Fn(OwnedServerEvent) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move |ev: ServerEvent<'_>| {
-        let owned = OwnedServerEvent {
-            server: ev.server.clone(),
-            from: ev.from.to_string(),
-            payload: ev.payload.to_owned(),
-            reply: ev.reply,
-        };
-        tokio::spawn(handler(owned));
-    })
+    Ok(())
 }
 
 /// Options of [`Server::request_server`] and [`Server::emit_server`].
@@ -327,7 +252,7 @@ pub(crate) fn dispatch(
     payload: Bytes,
     request: Option<u64>,
 ) {
-    let Some(handlers) = server.inner.server_events.take(event) else {
+    let Some(handlers) = server.inner.server_events.get(event) else {
         tracing::debug!(event, from, "no handler for server event");
         return;
     };
@@ -338,65 +263,11 @@ pub(crate) fn dispatch(
             return;
         }
     };
-    let from_arc: Arc<str> = Arc::from(from);
-    let mut reply = request.map(|request| ServerReply {
-        server: Arc::downgrade(&server.inner),
-        to: Arc::clone(&from_arc),
-        request,
-    });
-    for entry in handlers.iter() {
-        (entry.handler)(ServerEvent {
-            server,
-            from,
-            payload: Payload(raw),
-            reply: reply.take(),
-        });
-    }
+    let cx = Context::server_event(server, from, event, raw, request);
+    server.inner.server_events.dispatch(&handlers, cx);
 }
 
 impl Server {
-    /// Handles server-to-server event `event`. The handler runs on the broker's receive task:
-    /// keep it short, or use [`Server::on_server_async`].
-    pub fn on_server<F>(&self, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(ServerEvent<'_>) + Send + Sync + 'static,
-    {
-        self.inner
-            .server_events
-            .add(event, Arc::new(handler), None, false)
-    }
-
-    /// Like [`Server::on_server`], with a tag for [`Server::off_tag`].
-    pub fn on_server_tagged<F>(&self, tag: &str, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(ServerEvent<'_>) + Send + Sync + 'static,
-    {
-        self.inner
-            .server_events
-            .add(event, Arc::new(handler), Some(tag), false)
-    }
-
-    /// Handles the next occurrence of server event `event` only.
-    pub fn once_server<F>(&self, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(ServerEvent<'_>) + Send + Sync + 'static,
-    {
-        self.inner
-            .server_events
-            .add(event, Arc::new(handler), None, true)
-    }
-
-    /// Handles server event `event` with an async function, spawned per event.
-    pub fn on_server_async<F, Fut>(&self, event: &str, handler: F) -> HandlerId
-    where
-        F: Fn(OwnedServerEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.inner
-            .server_events
-            .add(event, spawning(handler), None, false)
-    }
-
     /// Sends a server event without waiting for replies.
     pub fn emit_server<T: Serialize + ?Sized>(
         &self,
@@ -484,10 +355,8 @@ impl Server {
     ) {
         let me = self.node_name().to_string();
         if let Some(cluster) = &self.inner.cluster {
-            let stats = &self.inner.stats;
             if options.targets.is_empty() {
                 cluster.publish(
-                    stats,
                     Arc::clone(&cluster.channels.s2s_all),
                     Body::ServerEvent {
                         event: event.to_string(),
@@ -499,7 +368,6 @@ impl Server {
             } else {
                 for target in options.targets.iter().filter(|t| **t != me) {
                     cluster.publish(
-                        stats,
                         cluster.channels.s2s_node(target),
                         Body::ServerEvent {
                             event: event.to_string(),
@@ -522,9 +390,9 @@ impl Server {
     // ----- cluster-wide queries -----
 
     /// Members of a room on every node (best effort within the server request timeout).
-    pub async fn cluster_room_members(&self, namespace: &str, room: &str) -> Vec<String> {
+    pub async fn cluster_room_members(&self, room: &Room) -> Vec<String> {
         let mut all: Vec<String> = self
-            .query::<Vec<String>>(QUERY_ROOM_MEMBERS, &(namespace, room))
+            .query::<Vec<String>>(QUERY_ROOM_MEMBERS, room)
             .await
             .into_iter()
             .flatten()
@@ -535,8 +403,8 @@ impl Server {
     }
 
     /// Number of members of a room on every node.
-    pub async fn cluster_room_size(&self, namespace: &str, room: &str) -> usize {
-        self.cluster_room_members(namespace, room).await.len()
+    pub async fn cluster_room_size(&self, room: &Room) -> usize {
+        self.cluster_room_members(room).await.len()
     }
 
     /// Connections on every node.
@@ -596,22 +464,15 @@ impl Server {
 
     /// Installs the handlers of the built-in cluster queries.
     pub(crate) fn install_queries(&self) {
-        self.on_server(QUERY_ROOM_MEMBERS, |ev| {
-            if let (Some(reply), Ok((ns, room))) =
-                (ev.reply, ev.payload.parse::<(String, String)>())
-            {
-                let _ = reply.send(&ev.server.room_members(&ns, &room));
-            }
+        self.on_server(
+            QUERY_ROOM_MEMBERS,
+            |server: Server, Data(room): Data<Room>| Ack(server.room_members(&room)),
+        );
+        self.on_server(QUERY_CONNECTIONS, |server: Server| {
+            Ack(server.connection_count())
         });
-        self.on_server(QUERY_CONNECTIONS, |ev| {
-            if let Some(reply) = ev.reply {
-                let _ = reply.send(&ev.server.connection_count());
-            }
-        });
-        self.on_server(QUERY_LOCATE, |ev| {
-            if let (Some(reply), Ok(id)) = (ev.reply, ev.payload.parse::<String>()) {
-                let _ = reply.send(&ev.server.socket(&id).is_some());
-            }
+        self.on_server(QUERY_LOCATE, |server: Server, Data(id): Data<String>| {
+            Ack(server.socket(&id).is_some())
         });
     }
 }

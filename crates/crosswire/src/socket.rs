@@ -19,9 +19,10 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -32,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::config::SlowClientPolicy;
 use crate::error::{RequestError, SendError};
+use crate::handshake::{HeaderBlock, HeaderRetention};
 use crate::params::RequestParams;
 use crate::server::ServerInner;
 use crosswire_protocol::{frame, ws};
@@ -80,6 +82,22 @@ pub(crate) struct Outbound {
     pub(crate) terminate_reason: Option<(u16, String)>,
 }
 
+/// Who a connection is, from its upgrade request.
+pub(crate) struct Identity {
+    pub(crate) params: RequestParams,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) headers: HeaderBlock,
+    pub(crate) extensions: http::Extensions,
+}
+
+/// The parts of a socket's identity that change after the upgrade.
+#[derive(Default)]
+struct Handshake {
+    headers: HeaderBlock,
+    extensions: http::Extensions,
+}
+
 pub(crate) struct SocketShared {
     pub(crate) conn_id: u64,
     pub(crate) stream: TcpStream,
@@ -96,6 +114,11 @@ pub(crate) struct SocketShared {
     pub(crate) id: Mutex<Option<Arc<str>>>,
     pub(crate) params: RequestParams,
     pub(crate) remote_addr: Option<SocketAddr>,
+    /// The client's address through trusted proxies.
+    client_ip: Option<IpAddr>,
+    /// Kept request headers and the typed extensions. A std lock: every critical section
+    /// is a lookup or an insert, never held across an `.await`.
+    handshake: RwLock<Handshake>,
     pub(crate) counters: Counters,
     pub(crate) server: Weak<ServerInner>,
     max_queue_bytes: usize,
@@ -260,12 +283,10 @@ fn flush_dirty() {
 }
 
 impl SocketShared {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         conn_id: u64,
         stream: TcpStream,
-        params: RequestParams,
-        remote_addr: Option<SocketAddr>,
+        identity: Identity,
         server: Weak<ServerInner>,
         max_queue_bytes: usize,
         policy: SlowClientPolicy,
@@ -280,8 +301,13 @@ impl SocketShared {
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
             id: Mutex::new(None),
-            params,
-            remote_addr,
+            params: identity.params,
+            remote_addr: identity.remote,
+            client_ip: identity.client_ip,
+            handshake: RwLock::new(Handshake {
+                headers: identity.headers,
+                extensions: identity.extensions,
+            }),
             counters: Counters::default(),
             server,
             max_queue_bytes,
@@ -452,6 +478,21 @@ impl SocketShared {
     pub(crate) fn bound_id(&self) -> Option<Arc<str>> {
         lock(&self.id).clone()
     }
+
+    fn read_handshake(&self) -> RwLockReadGuard<'_, Handshake> {
+        self.handshake.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_handshake(&self) -> RwLockWriteGuard<'_, Handshake> {
+        self.handshake.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the request headers that `retention` does not keep.
+    pub(crate) fn retain_headers(&self, retention: &HeaderRetention) {
+        if *retention != HeaderRetention::All {
+            self.write_handshake().headers.retain(retention);
+        }
+    }
 }
 
 /// A handle to one client connection. Cheap to clone; it stays valid (and inert) after the
@@ -489,14 +530,65 @@ impl Socket {
         self.shared.bound_id().map(|s| s.to_string())
     }
 
-    /// The connection's query and path parameters, parsed at upgrade time.
+    /// The connection's path and query parameters, parsed at upgrade time.
     pub fn params(&self) -> &RequestParams {
         &self.shared.params
     }
 
-    /// The peer's address.
+    /// One query parameter of the upgrade request (`ws://host/?id=7` → `query("id")`).
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.shared.params.get(key)
+    }
+
+    /// The request path (without its leading `/` unless configured otherwise).
+    pub fn path(&self) -> &str {
+        self.shared.params.path()
+    }
+
+    /// The TCP peer's address (a proxy's, behind one).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.shared.remote_addr
+    }
+
+    /// The client's address: the TCP peer's, or — when the peer is one of
+    /// [`crate::ServerConfig::with_trusted_proxies`] — the one those proxies reported in
+    /// `Forwarded` / `X-Forwarded-For`.
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.shared.client_ip
+    }
+
+    /// The first value of request header `name` (case-insensitive), as text. Headers are
+    /// kept per [`crate::ServerConfig::with_header_retention`].
+    pub fn header(&self, name: &str) -> Option<String> {
+        let handshake = self.shared.read_handshake();
+        let value = handshake.headers.get(name)?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    }
+
+    /// Every kept request header.
+    pub fn headers(&self) -> http::HeaderMap {
+        self.shared.read_handshake().headers.to_map()
+    }
+
+    /// The value of cookie `name` from the request's `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.shared.read_handshake().headers.cookie(name)
+    }
+
+    /// Stores a typed value on the socket (e.g. the authenticated user), returning the
+    /// previous value of that type. Handlers read it as [`crate::Extension<T>`].
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.shared.write_handshake().extensions.insert(value)
+    }
+
+    /// A clone of the socket's value of type `T`.
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.shared.read_handshake().extensions.get::<T>().cloned()
+    }
+
+    /// Removes the socket's value of type `T`.
+    pub fn remove_extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.shared.write_handshake().extensions.remove::<T>()
     }
 
     /// Traffic counters.

@@ -14,19 +14,47 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::events::SystemEvent;
 use crate::params::{ParseOptions, RequestParams};
 use crate::server::Server;
-use crate::socket::Socket;
+use crate::system::ServerError;
 use crosswire_protocol::ws;
 
 /// A WebSocket upgrade request, as an axum extractor. Authenticate first (from
-/// [`WsUpgrade::params`] or the request headers), then call [`WsUpgrade::accept`] — or return
-/// an error response such as 401 and the socket never opens.
+/// [`WsUpgrade::params`] or [`WsUpgrade::headers`]), put what you learnt on the socket-to-be
+/// ([`WsUpgrade::insert_extension`], [`WsUpgrade::bind`]), then [`WsUpgrade::accept`] — or
+/// return an error response such as 401 and the socket never opens.
+///
+/// ```
+/// use axum::extract::State;
+/// use axum::response::{IntoResponse, Response};
+/// use crosswire::{Server, WsUpgrade};
+///
+/// #[derive(Clone)]
+/// struct User { id: String }
+///
+/// async fn ws(upgrade: WsUpgrade, State(server): State<Server>) -> Response {
+///     let Some(token) = upgrade.params(&server).get("token").map(str::to_string) else {
+///         return (http::StatusCode::UNAUTHORIZED, "token required").into_response();
+///     };
+///     let user = User { id: token }; // look the token up here
+///     upgrade.bind(user.id.clone()).with_extension(user).accept(&server)
+/// }
+/// ```
 pub struct WsUpgrade {
     on_upgrade: OnUpgrade,
     accept: HeaderValue,
     target: String,
+    headers: HeaderMap,
+    extensions: http::Extensions,
+    bind: Option<String>,
+}
+
+/// What an accepted upgrade hands to the new socket.
+pub(crate) struct Accepted {
+    pub(crate) params: RequestParams,
+    pub(crate) headers: HeaderMap,
+    pub(crate) extensions: http::Extensions,
+    pub(crate) bind: Option<String>,
 }
 
 impl std::fmt::Debug for WsUpgrade {
@@ -124,6 +152,9 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             on_upgrade,
             accept,
             target,
+            headers: parts.headers.clone(),
+            extensions: http::Extensions::new(),
+            bind: None,
         })
     }
 }
@@ -139,18 +170,43 @@ impl WsUpgrade {
         &self.target
     }
 
-    /// Accepts the connection into `server`. `setup` runs first on the new socket (bind its
-    /// id here when authentication happened before the upgrade), then the `connection`
-    /// system event fires.
-    pub fn accept<F>(self, server: &Server, setup: F) -> Response
-    where
-        F: FnOnce(&Server, &Socket) + Send + 'static,
-    {
+    /// The request headers (cookies, `Origin`, `Authorization`, …).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Stores a typed value on the socket-to-be (e.g. the authenticated user); handlers read
+    /// it as [`crate::Extension<T>`]. Returns the previous value of that type.
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
+        self.extensions.insert(value)
+    }
+
+    /// [`WsUpgrade::insert_extension`], by value.
+    pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Binds the socket to `id` as soon as it opens, before the `connection` event (see
+    /// [`Server::bind`]).
+    pub fn bind(mut self, id: impl Into<String>) -> Self {
+        self.bind = Some(id.into());
+        self
+    }
+
+    /// Accepts the connection into `server`: answers 101, then the socket opens with the
+    /// extensions and binding set here, and the [`crate::system::Connection`] event fires.
+    pub fn accept(self, server: &Server) -> Response {
         let server = server.clone();
         if server.is_shutting_down() {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
         }
-        let params = RequestParams::parse(&self.target, parse_options(&server));
+        let accepted = Accepted {
+            params: RequestParams::parse(&self.target, parse_options(&server)),
+            headers: self.headers,
+            extensions: self.extensions,
+            bind: self.bind,
+        };
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
@@ -174,12 +230,12 @@ impl WsUpgrade {
             match parts {
                 Some((io, read_buf)) => {
                     let leftover = BytesMut::from(&read_buf[..]);
-                    server.adopt(io.into_inner(), leftover, params, setup);
+                    server.adopt(io.into_inner(), leftover, accepted);
                 }
                 None => {
                     let message = "upgraded connection is not a plain TcpStream; terminate TLS in front of crosswire";
                     tracing::warn!(message);
-                    server.emit_system(&SystemEvent::ServerError(message.to_string()));
+                    server.emit_system(&ServerError::new(message), None);
                 }
             }
         });
@@ -210,7 +266,7 @@ impl Server {
         let server = self.clone();
         axum::routing::get(move |upgrade: WsUpgrade| {
             let server = server.clone();
-            async move { upgrade.accept(&server, |_, _| {}) }
+            async move { upgrade.accept(&server) }
         })
     }
 
@@ -222,7 +278,7 @@ impl Server {
             let server = server.clone();
             async move {
                 match upgrade {
-                    Ok(u) => u.accept(&server, |_, _| {}),
+                    Ok(u) => u.accept(&server),
                     Err(e) => e.into_response(),
                 }
             }

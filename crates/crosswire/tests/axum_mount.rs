@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use crosswire::{Server, ServerConfig, WsUpgrade};
+use crosswire::system::Connection;
+use crosswire::{Ack, Server, ServerConfig, Socket, WsUpgrade};
 use crosswire_testkit::{http_get, install_relay, recv_within, ConnectError, RawClient, TIMEOUT};
 use tokio::sync::mpsc;
 
@@ -60,7 +61,7 @@ async fn authenticate(State(server): State<Server>, upgrade: WsUpgrade) -> Respo
     match (params.get("token"), params.get("id")) {
         (Some("good"), Some(id)) => {
             let id = id.to_string();
-            upgrade.accept(&server, move |server, socket| server.bind(&id, socket))
+            upgrade.bind(id).accept(&server)
         }
         _ => (StatusCode::UNAUTHORIZED, "bad token").into_response(),
     }
@@ -70,15 +71,11 @@ async fn authenticate(State(server): State<Server>, upgrade: WsUpgrade) -> Respo
 async fn application_authenticates_before_the_upgrade() {
     let server = Server::new(ServerConfig::default()).unwrap();
     let (tx, mut connections) = mpsc::unbounded_channel();
-    server.on_connection(move |_, socket| {
-        // Setup ran first: the id is bound when the connection event fires.
+    server.on_system(move |_: Connection, socket: Socket| {
+        // The upgrade's binding came first: the id is bound when the connection event fires.
         let _ = tx.send(socket.id());
     });
-    server.on("whoami", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&ev.socket.id());
-        }
-    });
+    server.on("whoami", |socket: Socket| Ack(socket.id()));
     let app = Router::new()
         .route("/app", get(authenticate))
         .with_state(server.clone());

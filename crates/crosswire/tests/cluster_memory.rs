@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crosswire::{close_code, Broker, MemoryBroker, MemoryHub, Server, ServerConfig};
+use crosswire::{close_code, Broker, MemoryBroker, MemoryHub, Room, Server, ServerConfig};
 use crosswire_testkit::{
     install_relay, serve_on_free_port, wait_until, RawClient, RELAY_NAMESPACE, TIMEOUT,
 };
@@ -27,8 +27,10 @@ struct Node {
 impl Node {
     async fn start(hub: &MemoryHub, config: ServerConfig) -> Self {
         let broker = Arc::new(hub.broker());
-        let server =
-            Server::with_broker(config, Arc::clone(&broker) as Arc<dyn Broker>).expect("node");
+        let server = Server::builder(config)
+            .broker(Arc::clone(&broker) as Arc<dyn Broker>)
+            .build()
+            .expect("node");
         install_relay(&server);
         let addr = serve_on_free_port(&server).await;
         let node = Self {
@@ -109,14 +111,14 @@ async fn two_nodes_deliver_every_send_kind_exactly_once() {
     c.add(&a, "a2").await;
     c.add(&b, "b1").await;
     c.add(&b, "b2").await;
-    a.server.join(RELAY_NAMESPACE, "r", "a1");
-    b.server.join(RELAY_NAMESPACE, "r", "b1");
-    b.server.join(RELAY_NAMESPACE, "r", "b2");
+    a.server.join(&Room::new(RELAY_NAMESPACE, "r"), "a1");
+    b.server.join(&Room::new(RELAY_NAMESPACE, "r"), "b1");
+    b.server.join(&Room::new(RELAY_NAMESPACE, "r"), "b2");
     assert!(a.wait_subscribed(RELAY_CHANNEL, true).await);
     assert!(b.wait_subscribed(RELAY_CHANNEL, true).await);
     // Room queries are about this node's members.
-    assert_eq!(a.server.room_size(RELAY_NAMESPACE, "r"), 1);
-    assert_eq!(b.server.room_size(RELAY_NAMESPACE, "r"), 2);
+    assert_eq!(a.server.room_size(&Room::new(RELAY_NAMESPACE, "r")), 1);
+    assert_eq!(b.server.room_size(&Room::new(RELAY_NAMESPACE, "r")), 2);
 
     // One id on the other node. The return value counts local deliveries only.
     assert_eq!(a.server.to("b1").emit("m", &1).unwrap(), 0);
@@ -136,7 +138,7 @@ async fn two_nodes_deliver_every_send_kind_exactly_once() {
     // A room spread over both nodes, from either side.
     assert_eq!(
         a.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .emit("m", &4)
             .unwrap(),
         1
@@ -144,7 +146,7 @@ async fn two_nodes_deliver_every_send_kind_exactly_once() {
     assert_eq!(c.received(&a).await, expect(&["a1", "b1", "b2"], 4));
     assert_eq!(
         b.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .emit("m", &5)
             .unwrap(),
         2
@@ -153,7 +155,7 @@ async fn two_nodes_deliver_every_send_kind_exactly_once() {
     // except() applies on every node.
     let sent = a
         .server
-        .to_room(RELAY_NAMESPACE, "r")
+        .to_room(Room::new(RELAY_NAMESPACE, "r"))
         .except(["b1"])
         .emit("m", &6)
         .unwrap();
@@ -162,7 +164,7 @@ async fn two_nodes_deliver_every_send_kind_exactly_once() {
     // local(): this node's members only.
     assert_eq!(
         a.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .local()
             .emit("m", &7)
             .unwrap(),
@@ -179,28 +181,40 @@ async fn two_nodes_deliver_every_send_kind_exactly_once() {
     // destroy(): delivered everywhere, then the room is gone on every node.
     assert_eq!(
         a.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .destroy()
             .emit("m", &11)
             .unwrap(),
         1
     );
     assert_eq!(c.received(&a).await, expect(&["a1", "b1", "b2"], 11));
-    assert_eq!(a.server.room_size(RELAY_NAMESPACE, "r"), 0);
-    assert!(wait_until(TIMEOUT, || b.server.room_size(RELAY_NAMESPACE, "r") == 0).await);
+    assert_eq!(a.server.room_size(&Room::new(RELAY_NAMESPACE, "r")), 0);
+    assert!(
+        wait_until(TIMEOUT, || b
+            .server
+            .room_size(&Room::new(RELAY_NAMESPACE, "r"))
+            == 0)
+        .await
+    );
     assert_eq!(
         a.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .emit("m", &12)
             .unwrap(),
         0
     );
     assert_eq!(c.received(&a).await, expect(&[], 12));
     // remove_room() from one node empties the room on the others.
-    a.server.join(RELAY_NAMESPACE, "q", "a1");
-    b.server.join(RELAY_NAMESPACE, "q", "b1");
-    b.server.remove_room(RELAY_NAMESPACE, "q");
-    assert!(wait_until(TIMEOUT, || a.server.room_size(RELAY_NAMESPACE, "q") == 0).await);
+    a.server.join(&Room::new(RELAY_NAMESPACE, "q"), "a1");
+    b.server.join(&Room::new(RELAY_NAMESPACE, "q"), "b1");
+    b.server.remove_room(&Room::new(RELAY_NAMESPACE, "q"));
+    assert!(
+        wait_until(TIMEOUT, || a
+            .server
+            .room_size(&Room::new(RELAY_NAMESPACE, "q"))
+            == 0)
+        .await
+    );
     assert!(a.server.rooms_of("a1", None).is_empty());
     // A client's relay request on one node reaches the other. The reply means the send was
     // made, so the barrier that follows is behind it.
@@ -231,7 +245,7 @@ async fn three_nodes_deliver_exactly_once() {
         for id in pair {
             c.add(node, id).await;
         }
-        node.server.join(RELAY_NAMESPACE, "r", pair[0]);
+        node.server.join(&Room::new(RELAY_NAMESPACE, "r"), pair[0]);
     }
     for node in &nodes {
         assert!(node.wait_subscribed(RELAY_CHANNEL, true).await);
@@ -247,13 +261,13 @@ async fn three_nodes_deliver_exactly_once() {
         );
         n += 1;
         from.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .emit("m", &n)
             .unwrap();
         assert_eq!(c.received(from).await, expect(&["a1", "b1", "c1"], n));
         n += 1;
         from.server
-            .to_room(RELAY_NAMESPACE, "r")
+            .to_room(Room::new(RELAY_NAMESPACE, "r"))
             .except(["c1", "a1"])
             .emit("m", &n)
             .unwrap();
@@ -269,7 +283,7 @@ async fn three_nodes_deliver_exactly_once() {
         assert_eq!(c.received(from).await, expect(&["c2"], n));
     }
     // A namespace only one node has: the others are not subscribed and get nothing.
-    b.server.join("private", "p", "b2");
+    b.server.join(&Room::new("private", "p"), "b2");
     assert!(b.wait_subscribed("crosswire:ws:room:private", true).await);
     assert!(!a
         .broker
@@ -277,7 +291,10 @@ async fn three_nodes_deliver_exactly_once() {
         .iter()
         .any(|ch| ch.ends_with(":private")));
     n += 1;
-    a.server.to_room("private", "p").emit("m", &n).unwrap();
+    a.server
+        .to_room(Room::new("private", "p"))
+        .emit("m", &n)
+        .unwrap();
     assert_eq!(c.received(a).await, expect(&["b2"], n));
 }
 
@@ -286,24 +303,24 @@ async fn room_subscriptions_follow_joins_and_leaves() {
     let hub = MemoryHub::new();
     let a = Node::named(&hub, "a").await;
     assert!(!a.broker.subscriptions().iter().any(|c| c == RELAY_CHANNEL));
-    a.server.join(RELAY_NAMESPACE, "1", "x");
+    a.server.join(&Room::new(RELAY_NAMESPACE, "1"), "x");
     assert!(a.wait_subscribed(RELAY_CHANNEL, true).await);
-    a.server.join(RELAY_NAMESPACE, "2", "y");
-    a.server.leave(RELAY_NAMESPACE, "1", "x");
+    a.server.join(&Room::new(RELAY_NAMESPACE, "2"), "y");
+    a.server.leave(&Room::new(RELAY_NAMESPACE, "1"), "x");
     // Still one room in the namespace: still subscribed.
     assert!(a.wait_subscribed(RELAY_CHANNEL, true).await);
-    a.server.leave(RELAY_NAMESPACE, "2", "y");
+    a.server.leave(&Room::new(RELAY_NAMESPACE, "2"), "y");
     assert!(a.wait_subscribed(RELAY_CHANNEL, false).await);
     // A socket's disconnect empties its rooms, and the subscription goes with them.
     let client = RawClient::connect_bound(a.addr, "z").await.unwrap();
-    a.server.join("game", "g", "z");
+    a.server.join(&Room::new("game", "g"), "z");
     assert!(a.wait_subscribed("crosswire:ws:room:game", true).await);
     drop(client);
     assert!(a.wait_subscribed("crosswire:ws:room:game", false).await);
     // remove_room empties the namespace too.
-    a.server.join("game", "g", "w");
+    a.server.join(&Room::new("game", "g"), "w");
     assert!(a.wait_subscribed("crosswire:ws:room:game", true).await);
-    a.server.remove_room("game", "g");
+    a.server.remove_room(&Room::new("game", "g"));
     assert!(a.wait_subscribed("crosswire:ws:room:game", false).await);
 
     // Preset namespaces are subscribed from the start and stay.
@@ -319,8 +336,8 @@ async fn room_subscriptions_follow_joins_and_leaves() {
             .wait_subscribed("crosswire:ws:room:lobby", true)
             .await
     );
-    preset.server.join("lobby", "1", "x");
-    preset.server.leave("lobby", "1", "x");
+    preset.server.join(&Room::new("lobby", "1"), "x");
+    preset.server.leave(&Room::new("lobby", "1"), "x");
     // Without auto-unsubscribe a namespace stays subscribed once joined.
     let sticky = Node::start(
         &hub,
@@ -329,12 +346,12 @@ async fn room_subscriptions_follow_joins_and_leaves() {
             .with_auto_unsubscribe(false),
     )
     .await;
-    sticky.server.join("chat", "1", "x");
+    sticky.server.join(&Room::new("chat", "1"), "x");
     assert!(sticky.wait_subscribed("crosswire:ws:room:chat", true).await);
-    sticky.server.leave("chat", "1", "x");
+    sticky.server.leave(&Room::new("chat", "1"), "x");
     // Ordering: the leave's (absent) unsubscribe would have been queued before this join's
     // subscribe; a later subscription proves the queue moved past it.
-    sticky.server.join("other", "1", "x");
+    sticky.server.join(&Room::new("other", "1"), "x");
     assert!(
         sticky
             .wait_subscribed("crosswire:ws:room:other", true)
@@ -345,7 +362,7 @@ async fn room_subscriptions_follow_joins_and_leaves() {
         .subscriptions()
         .iter()
         .any(|c| c == "crosswire:ws:room:chat"));
-    preset.server.join("other", "1", "x");
+    preset.server.join(&Room::new("other", "1"), "x");
     assert!(
         preset
             .wait_subscribed("crosswire:ws:room:other", true)
@@ -364,7 +381,7 @@ async fn a_login_on_another_node_takes_the_id_over() {
     let a = Node::named(&hub, "a").await;
     let b = Node::named(&hub, "b").await;
     let mut old = RawClient::connect_bound(a.addr, "u").await.unwrap();
-    a.server.join(RELAY_NAMESPACE, "r", "u");
+    a.server.join(&Room::new(RELAY_NAMESPACE, "r"), "u");
     let mut new = RawClient::connect_bound(b.addr, "u").await.unwrap();
     assert_eq!(
         old.expect_close(TIMEOUT).await.map(|c| c.0),

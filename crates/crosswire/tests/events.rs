@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crosswire::{ServerConfig, SystemEvent, SystemEventKind};
+use crosswire::system::{Close, Connection, Pong, RawMessage, SocketError};
+use crosswire::{Ack, Data, On, Server, ServerConfig, Socket};
 use crosswire_testkit::{recv_within, spawn_server, RawClient, TIMEOUT};
 use serde::Deserialize;
 use serde_json::json;
@@ -30,13 +31,7 @@ async fn call(client: &mut RawClient, name: &str) -> Option<serde_json::Value> {
 async fn on_once_off_by_handle_and_tag() {
     let (server, addr) = spawn_server(ServerConfig::default()).await;
     let mut c = RawClient::connect(addr, "/").await.unwrap();
-    let reply_with = |value: &'static str| {
-        move |ev: crosswire::Event<'_>| {
-            if let Some(reply) = ev.reply {
-                let _ = reply.send(value);
-            }
-        }
-    };
+    let reply_with = |value: &'static str| move || Ack(value);
 
     let handle = server.on("a", reply_with("a"));
     assert_eq!(call(&mut c, "a").await, Some(json!("a")));
@@ -45,19 +40,19 @@ async fn on_once_off_by_handle_and_tag() {
     assert_eq!(call(&mut c, "a").await, None);
     assert_eq!(server.stats().unknown_events, 1);
 
-    server.once("b", reply_with("once"));
+    server.on(On::once("b"), reply_with("once"));
     assert_eq!(call(&mut c, "b").await, Some(json!("once")));
     assert_eq!(call(&mut c, "b").await, None);
 
-    // Every handler of an event runs, in registration order.
+    // Every handler of an event runs; only the first one registered gets the reply.
+    let untagged = server.on("c", reply_with("c"));
     let count = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&count);
-    server.on_tagged("room-7", "c", move |_| {
+    server.tagged("room-7").on("c", move || {
         seen.fetch_add(1, Ordering::SeqCst);
     });
-    server.on_tagged("room-7", "d", reply_with("d"));
-    server.on_system_tagged("room-7", SystemEventKind::Close, |_| {});
-    let untagged = server.on("c", reply_with("c"));
+    server.tagged("room-7").on("d", reply_with("d"));
+    server.tagged("room-7").on_system(|_: Close| {});
     assert_eq!(call(&mut c, "c").await, Some(json!("c")));
     assert_eq!(count.load(Ordering::SeqCst), 1);
     assert_eq!(call(&mut c, "d").await, Some(json!("d")));
@@ -70,6 +65,8 @@ async fn on_once_off_by_handle_and_tag() {
 
     server.on("e", reply_with("e1"));
     server.on("e", reply_with("e2"));
+    // Each event is answered once, by its first handler (`call` checks there is one reply).
+    assert_eq!(call(&mut c, "e").await, Some(json!("e1")));
     assert_eq!(server.off_event("e"), 2);
     assert_eq!(call(&mut c, "e").await, None);
 }
@@ -78,16 +75,10 @@ async fn on_once_off_by_handle_and_tag() {
 async fn a_handler_may_register_and_remove_handlers() {
     let (server, addr) = spawn_server(ServerConfig::default()).await;
     let mut c = RawClient::connect(addr, "/").await.unwrap();
-    server.on("install", |ev| {
-        ev.server.on("installed", |ev| {
-            if let Some(reply) = ev.reply {
-                let _ = reply.send("yes");
-            }
-        });
-        ev.server.off_event("install");
-        if let Some(reply) = ev.reply {
-            let _ = reply.send("done");
-        }
+    server.on("install", |server: Server| {
+        server.on("installed", || Ack("yes"));
+        server.off_event("install");
+        Ack("done")
     });
     assert_eq!(call(&mut c, "install").await, Some(json!("done")));
     assert_eq!(call(&mut c, "install").await, None);
@@ -98,22 +89,15 @@ async fn a_handler_may_register_and_remove_handlers() {
 async fn async_handler_replies_later_without_blocking_the_connection() {
     let (server, addr) = spawn_server(ServerConfig::default()).await;
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    server.on_async("slow", move |ev| {
+    server.on("slow", move |socket: Socket, Data(n): Data<u32>| {
         let mut release = release_rx.clone();
         async move {
             // Waits for the test to let it go: the sync handler below answers first.
             let _ = release.wait_for(|go| *go).await;
-            let n: u32 = ev.parse().unwrap_or(0);
-            if let Some(reply) = ev.reply {
-                let _ = reply.send(&json!({"slow": n, "socket": ev.socket.conn_id()}));
-            }
+            Ack(json!({"slow": n, "socket": socket.conn_id()}))
         }
     });
-    server.on("fast", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send("fast");
-        }
-    });
+    server.on("fast", || Ack("fast"));
     let mut c = RawClient::connect(addr, "/").await.unwrap();
     c.send_text(r#"{"event":"slow","payload":5,"callbackId":"s"}"#)
         .await
@@ -140,16 +124,10 @@ struct Move {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_handler_rejects_a_bad_payload_with_an_error_reply() {
     let (server, addr) = spawn_server(ServerConfig::default()).await;
-    server.on_typed("move", |_, _, m: Move, reply| {
-        if let Some(reply) = reply {
-            let _ = reply.send(&json!({"sum": m.x + m.y}));
-        }
-    });
+    server.on("move", |Data(m): Data<Move>| Ack(json!({"sum": m.x + m.y})));
     let (tx, mut errors) = mpsc::unbounded_channel();
-    server.on_system(SystemEventKind::Error, move |ev| {
-        if let SystemEvent::Error { error, .. } = ev {
-            let _ = tx.send(error.clone());
-        }
+    server.on_system(move |SocketError { error, .. }: SocketError| {
+        let _ = tx.send(error);
     });
     let mut c = RawClient::connect(addr, "/").await.unwrap();
     c.send_text(r#"{"event":"move","payload":{"x":2,"y":3},"callbackId":"1"}"#)
@@ -166,6 +144,7 @@ async fn typed_handler_rejects_a_bad_payload_with_an_error_reply() {
     assert_eq!(reply["callbackId"], "2");
     let error = reply["payload"]["error"].as_str().unwrap();
     assert!(error.starts_with("invalid payload"), "{error}");
+    assert_eq!(reply["payload"]["code"], "invalid_payload");
     assert_eq!(
         recv_within(&mut errors, TIMEOUT).await.as_deref(),
         Some(error)
@@ -196,30 +175,28 @@ async fn system_events_fire_with_their_details() {
     let (server, addr) = spawn_server(ServerConfig::default()).await;
     let (tx, mut seen) = mpsc::unbounded_channel();
     let t = tx.clone();
-    server.on_connection(move |server, socket| {
+    server.on_system(move |_: Connection, server: Server, socket: Socket| {
         let id = socket.params().get("id").map(str::to_string);
         if let Some(id) = &id {
-            server.bind(id, socket);
+            server.bind(id, &socket);
         }
         let _ = t.send(Seen::Connection(id));
     });
     let t = tx.clone();
-    server.on_system(SystemEventKind::Message, move |ev| {
-        if let SystemEvent::Message { text, .. } = ev {
-            let _ = t.send(Seen::Message(text.clone()));
-        }
+    server.on_system(move |RawMessage { text, .. }: RawMessage| {
+        let _ = t.send(Seen::Message(text));
     });
     let t = tx.clone();
-    server.on_system(SystemEventKind::Error, move |_| {
+    server.on_system(move |_: SocketError| {
         let _ = t.send(Seen::Error);
     });
     let t = tx.clone();
-    server.on_system(SystemEventKind::Pong, move |_| {
+    server.on_system(move |_: Pong| {
         let _ = t.send(Seen::Pong);
     });
     let t = tx.clone();
-    server.on_close(move |_, code, reason| {
-        let _ = t.send(Seen::Close(code, reason.to_string()));
+    server.on_system(move |Close { code, reason, .. }: Close| {
+        let _ = t.send(Seen::Close(code, reason));
     });
     let c = RawClient::connect(addr, "/?id=s1").await.unwrap();
     assert_eq!(next(&mut seen).await, Seen::Connection(Some("s1".into())));

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crosswire::{close_code, ServerConfig, SlowClientPolicy, SystemEventKind};
+use crosswire::system::{Close, ServerClosed};
+use crosswire::{close_code, Ack, Payload, ServerConfig, SlowClientPolicy, Socket};
 use crosswire_testkit::{
     install_relay, recv_within, spawn_server, wait_until, RawClient, RawOptions, TIMEOUT,
 };
@@ -15,8 +16,8 @@ async fn ping_sweep_terminates_a_client_that_does_not_pong() {
         spawn_server(ServerConfig::default().with_server_ping_interval(interval)).await;
     install_relay(&server);
     let (tx, mut closes) = mpsc::unbounded_channel();
-    server.on_close(move |socket, code, _| {
-        let _ = tx.send((socket.conn_id(), code));
+    server.on_system(move |close: Close, socket: Socket| {
+        let _ = tx.send((socket.conn_id(), close.code));
     });
     let mut ponger = RawClient::connect_bound(addr, "ponger").await.unwrap();
     let silent_options = RawOptions {
@@ -48,12 +49,10 @@ async fn background_sockets_close_after_the_configured_time() {
     let (server, addr) =
         spawn_server(ServerConfig::default().with_enter_background_close_time(after)).await;
     install_relay(&server);
-    server.on("background", |ev| {
-        let on: bool = ev.payload.parse().unwrap_or(false);
-        ev.socket.set_background(on);
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&ev.socket.is_background());
-        }
+    server.on("background", |socket: Socket, payload: Payload| {
+        let on: bool = payload.parse().unwrap_or(false);
+        socket.set_background(on);
+        Ack(socket.is_background())
     });
     let set = |on: bool| format!(r#"{{"event":"background","payload":{on}}}"#);
 
@@ -91,7 +90,7 @@ async fn graceful_shutdown_closes_every_socket_with_1001_and_refuses_new_ones() 
         spawn_server(ServerConfig::default().with_close_timeout(close_timeout)).await;
     install_relay(&server);
     let (tx, mut closed) = mpsc::unbounded_channel();
-    server.on_system(SystemEventKind::ServerClosed, move |_| {
+    server.on_system(move |_: ServerClosed| {
         let _ = tx.send(());
     });
     let mut clients = Vec::new();
@@ -170,8 +169,8 @@ async fn slow_client_is_disconnected_while_others_keep_receiving() {
     let (server, addr) = spawn_server(config).await;
     install_relay(&server);
     let (tx, mut closes) = mpsc::unbounded_channel();
-    server.on_close(move |socket, code, _| {
-        let _ = tx.send((socket.id(), code));
+    server.on_system(move |close: Close, socket: Socket| {
+        let _ = tx.send((socket.id(), close.code));
     });
     let mut fast = RawClient::connect_bound(addr, "fast").await.unwrap();
     let slow_options = RawOptions {

@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 
 use crosswire::protocol::ws::OpCode;
-use crosswire::{Server, ServerConfig, Stats, SystemEvent, SystemEventKind};
+use crosswire::system::SocketError;
+use crosswire::{Ack, Data, Payload, Server, ServerConfig, Socket, Stats};
 use crosswire_testkit::{
     client_frame, client_frame_with, install_relay, recv_within, spawn_server, RawClient, TIMEOUT,
 };
@@ -20,11 +21,7 @@ async fn relay(config: ServerConfig) -> (Server, SocketAddr) {
     let (server, addr) = spawn_server(config).await;
     install_relay(&server);
     // Replies with the length of the payload's JSON text.
-    server.on("size", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&ev.payload.as_str().len());
-        }
-    });
+    server.on("size", |payload: Payload| Ack(payload.as_str().len()));
     (server, addr)
 }
 
@@ -56,11 +53,11 @@ fn deeply_nested(depth: usize) -> String {
 async fn dropped_frames_leave_the_connection_and_others_working() {
     let (server, addr) = relay(ServerConfig::default()).await;
     let (tx, mut errors) = mpsc::unbounded_channel();
-    server.on_system(SystemEventKind::Error, move |ev| {
-        if let SystemEvent::Error { socket, error } = ev {
-            let _ = tx.send((socket.id(), error.clone()));
-        }
-    });
+    server.on_system(
+        move |SocketError { error, .. }: SocketError, socket: Socket| {
+            let _ = tx.send((socket.id(), error));
+        },
+    );
     let mut bad = RawClient::connect_bound(addr, "bad").await.unwrap();
     let mut bystander = RawClient::connect_bound(addr, "ok").await.unwrap();
     let long_id = "x".repeat(65);
@@ -120,11 +117,7 @@ async fn dropped_frames_leave_the_connection_and_others_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_payload_neither_crashes_nor_stalls() {
     let (server, addr) = relay(ServerConfig::default()).await;
-    server.on_typed::<serde_json::Value, _>("parse", |_, _, _, reply| {
-        if let Some(reply) = reply {
-            let _ = reply.send("parsed");
-        }
-    });
+    server.on("parse", |_: Data<serde_json::Value>| Ack("parsed"));
     let mut c = RawClient::connect_bound(addr, "c").await.unwrap();
     let mut bystander = RawClient::connect_bound(addr, "ok").await.unwrap();
     for depth in [100, 100_000] {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crosswire::{close_code, EmitError, Match, Server, ServerConfig};
+use crosswire::{close_code, EmitError, Match, Room, Server, ServerConfig};
 use crosswire_testkit::{
     install_relay, spawn_server, wait_until, RawClient, RELAY_NAMESPACE, TIMEOUT,
 };
@@ -82,17 +82,23 @@ async fn every_send_kind_reaches_exactly_its_recipients() {
     assert_eq!(c.received().await, expect(&[]));
 
     for id in ["a", "b", "c"] {
-        server.join("chat", "1", id);
+        server.join(&Room::new("chat", "1"), id);
     }
-    server.join("chat", "2", "d");
-    assert_eq!(server.to_room("chat", "1").emit("m", &4).unwrap(), 3);
+    server.join(&Room::new("chat", "2"), "d");
+    assert_eq!(
+        server
+            .to_room(Room::new("chat", "1"))
+            .emit("m", &4)
+            .unwrap(),
+        3
+    );
     assert_eq!(
         c.received().await,
         expect(&[("a", &[4]), ("b", &[4]), ("c", &[4])])
     );
     assert_eq!(
         server
-            .to_room("chat", "1")
+            .to_room(Room::new("chat", "1"))
             .except(["b", "nobody"])
             .emit("m", &5)
             .unwrap(),
@@ -101,7 +107,11 @@ async fn every_send_kind_reaches_exactly_its_recipients() {
     assert_eq!(c.received().await, expect(&[("a", &[5]), ("c", &[5])]));
     // local() on a single node is the same set.
     assert_eq!(
-        server.to_room("chat", "1").local().emit("m", &6).unwrap(),
+        server
+            .to_room(Room::new("chat", "1"))
+            .local()
+            .emit("m", &6)
+            .unwrap(),
         3
     );
     assert_eq!(
@@ -109,25 +119,41 @@ async fn every_send_kind_reaches_exactly_its_recipients() {
         expect(&[("a", &[6]), ("b", &[6]), ("c", &[6])])
     );
     // A room of another namespace with the same room id is another room.
-    assert_eq!(server.to_room("game", "1").emit("m", &7).unwrap(), 0);
+    assert_eq!(
+        server
+            .to_room(Room::new("game", "1"))
+            .emit("m", &7)
+            .unwrap(),
+        0
+    );
     assert_eq!(c.received().await, expect(&[]));
 
     // destroy(): delivered, then the room is gone.
     assert_eq!(
-        server.to_room("chat", "1").destroy().emit("m", &8).unwrap(),
+        server
+            .to_room(Room::new("chat", "1"))
+            .destroy()
+            .emit("m", &8)
+            .unwrap(),
         3
     );
     assert_eq!(
         c.received().await,
         expect(&[("a", &[8]), ("b", &[8]), ("c", &[8])])
     );
-    assert_eq!(server.room_size("chat", "1"), 0);
+    assert_eq!(server.room_size(&Room::new("chat", "1")), 0);
     assert!(server.rooms_of("a", None).is_empty());
     assert_eq!(
         server.rooms("chat", Match::Exact),
-        vec![("chat".into(), "2".into())]
+        vec![Room::new("chat", "2")]
     );
-    assert_eq!(server.to_room("chat", "1").emit("m", &9).unwrap(), 0);
+    assert_eq!(
+        server
+            .to_room(Room::new("chat", "1"))
+            .emit("m", &9)
+            .unwrap(),
+        0
+    );
     assert_eq!(c.received().await, expect(&[]));
 
     assert_eq!(server.to_all().emit("m", &10).unwrap(), 5);
@@ -164,7 +190,7 @@ async fn every_send_kind_reaches_exactly_its_recipients() {
 async fn a_second_login_takes_the_id_over() {
     let (server, addr) = server().await;
     let mut first = RawClient::connect_bound(addr, "u").await.unwrap();
-    server.join("chat", "1", "u");
+    server.join(&Room::new("chat", "1"), "u");
     let mut second = RawClient::connect_bound(addr, "u").await.unwrap();
     let close = first.expect_close(TIMEOUT).await;
     assert_eq!(close.map(|c| c.0), Some(close_code::TAKEN_OVER));
@@ -174,8 +200,14 @@ async fn a_second_login_takes_the_id_over() {
     assert_eq!(second.drain_until_heartbeat("").await, vec![msg(1)]);
     assert!(wait_until(TIMEOUT, || server.connection_count() == 1).await);
     assert_eq!(server.stats().bound_ids, 1);
-    assert!(server.is_joined("chat", "1", "u"));
-    assert_eq!(server.to_room("chat", "1").emit("m", &2).unwrap(), 1);
+    assert!(server.is_joined(&Room::new("chat", "1"), "u"));
+    assert_eq!(
+        server
+            .to_room(Room::new("chat", "1"))
+            .emit("m", &2)
+            .unwrap(),
+        1
+    );
     assert_eq!(second.drain_until_heartbeat("").await, vec![msg(2)]);
     // A custom takeover code.
     let (server, addr) = spawn_server(ServerConfig::default().with_takeover_close_code(4100)).await;
@@ -191,17 +223,17 @@ async fn disconnect_cleans_up_binding_and_rooms() {
     let mut a = RawClient::connect_bound(addr, "a").await.unwrap();
     let b = RawClient::connect_bound(addr, "b").await.unwrap();
     for room in ["1", "2"] {
-        server.join("chat", room, "a");
-        server.join("chat", room, "b");
+        server.join(&Room::new("chat", room), "a");
+        server.join(&Room::new("chat", room), "b");
     }
-    server.join("game:hot", "9", "b");
-    assert_eq!(server.room_size("chat", "1"), 2);
+    server.join(&Room::new("game:hot", "9"), "b");
+    assert_eq!(server.room_size(&Room::new("chat", "1")), 2);
     drop(b);
     assert!(wait_until(TIMEOUT, || server.socket("b").is_none()).await);
-    assert_eq!(server.room_size("chat", "1"), 1);
-    assert_eq!(server.room_size("chat", "2"), 1);
+    assert_eq!(server.room_size(&Room::new("chat", "1")), 1);
+    assert_eq!(server.room_size(&Room::new("chat", "2")), 1);
     assert!(server.rooms_of("b", None).is_empty());
-    assert!(!server.is_joined("chat", "1", "b"));
+    assert!(!server.is_joined(&Room::new("chat", "1"), "b"));
     // The namespace b alone was in is gone.
     assert_eq!(server.room_count("game", Match::Prefix), 0);
     assert_eq!(server.stats().bound_ids, 1);
@@ -216,7 +248,10 @@ async fn disconnect_cleans_up_binding_and_rooms() {
             a.recv_json(TIMEOUT).await.unwrap(),
             json!({"callbackId": n.to_string(), "payload": {"ok": true}})
         );
-        assert_eq!(server.is_joined(RELAY_NAMESPACE, "r", "a"), event == "join");
+        assert_eq!(
+            server.is_joined(&Room::new(RELAY_NAMESPACE, "r"), "a"),
+            event == "join"
+        );
     }
 }
 
@@ -224,27 +259,33 @@ async fn disconnect_cleans_up_binding_and_rooms() {
 async fn room_queries_with_exact_and_prefix_matching() {
     let (server, _addr) = server().await;
     // Rooms hold ids; no connection is needed to query them.
-    server.join("chat", "1000", "a");
-    server.join("chat", "1000", "b");
-    server.join("chat", "1001", "b");
-    server.join("chat:vip", "1", "c");
-    server.join("game", "1000", "a");
-    server.join("game", "1000", "a"); // joining twice is one membership
+    server.join(&Room::new("chat", "1000"), "a");
+    server.join(&Room::new("chat", "1000"), "b");
+    server.join(&Room::new("chat", "1001"), "b");
+    server.join(&Room::new("chat:vip", "1"), "c");
+    server.join(&Room::new("game", "1000"), "a");
+    server.join(&Room::new("game", "1000"), "a"); // joining twice is one membership
 
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v
     };
-    let sorted_pairs = |mut v: Vec<(String, String)>| {
+    let sorted_pairs = |mut v: Vec<Room>| {
         v.sort();
         v
     };
-    let pair = |n: &str, r: &str| (n.to_string(), r.to_string());
+    let pair = |n: &str, r: &str| Room::new(n, r);
 
-    assert_eq!(sorted(server.room_members("chat", "1000")), ["a", "b"]);
-    assert_eq!(server.room_members("chat", "9"), Vec::<String>::new());
-    assert_eq!(server.room_size("chat", "1000"), 2);
-    assert_eq!(server.room_size("game", "1000"), 1);
+    assert_eq!(
+        sorted(server.room_members(&Room::new("chat", "1000"))),
+        ["a", "b"]
+    );
+    assert_eq!(
+        server.room_members(&Room::new("chat", "9")),
+        Vec::<String>::new()
+    );
+    assert_eq!(server.room_size(&Room::new("chat", "1000")), 2);
+    assert_eq!(server.room_size(&Room::new("game", "1000")), 1);
 
     assert_eq!(
         sorted(server.namespace_members("chat", Match::Exact)),
@@ -279,14 +320,14 @@ async fn room_queries_with_exact_and_prefix_matching() {
     assert_eq!(
         found,
         [
-            ("chat".into(), "1000".into(), 2),
-            ("chat".into(), "1001".into(), 1),
-            ("game".into(), "1000".into(), 1)
+            (pair("chat", "1000"), 2),
+            (pair("chat", "1001"), 1),
+            (pair("game", "1000"), 1)
         ]
     );
     assert_eq!(
         server.find_rooms("chat", Match::Exact, "1000", Match::Exact),
-        [("chat".into(), "1000".into(), 2)]
+        [(pair("chat", "1000"), 2)]
     );
 
     assert_eq!(
@@ -300,24 +341,24 @@ async fn room_queries_with_exact_and_prefix_matching() {
     );
     assert!(server.rooms_of("nobody", None).is_empty());
 
-    assert!(server.is_joined("chat", "1000", "a"));
-    assert!(!server.is_joined("chat", "1001", "a"));
-    assert!(!server.is_joined("chat:vip", "1000", "a"));
+    assert!(server.is_joined(&Room::new("chat", "1000"), "a"));
+    assert!(!server.is_joined(&Room::new("chat", "1001"), "a"));
+    assert!(!server.is_joined(&Room::new("chat:vip", "1000"), "a"));
 
     // leave: one membership; the room goes when empty.
-    server.leave("chat", "1001", "b");
+    server.leave(&Room::new("chat", "1001"), "b");
     assert_eq!(server.room_count("chat", Match::Exact), 1);
     assert_eq!(server.rooms_of("b", None), [pair("chat", "1000")]);
-    server.leave("chat", "1001", "b"); // leaving twice is harmless
+    server.leave(&Room::new("chat", "1001"), "b"); // leaving twice is harmless
 
     // remove_room: every member leaves it at once.
-    server.remove_room("chat", "1000");
-    assert_eq!(server.room_size("chat", "1000"), 0);
+    server.remove_room(&Room::new("chat", "1000"));
+    assert_eq!(server.room_size(&Room::new("chat", "1000")), 0);
     assert!(server.rooms_of("b", None).is_empty());
     assert_eq!(server.rooms_of("a", None), [pair("game", "1000")]);
     assert_eq!(server.namespace_size("chat", Match::Exact), 0);
     assert_eq!(server.namespace_size("chat", Match::Prefix), 1);
-    server.remove_room("chat", "1000"); // removing twice is harmless
+    server.remove_room(&Room::new("chat", "1000")); // removing twice is harmless
 
     server.leave_all("a");
     assert!(server.rooms_of("a", None).is_empty());

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crosswire::{MemoryHub, Server, ServerConfig, ServerEmitOptions, SystemEvent, SystemEventKind};
+use crosswire::system::{NodeJoined, NodeLeft, ServerError};
+use crosswire::{MemoryHub, Room, Server, ServerConfig, ServerEmitOptions};
 use crosswire_testkit::cluster_suite::{self, answer_who, ask_who, node_config};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
 use tokio::sync::mpsc;
@@ -13,23 +14,22 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(5);
 
 fn node(hub: &MemoryHub, config: ServerConfig) -> Server {
-    Server::with_broker(config, Arc::new(hub.broker())).expect("valid config")
+    Server::builder(config)
+        .broker(Arc::new(hub.broker()))
+        .build()
+        .expect("valid config")
 }
 
 /// `server`'s node joins and leaves as they happen: `+name` and `-name`.
 fn node_events(server: &Server) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
-    for kind in [SystemEventKind::NodeJoined, SystemEventKind::NodeLeft] {
-        let tx = tx.clone();
-        server.on_system(kind, move |ev| {
-            let event = match ev {
-                SystemEvent::NodeJoined(n) => format!("+{n}"),
-                SystemEvent::NodeLeft(n) => format!("-{n}"),
-                _ => return,
-            };
-            let _ = tx.send(event);
-        });
-    }
+    let joined = tx.clone();
+    server.on_system(move |NodeJoined { node, .. }: NodeJoined| {
+        let _ = joined.send(format!("+{node}"));
+    });
+    server.on_system(move |NodeLeft { node, .. }: NodeLeft| {
+        let _ = tx.send(format!("-{node}"));
+    });
     rx
 }
 
@@ -197,12 +197,12 @@ async fn unicast_goes_only_to_the_node_of_the_id() {
     // Cluster-wide queries see the socket.
     assert_eq!(nodes[2].locate("target").await.as_deref(), Some("b"));
     assert_eq!(nodes[0].cluster_connection_count().await, 1);
-    nodes[1].join("chat", "r", "target");
+    nodes[1].join(&Room::new("chat", "r"), "target");
     assert_eq!(
-        nodes[0].cluster_room_members("chat", "r").await,
+        nodes[0].cluster_room_members(&Room::new("chat", "r")).await,
         vec!["target"]
     );
-    assert_eq!(nodes[2].cluster_room_size("chat", "r").await, 1);
+    assert_eq!(nodes[2].cluster_room_size(&Room::new("chat", "r")).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +220,9 @@ async fn compression_on_every_node_and_mismatch_reported() {
     assert!(client.recv_text(WAIT).await.is_some());
     assert!(wait_until(WAIT, || a.nodes() == ["a", "b"]).await);
     let big = "z".repeat(50_000);
-    a.to_room("relay", "big").emit("msg", &big).expect("emit");
+    a.to_room(Room::new("relay", "big"))
+        .emit("msg", &big)
+        .expect("emit");
     let text = client.recv_text(WAIT).await.expect("delivery");
     assert_eq!(
         text.len(),
@@ -230,10 +232,8 @@ async fn compression_on_every_node_and_mismatch_reported() {
     // A node without compression reports the mismatch instead of misdecoding.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let c = node(&hub, node_config("c"));
-    c.on_system(SystemEventKind::ServerError, move |ev| {
-        if let SystemEvent::ServerError(text) = ev {
-            let _ = tx.send(text.clone());
-        }
+    c.on_system(move |ServerError { message, .. }: ServerError| {
+        let _ = tx.send(message);
     });
     let error = tokio::time::timeout(WAIT, rx.recv())
         .await

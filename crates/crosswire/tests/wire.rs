@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crosswire::{Server, ServerConfig, SystemEvent, SystemEventKind};
+use crosswire::system::{ClientPing, Close, Connection};
+use crosswire::{Ack, Payload, Server, ServerConfig, Socket};
 use crosswire_testkit::{install_relay, recv_within, spawn_server, RawClient, TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -13,11 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn say_server(config: ServerConfig) -> (Server, std::net::SocketAddr) {
     let (server, addr) = spawn_server(config).await;
     install_relay(&server);
-    server.on("say", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send_raw(ev.payload.raw());
-        }
-    });
+    server.on("say", |payload: Payload| Ack(payload));
     (server, addr)
 }
 
@@ -92,10 +89,8 @@ async fn server_events_are_exactly_event_and_payload() {
 async fn default_heartbeat_is_the_empty_string_and_raises_client_ping() {
     let (server, addr) = say_server(ServerConfig::default()).await;
     let (tx, mut pings) = mpsc::unbounded_channel();
-    server.on_system(SystemEventKind::ClientPing, move |ev| {
-        if let SystemEvent::ClientPing(socket) = ev {
-            let _ = tx.send(socket.id());
-        }
+    server.on_system(move |_: ClientPing, socket: Socket| {
+        let _ = tx.send(socket.id());
     });
     let mut c = RawClient::connect(addr, "/?id=hb").await.unwrap();
     c.send_text("").await.unwrap();
@@ -112,7 +107,7 @@ async fn default_heartbeat_is_the_empty_string_and_raises_client_ping() {
 async fn custom_heartbeat_string() {
     let (server, addr) = say_server(ServerConfig::default().with_heartbeat_message("ping")).await;
     let (tx, mut pings) = mpsc::unbounded_channel();
-    server.on_system(SystemEventKind::ClientPing, move |_| {
+    server.on_system(move |_: ClientPing| {
         let _ = tx.send(());
     });
     let mut c = RawClient::connect(addr, "/?id=1").await.unwrap();
@@ -129,7 +124,7 @@ async fn custom_heartbeat_string() {
 async fn path_and_query_parameters_reach_the_socket() {
     let (server, addr) = spawn_server(ServerConfig::default()).await;
     let (tx, mut params) = mpsc::unbounded_channel();
-    server.on_connection(move |_, socket| {
+    server.on_system(move |_: Connection, socket: Socket| {
         let p = socket.params();
         let _ = tx.send((
             p.path().to_string(),
@@ -154,8 +149,8 @@ async fn path_and_query_parameters_reach_the_socket() {
 async fn close_codes_travel_both_ways() {
     let (server, addr) = say_server(ServerConfig::default()).await;
     let (tx, mut closes) = mpsc::unbounded_channel();
-    server.on_close(move |socket, code, reason| {
-        let _ = tx.send((socket.id(), code, reason.to_string()));
+    server.on_system(move |Close { code, reason, .. }: Close, socket: Socket| {
+        let _ = tx.send((socket.id(), code, reason));
     });
     // Client closes on purpose (seed manualClose): 4001 is reported, the id is unbound.
     let mut a = RawClient::connect_bound(addr, "a").await.unwrap();

@@ -1,25 +1,30 @@
-//! Shared bits of the cross-server examples: logging, and a server-only cluster node over
-//! Redis with health logging.
+//! Shared bits of the cross-server examples: logging, a server-only cluster node over
+//! Redis with health logging, and the `say` server event.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crosswire::{Server, ServerConfig};
+use crosswire::system::{NodeJoined, NodeLeft};
+use crosswire::{Ack, Data, FromNode, Server, ServerConfig};
 use crosswire_redis::{RedisBroker, RedisConfig};
+use serde::{Deserialize, Serialize};
 
-/// Sets up `tracing` output (`RUST_LOG` overrides the `info` default).
+/// Sets up `tracing` output (`RUST_LOG` overrides the `info` default), in colour on a
+/// terminal and plain when piped.
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 }
 
 /// A cluster node named `name` over the Redis nodes `redis` (equal peers), with no
 /// WebSocket listener: it only takes part in server-to-server events. Redis health changes
 /// and subscription errors are logged, like the seed's `onRedisHealthChange` and
-/// `onRedisSubscriptionError`.
+/// `onRedisSubscriptionError`, and so are nodes joining and leaving the cluster.
 pub fn server_node(name: &str, redis: &[String]) -> anyhow::Result<Server> {
     let config = RedisConfig::from_urls(redis)?
         .with_on_health_change(|e| {
@@ -47,21 +52,45 @@ pub fn server_node(name: &str, redis: &[String]) -> anyhow::Result<Server> {
             )
         });
     let broker = RedisBroker::new(config)?;
-    Ok(Server::with_broker(
-        ServerConfig::default().with_node_name(name),
-        Arc::new(broker),
-    )?)
+    let server = Server::builder(ServerConfig::default().with_node_name(name))
+        .broker(Arc::new(broker))
+        .build()?;
+    server.on_system(|joined: NodeJoined| tracing::info!(node = %joined.node, "node joined"));
+    server.on_system(|left: NodeLeft| tracing::info!(node = %left.node, "node left"));
+    Ok(server)
 }
 
-/// Answers server event `say` from another node (or this one): logs it and, when the
-/// sender waits for replies, replies with this node's name.
-pub fn answer_say(server: &Server) {
-    server.on_server("say", |ev| {
-        tracing::info!(from = %ev.from, data = %ev.payload.raw(), "received \"say\" event");
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&serde_json::json!({
-                "msg": format!("Hi, this is server {} responding to you", ev.server.node_name())
-            }));
+/// The payload of server event `say`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Say {
+    /// What the sender says.
+    pub content: String,
+}
+
+impl Say {
+    /// A `say` payload.
+    pub fn new(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
         }
-    });
+    }
+}
+
+/// The answer to `say`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SayReply {
+    /// Who answers.
+    pub msg: String,
+}
+
+/// Handles server event `say` from another node (or this one): logs it and, when the
+/// sender waits for replies, replies with this node's name.
+pub fn say(server: Server, FromNode(from): FromNode, Data(say): Data<Say>) -> Ack<SayReply> {
+    tracing::info!(%from, content = %say.content, "received \"say\" event");
+    Ack(SayReply {
+        msg: format!(
+            "Hi, this is server {} responding to you",
+            server.node_name()
+        ),
+    })
 }

@@ -7,7 +7,7 @@ use crate::common::Meter;
 use crate::report::{Report, Row};
 use crate::stats::{new_histogram, per_second, record, LatencySummary};
 use anyhow::{bail, Context, Result};
-use crosswire::{Server, ServerConfig, ServerEmitOptions};
+use crosswire::{Ack, Payload, Server, ServerConfig, ServerEmitOptions};
 use crosswire_redis::{RedisBroker, RedisConfig};
 use serde_json::json;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ fn node(name: &str, redis: &str) -> Result<Server> {
     let config = ServerConfig::default()
         .with_node_name(name)
         .with_server_ping_interval(Duration::ZERO);
-    Ok(Server::with_broker(config, Arc::new(broker))?)
+    Ok(Server::builder(config).broker(Arc::new(broker)).build()?)
 }
 
 /// Runs the scenario.
@@ -40,11 +40,7 @@ pub async fn run(p: &S2sParams) -> Result<Report> {
     let (a_name, b_name) = (format!("bench-a-{run}"), format!("bench-b-{run}"));
     let a = node(&a_name, &p.redis)?;
     let b = node(&b_name, &p.redis)?;
-    b.on_server("bench", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send_raw(ev.payload.raw());
-        }
-    });
+    b.on_server("bench", |payload: Payload| Ack(payload));
     // Wait until a sees b (node discovery), then warm up.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !a.nodes().contains(&b_name) {

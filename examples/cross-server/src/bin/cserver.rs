@@ -23,15 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing::info!(name = %args.name, redis = ?args.redis, "using configured values");
     let server = example_cross_server::server_node(&args.name, &args.redis)?;
-    example_cross_server::answer_say(&server);
-    server.on_system(
-        crosswire::SystemEventKind::NodeJoined,
-        |e| tracing::info!(event = ?e, "node joined"),
-    );
-    server.on_system(
-        crosswire::SystemEventKind::NodeLeft,
-        |e| tracing::info!(event = ?e, "node left"),
-    );
+    server.on_server("say", example_cross_server::say);
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crosswire::{Server, ServerEmitOptions, ServerReplies, ServerResults};
-use serde_json::json;
+use example_cross_server::Say;
 
 #[derive(Parser)]
 struct Args {
@@ -21,6 +21,9 @@ struct Args {
     /// A Redis node; repeat for several (equal peers).
     #[arg(long = "redis", default_value = "redis://127.0.0.1:6379")]
     redis: Vec<String>,
+    /// Milliseconds between two steps (the first comes after one step).
+    #[arg(long, default_value_t = 3000)]
+    step_ms: u64,
 }
 
 /// Callback style: each reply as it comes, with how many are still missing.
@@ -64,10 +67,6 @@ fn report(what: &str, results: &ServerResults) {
     }
 }
 
-async fn at(start: tokio::time::Instant, secs: u64) {
-    tokio::time::sleep_until(start + Duration::from_secs(secs)).await;
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     example_cross_server::init_logging();
@@ -75,72 +74,78 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(name = %args.name, redis = ?args.redis, "using configured values");
     let server: Server = example_cross_server::server_node(&args.name, &args.redis)?;
     // The sender answers too: a broadcast that includes itself is handled in-process.
-    example_cross_server::answer_say(&server);
+    server.on_server("say", example_cross_server::say);
     let me = server.node_name().to_string();
     let start = tokio::time::Instant::now();
+    let step = Duration::from_millis(args.step_ms);
+    let at = |n: u32| tokio::time::sleep_until(start + step * n);
 
-    // 3 s: fire and forget to every node (itself included).
-    at(start, 3).await;
+    // Step 1 (3 s): fire and forget to every node (itself included).
+    at(1).await;
     tracing::info!(nodes = ?server.nodes(), "live nodes (node discovery)");
     server.emit_server(
         "say",
-        &json!({"content": format!("Hi everyone, I am {me}")}),
+        &Say::new(format!("Hi everyone, I am {me}")),
         &ServerEmitOptions::new(),
     )?;
 
-    // 6 s: callback style, expecting 3 replies.
-    at(start, 6).await;
+    // Step 2 (6 s): callback style, expecting 3 replies.
+    at(2).await;
     let replies = server.request_server(
         "say",
-        &json!({"content": format!("Hi everyone, I am {me}, please respond with your callback.")}),
+        &Say::new(format!(
+            "Hi everyone, I am {me}, please respond with your callback."
+        )),
         ServerEmitOptions::new().with_expected_responses(3),
     )?;
     one_by_one("callback, expected 3", replies).await;
 
-    // 9 s: targeted at two named nodes.
-    at(start, 9).await;
+    // Step 3 (9 s): targeted at two named nodes.
+    at(3).await;
     let results = server
         .request_server(
             "say",
-            &json!({"content": "Only serverA and serverB, please"}),
+            &Say::new("Only serverA and serverB, please"),
             ServerEmitOptions::new().to(["serverA", "serverB"]),
         )?
         .collect()
         .await;
     report("targeted serverA, serverB", &results);
 
-    // 12 s: every node except this one; without expected_responses it waits for exactly
-    // the live nodes.
-    at(start, 12).await;
+    // Step 4 (12 s): every node except this one; without expected_responses it waits for
+    // exactly the live nodes.
+    at(4).await;
     let results = server
         .request_server(
             "say",
-            &json!({"content": format!("Everyone but {me}")}),
+            &Say::new(format!("Everyone but {me}")),
             ServerEmitOptions::new().except_self(),
         )?
         .collect()
         .await;
     report("except self", &results);
 
-    // 15 s: promise style, expecting 3 replies.
-    at(start, 15).await;
+    // Step 5 (15 s): promise style, expecting 3 replies.
+    at(5).await;
     let results = server
         .request_server(
             "say",
-            &json!({"content": format!("Hi everyone, I am {me}, please respond with your callback for the promise.")}),
+            &Say::new(format!(
+                "Hi everyone, I am {me}, please respond with your callback for the promise."
+            )),
             ServerEmitOptions::new().with_expected_responses(3),
         )?
         .collect()
         .await;
     report("promise, expected 3", &results);
 
-    // 18 s: more replies expected than there are nodes: resolves after the 2 s timeout
-    // with what arrived.
-    at(start, 18).await;
+    // Step 6 (18 s): more replies expected than there are nodes: resolves after the 2 s
+    // timeout with what arrived.
+    at(6).await;
     let results = server
         .request_server(
             "say",
-            &json!({"content": "Expecting more replies than there are nodes"}),
+            &Say::new("Expecting more replies than there are nodes"),
             ServerEmitOptions::new()
                 .with_expected_responses(server.nodes().len() + 2)
                 .with_timeout(Duration::from_secs(2)),

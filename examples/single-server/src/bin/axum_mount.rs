@@ -11,11 +11,12 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use crosswire::{Server, ServerConfig};
+use crosswire::system::Connection;
+use crosswire::{Ack, Payload, Server, ServerConfig, Socket};
 
 #[derive(Parser)]
 struct Args {
-    /// Port to listen on.
+    /// Port to listen on (0 for any free port; the bound address is logged).
     #[arg(long, default_value_t = 9000)]
     port: u16,
 }
@@ -24,21 +25,24 @@ async fn stats(State(server): State<Server>) -> Json<crosswire::Stats> {
     Json(server.stats())
 }
 
+fn on_connection(_: Connection, server: Server, socket: Socket) {
+    if let Some(id) = socket.query("id") {
+        server.bind(id, &socket);
+    }
+}
+
+/// `echo`: answers with the payload as it came, never parsed.
+fn echo(payload: Payload) -> Ack<Payload> {
+    Ack(payload)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     example_single_server::init_logging();
     let args = Args::parse();
     let server = Server::new(ServerConfig::default())?;
-    server.on_connection(|server, socket| {
-        if let Some(id) = socket.params().get("id") {
-            server.bind(id, socket);
-        }
-    });
-    server.on("echo", |ev| {
-        if let Some(reply) = ev.reply {
-            let _ = reply.send_raw(ev.payload.raw());
-        }
-    });
+    server.on_system(on_connection);
+    server.on("echo", echo);
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/ws", server.ws_handler())

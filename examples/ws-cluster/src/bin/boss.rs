@@ -20,6 +20,9 @@ struct Args {
     /// This client's id.
     #[arg(long, default_value = "555")]
     id: String,
+    /// Milliseconds between two commands (the first comes after two).
+    #[arg(long, default_value_t = 3000)]
+    step_ms: u64,
 }
 
 #[tokio::main]
@@ -43,23 +46,15 @@ async fn main() -> anyhow::Result<()> {
     client.on("say", |data| tracing::info!("Received say event: {data}"));
 
     let start = tokio::time::Instant::now();
-    let commands: [(u64, Value); 4] = [
-        (6, json!({"action": "broadcast", "msg": "Hello every one"})),
-        (
-            9,
-            json!({"action": "toPlayer", "msg": "Hello player 13 ", "toPlayerId": "13"}),
-        ),
-        (
-            12,
-            json!({"action": "toPlayers", "msg": "Hello group players ", "toPlayerIds": ["3", "10", "25", "37"]}),
-        ),
-        (
-            15,
-            json!({"action": "toRoom", "msg": "Hello room players ", "roomId": "1000"}),
-        ),
+    let step = Duration::from_millis(args.step_ms);
+    let commands: [Value; 4] = [
+        json!({"action": "broadcast", "msg": "Hello every one"}),
+        json!({"action": "toPlayer", "msg": "Hello player 13 ", "toPlayerId": "13"}),
+        json!({"action": "toPlayers", "msg": "Hello group players ", "toPlayerIds": ["3", "10", "25", "37"]}),
+        json!({"action": "toRoom", "msg": "Hello room players ", "roomId": "1000"}),
     ];
-    for (at, command) in commands {
-        tokio::time::sleep_until(start + Duration::from_secs(at)).await;
+    for (n, command) in (2..).zip(commands) {
+        tokio::time::sleep_until(start + step * n).await;
         let response = client
             .request("command", &command, EmitOptions::new())
             .await;

@@ -23,8 +23,12 @@ struct Args {
     #[arg(long, default_value_t = 9000)]
     base_port: u16,
     /// Number of nodes (consecutive ports).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     nodes: u16,
+    /// The nodes' ports, instead of `--base-port` and `--nodes`: repeat for each node;
+    /// client i connects to the (i % count)-th.
+    #[arg(long = "port")]
+    ports: Vec<u16>,
     /// How many clients join a room.
     #[arg(long, default_value_t = 10)]
     join: usize,
@@ -36,6 +40,11 @@ const ROOM_IDS: [&str; 3] = ["1000", "1001", "1002"];
 async fn main() -> anyhow::Result<()> {
     example_ws_cluster::init_logging();
     let args = Args::parse();
+    let ports: Vec<u16> = if args.ports.is_empty() {
+        (0..args.nodes).map(|n| args.base_port + n).collect()
+    } else {
+        args.ports.clone()
+    };
     let mut rng = rand::thread_rng();
     let mut joiners: HashSet<u32> = HashSet::new();
     while joiners.len() < args.join.min(args.clients as usize) {
@@ -44,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for i in 0..args.clients {
-        let port = args.base_port + (i as u16 % args.nodes);
+        let port = ports[i as usize % ports.len()];
         let id = i + 1;
         let client = Client::connect(
             ClientConfig::new(format!("ws://127.0.0.1:{port}")).with_param("id", id),

@@ -11,22 +11,143 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use crosswire::{Server, ServerConfig};
+use crosswire::system::{Close, Connection, NodeJoined, NodeLeft};
+use crosswire::{close_code, Ack, Data, EmitError, Room, Server, ServerConfig, Socket};
 use crosswire_redis::{RedisBroker, RedisConfig};
-use example_ws_cluster::as_id;
-use serde_json::{json, Value};
+use example_ws_cluster::Id;
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 struct Args {
     /// This node's name, unique in the cluster.
     #[arg(long, default_value = "serverA")]
     name: String,
-    /// WebSocket port.
+    /// WebSocket port (0 for any free port; the bound address is logged).
     #[arg(long, default_value_t = 9000)]
     port: u16,
     /// A Redis node; repeat for several (equal peers).
     #[arg(long = "redis", default_value = "redis://127.0.0.1:6379")]
     redis: Vec<String>,
+}
+
+/// The namespace of the rooms clients join.
+const ROOMS: &str = "chat";
+
+/// `joinRoom {roomId}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinRoom {
+    room_id: Id,
+}
+
+/// `command {action, msg, …}`: what to send, and to whom.
+#[derive(Deserialize)]
+struct Command {
+    msg: String,
+    #[serde(flatten)]
+    target: Target,
+}
+
+/// The `action` of a command, with its target.
+#[derive(Deserialize)]
+#[serde(
+    tag = "action",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+enum Target {
+    Broadcast,
+    ToPlayer {
+        to_player_id: Id,
+    },
+    ToPlayers {
+        to_player_ids: Vec<Id>,
+    },
+    ToRoom {
+        room_id: Id,
+    },
+    #[serde(other)]
+    Unknown,
+}
+
+impl Target {
+    /// The action, as the client named it.
+    fn action(&self) -> &'static str {
+        match self {
+            Self::Broadcast => "broadcast",
+            Self::ToPlayer { .. } => "toPlayer",
+            Self::ToPlayers { .. } => "toPlayers",
+            Self::ToRoom { .. } => "toRoom",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The `say` event a command sends.
+#[derive(Serialize)]
+struct Say<'a> {
+    action: &'a str,
+    msg: &'a str,
+}
+
+/// Every answer: `{"msg": …}`.
+#[derive(Serialize)]
+struct Msg {
+    msg: String,
+}
+
+fn answer(msg: impl Into<String>) -> Ack<Msg> {
+    Ack(Msg { msg: msg.into() })
+}
+
+fn on_connection(_: Connection, server: Server, socket: Socket) {
+    tracing::info!(node = %server.node_name(), params = ?socket.params(), "client connection params");
+    match socket.query("id") {
+        Some(id) if !id.is_empty() => server.bind(id, &socket),
+        _ => socket.close(close_code::AUTH_FAILED, "Auth failure"),
+    }
+}
+
+fn on_close(close: Close, server: Server, socket: Socket) {
+    tracing::info!(node = %server.node_name(), id = ?socket.id(), code = close.code, "client disconnected");
+}
+
+fn join_room(server: Server, socket: Socket, Data(join): Data<JoinRoom>) -> Ack<Msg> {
+    let Some(id) = socket.id() else {
+        return answer("Failed to join the room");
+    };
+    let room = join.room_id;
+    tracing::info!(node = %server.node_name(), %id, %room, "client wants to join room");
+    server.join(&Room::new(ROOMS, room.as_str()), &id);
+    answer(format!("Successfully joined the roomId:{room}"))
+}
+
+/// Sends `say` to the command's target, wherever in the cluster it is connected.
+fn command(
+    server: Server,
+    socket: Socket,
+    Data(command): Data<Command>,
+) -> Result<Ack<Msg>, EmitError> {
+    let action = command.target.action();
+    tracing::info!(node = %server.node_name(), from = ?socket.id(), action, "received 'command' event");
+    let say = Say {
+        action,
+        msg: &command.msg,
+    };
+    match &command.target {
+        Target::Broadcast => server.to_all().emit("say", &say)?,
+        Target::ToPlayer { to_player_id } => server.to(to_player_id.as_str()).emit("say", &say)?,
+        Target::ToPlayers { to_player_ids } => server
+            .to_ids(to_player_ids.iter().map(Id::as_str))
+            .emit("say", &say)?,
+        Target::ToRoom { room_id } => server
+            .to_room(Room::new(ROOMS, room_id.as_str()))
+            .emit("say", &say)?,
+        Target::Unknown => return Ok(answer("Unknown action type")),
+    };
+    Ok(answer(format!(
+        "Message sent successfully [action:{action}] "
+    )))
 }
 
 #[tokio::main]
@@ -45,84 +166,16 @@ async fn main() -> anyhow::Result<()> {
             )
         },
     ))?;
-    let server = Server::with_broker(
-        ServerConfig::default().with_node_name(&args.name),
-        Arc::new(broker),
-    )?;
-    let name = args.name.clone();
+    let server = Server::builder(ServerConfig::default().with_node_name(&args.name))
+        .broker(Arc::new(broker))
+        .build()?;
 
-    server.on_connection(move |server, socket| {
-        tracing::info!(node = %name, params = ?socket.params(), "client connection params");
-        match socket.params().get("id") {
-            Some(id) if !id.is_empty() => server.bind(id, socket),
-            _ => socket.close(4011, "Auth failure"),
-        }
-    });
-    let name = args.name.clone();
-    server.on_close(move |socket, code, _reason| {
-        tracing::info!(node = %name, id = ?socket.id(), code, "client disconnected");
-    });
-
-    let name = args.name.clone();
-    server.on("joinRoom", move |ev| {
-        let data: Value = ev.payload.parse().unwrap_or_default();
-        let answer = match (ev.socket.id(), as_id(data.get("roomId"))) {
-            (Some(id), Some(room)) => {
-                tracing::info!(node = %name, %id, %room, "client wants to join room");
-                ev.server.join("chat", &room, &id);
-                json!({"msg": format!("Successfully joined the roomId:{room}")})
-            }
-            _ => json!({"msg": "Failed to join the room"}),
-        };
-        if let Some(reply) = ev.reply {
-            let _ = reply.send(&answer);
-        }
-    });
-
-    let name = args.name.clone();
-    server.on("command", move |ev| {
-        let data: Value = ev.payload.parse().unwrap_or_default();
-        tracing::info!(node = %name, from = ?ev.socket.id(), %data, "received 'command' event");
-        let Some(action) = data.get("action").and_then(Value::as_str) else {
-            if let Some(reply) = ev.reply {
-                let _ = reply.send(&json!({"msg": "Failed to send message"}));
-            }
-            return;
-        };
-        let say = json!({"action": action, "msg": data.get("msg")});
-        let server = ev.server;
-        match action {
-            "broadcast" => {
-                let _ = server.to_all().emit("say", &say);
-            }
-            "toPlayer" => {
-                if let Some(id) = as_id(data.get("toPlayerId")) {
-                    let _ = server.to(id).emit("say", &say);
-                }
-            }
-            "toPlayers" => {
-                if let Some(ids) = data.get("toPlayerIds").and_then(Value::as_array) {
-                    let ids: Vec<String> = ids.iter().filter_map(|v| as_id(Some(v))).collect();
-                    let _ = server.to_ids(ids).emit("say", &say);
-                }
-            }
-            "toRoom" => {
-                if let Some(room) = as_id(data.get("roomId")) {
-                    let _ = server.to_room("chat", room).emit("say", &say);
-                }
-            }
-            _ => {
-                if let Some(reply) = ev.reply {
-                    let _ = reply.send(&json!({"msg": "Unknown action type"}));
-                }
-                return;
-            }
-        }
-        if let Some(reply) = ev.reply {
-            let _ = reply
-                .send(&json!({"msg": format!("Message sent successfully [action:{action}] ")}));
-        }
-    });
+    server.on_system(on_connection);
+    server.on_system(on_close);
+    server.on_system(|joined: NodeJoined| tracing::info!(node = %joined.node, "node joined"));
+    server.on_system(|left: NodeLeft| tracing::info!(node = %left.node, "node left"));
+    server.on("joinRoom", join_room);
+    server.on("command", command);
 
     let addr = server.listen(("127.0.0.1", args.port)).await?;
     tracing::info!(%addr, node = %args.name, "listening");

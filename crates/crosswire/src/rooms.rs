@@ -1,0 +1,187 @@
+//! Rooms: the [`Room`] name, joining and leaving, and the queries of this node's rooms.
+//!
+//! Rooms hold ids, not sockets, as in the seed: a socket is in a room through the id it is
+//! bound to, and leaves every room when its id is unbound on disconnect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{Match, NamespaceChange};
+use crate::server::Server;
+
+/// A room's name: a namespace (e.g. `chat`, `game:hot`) and a room id within it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Room {
+    namespace: String,
+    id: String,
+}
+
+impl Room {
+    /// Room `id` of `namespace`.
+    pub fn new(namespace: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            id: id.into(),
+        }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The room id within the namespace.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn into_parts(self) -> (String, String) {
+        (self.namespace, self.id)
+    }
+}
+
+impl std::fmt::Display for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.id)
+    }
+}
+
+impl From<&Room> for Room {
+    fn from(room: &Room) -> Self {
+        room.clone()
+    }
+}
+
+impl Server {
+    /// Adds `id` to `room`.
+    pub fn join(&self, room: &Room, id: &str) {
+        let change = self.write_registry().join(&room.namespace, &room.id, id);
+        self.namespace_changed(change);
+    }
+
+    /// Removes `id` from `room`.
+    pub fn leave(&self, room: &Room, id: &str) {
+        let change = self.write_registry().leave(&room.namespace, &room.id, id);
+        self.namespace_changed(change);
+    }
+
+    /// Removes `id` from every room.
+    pub fn leave_all(&self, id: &str) {
+        let changes = self.write_registry().leave_all(id);
+        for change in changes {
+            self.namespace_changed(change);
+        }
+    }
+
+    /// Removes a room on this node and, in a cluster, on every node.
+    pub fn remove_room(&self, room: &Room) {
+        self.remove_room_local(&room.namespace, &room.id);
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.publish_remove_room(&room.namespace, &room.id);
+        }
+    }
+
+    pub(crate) fn remove_room_local(&self, namespace: &str, room: &str) {
+        let change = self.write_registry().remove_room(namespace, room);
+        self.namespace_changed(change);
+    }
+
+    /// Keeps the broker subscriptions in step with the namespaces that have local rooms.
+    pub(crate) fn namespace_changed(&self, change: NamespaceChange) {
+        let Some(cluster) = &self.inner.cluster else {
+            return;
+        };
+        match change {
+            NamespaceChange::None => {}
+            NamespaceChange::Added(ns) => {
+                if !self.inner.preset.contains(&*ns) {
+                    cluster.subscribe_namespace(&ns);
+                }
+            }
+            NamespaceChange::Removed(ns) => {
+                if self.inner.config.auto_unsubscribe && !self.inner.preset.contains(&*ns) {
+                    cluster.unsubscribe_namespace(&ns);
+                }
+            }
+        }
+    }
+
+    /// Local members of `room`.
+    pub fn room_members(&self, room: &Room) -> Vec<String> {
+        self.read_registry()
+            .room_members(&room.namespace, &room.id)
+            .map(|m| m.iter().map(|id| id.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of local members of `room`.
+    pub fn room_size(&self, room: &Room) -> usize {
+        self.read_registry()
+            .room_members(&room.namespace, &room.id)
+            .map_or(0, |m| m.len())
+    }
+
+    /// Whether `id` is in `room` on this node.
+    pub fn is_joined(&self, room: &Room, id: &str) -> bool {
+        self.read_registry()
+            .room_members(&room.namespace, &room.id)
+            .is_some_and(|m| m.contains(id))
+    }
+
+    /// Distinct local ids in every room of the namespaces matching `namespace`.
+    pub fn namespace_members(&self, namespace: &str, matching: Match) -> Vec<String> {
+        self.read_registry()
+            .namespace_members(namespace, matching)
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// Number of distinct local ids in the namespaces matching `namespace`.
+    pub fn namespace_size(&self, namespace: &str, matching: Match) -> usize {
+        self.read_registry()
+            .namespace_members(namespace, matching)
+            .len()
+    }
+
+    /// The local rooms of the namespaces matching `namespace`.
+    pub fn rooms(&self, namespace: &str, matching: Match) -> Vec<Room> {
+        self.find_rooms(namespace, matching, "", Match::Prefix)
+            .into_iter()
+            .map(|(room, _)| room)
+            .collect()
+    }
+
+    /// Number of local rooms in the namespaces matching `namespace`.
+    pub fn room_count(&self, namespace: &str, matching: Match) -> usize {
+        self.read_registry()
+            .rooms_matching(namespace, matching, "", Match::Prefix)
+            .len()
+    }
+
+    /// Local rooms whose id matches `room` (exact or prefix) in the namespaces matching
+    /// `namespace`, with their member counts.
+    pub fn find_rooms(
+        &self,
+        namespace: &str,
+        ns_matching: Match,
+        room: &str,
+        room_matching: Match,
+    ) -> Vec<(Room, usize)> {
+        self.read_registry()
+            .rooms_matching(namespace, ns_matching, room, room_matching)
+            .into_iter()
+            .map(|(n, r, c)| (Room::new(&*n, &*r), c))
+            .collect()
+    }
+
+    /// The rooms `id` joined on this node, optionally only in namespaces starting with
+    /// `namespace_prefix`.
+    pub fn rooms_of(&self, id: &str, namespace_prefix: Option<&str>) -> Vec<Room> {
+        self.read_registry()
+            .rooms_of(id)
+            .iter()
+            .filter(|(n, _)| namespace_prefix.is_none_or(|p| n.starts_with(p)))
+            .map(|(n, r)| Room::new(&**n, &**r))
+            .collect()
+    }
+}

@@ -1,0 +1,56 @@
+//! Node-wide counters and their snapshot.
+
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+/// Node-wide counters, bumped with relaxed atomics where things happen.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) malformed_frames: AtomicU64,
+    pub(crate) unknown_events: AtomicU64,
+    pub(crate) rejected_events: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) dropped_messages: AtomicU64,
+    pub(crate) slow_disconnects: AtomicU64,
+    pub(crate) ping_timeouts: AtomicU64,
+}
+
+/// A snapshot of a node's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Sockets connected now.
+    pub connections: usize,
+    /// Sockets bound to an id now.
+    pub bound_ids: usize,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Frames dropped as malformed (not JSON, no event, wrong types, bad callbackId, binary).
+    pub malformed_frames: u64,
+    /// Events with no handler.
+    pub unknown_events: u64,
+    /// Events whose handler was not called because an extractor failed (e.g. a payload that
+    /// does not fit `Data<T>`).
+    pub rejected_events: u64,
+    /// Handlers that panicked (caught; the socket they ran for was closed with 1011).
+    pub handler_panics: u64,
+    /// Connections closed for breaking RFC 6455 (including oversized messages).
+    pub protocol_errors: u64,
+    /// Messages not queued because a socket's queue was full.
+    pub dropped_messages: u64,
+    /// Sockets disconnected because their queue was full.
+    pub slow_disconnects: u64,
+    /// Sockets terminated for missing a protocol pong.
+    pub ping_timeouts: u64,
+    /// Broker messages not published because the publish queue was full.
+    pub broker_dropped: u64,
+    /// Envelopes received from other nodes and handled.
+    pub envelopes_received: u64,
+    /// Envelopes received twice (e.g. through two Redis nodes) and dropped.
+    pub envelopes_duplicate: u64,
+    /// Client-bound deliveries received from other nodes.
+    pub remote_deliveries: u64,
+}

@@ -1,0 +1,168 @@
+//! System events: what happens to sockets, the listener and the cluster.
+//!
+//! Each kind is a type; a handler registered with [`crate::Server::on_system`] takes the
+//! event as its first argument, and that type selects the events it gets. The other
+//! arguments are extractors, as for client events ([`crate::Socket`] for the socket the
+//! event is about, [`crate::Extension`], [`crate::State`], [`crate::Server`]).
+//!
+//! ```
+//! use crosswire::system::{Close, Connection};
+//! use crosswire::{Server, ServerConfig, Socket};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), crosswire::ConfigError> {
+//! let server = Server::new(ServerConfig::default())?;
+//! server.on_system(|_: Connection, server: Server, socket: Socket| {
+//!     match socket.query("id") {
+//!         Some(id) => server.bind(id, &socket),
+//!         None => socket.close(4011, "Auth failure"),
+//!     }
+//! });
+//! server.on_system(|close: Close, socket: Socket| {
+//!     tracing::info!(conn = socket.conn_id(), code = close.code, "closed");
+//! });
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::handler::{Context, ExtractError, FromContext};
+
+/// A kind of system event. Implemented by the types of this module only.
+pub trait SystemEvent: Clone + Send + Sync + 'static + sealed::Sealed {
+    /// The kind's name, as it appears in logs and [`crate::EventName`].
+    const NAME: &'static str;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! system_events {
+    ($($(#[$doc:meta])* $name:ident $body:tt = $key:literal;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            #[non_exhaustive]
+            pub struct $name $body
+
+            impl sealed::Sealed for $name {}
+
+            impl SystemEvent for $name {
+                const NAME: &'static str = $key;
+            }
+
+            impl FromContext for $name {
+                fn from_context(cx: &mut Context<'_>) -> Result<Self, ExtractError> {
+                    cx.system
+                        .and_then(|value| value.downcast_ref::<$name>())
+                        .cloned()
+                        .ok_or(ExtractError::Unavailable($key))
+                }
+            }
+        )*
+    };
+}
+
+system_events! {
+    /// A client connected (after the upgrade, with the binding and extensions that
+    /// [`crate::WsUpgrade`] set). The place to authenticate from the query and
+    /// [`crate::Server::bind`] an id when that was not done before the upgrade. Take the
+    /// [`crate::Socket`] as an argument.
+    Connection {
+        /// Every header of the upgrade request, whatever
+        /// [`crate::ServerConfig::with_header_retention`] keeps on the socket: an `async`
+        /// handler runs after the socket dropped the headers it does not keep.
+        pub headers: Arc<http::HeaderMap>,
+    } = "connection";
+
+    /// A socket closed. Its id binding and room memberships are already cleaned up.
+    Close {
+        /// The close code: the one the server sent when it closed first, the client's when it
+        /// closed, 1006 when the connection dropped without a close frame.
+        pub code: u16,
+        /// The close reason.
+        pub reason: String,
+    } = "close";
+
+    /// A client broke the protocol, sent a frame that was dropped, or sent an event that was
+    /// rejected (e.g. a payload that does not fit the handler's `Data<T>`).
+    SocketError {
+        /// What was wrong.
+        pub error: String,
+    } = "error";
+
+    /// A client answered the protocol ping.
+    Pong {} = "pong";
+
+    /// Every text message as received, before dispatch (only built when a handler exists).
+    RawMessage {
+        /// The text.
+        pub text: String,
+    } = "message";
+
+    /// A client sent the application heartbeat.
+    ClientPing {} = "client-ping";
+
+    /// An error not tied to one socket (accept failure, broker error).
+    ServerError {
+        /// What went wrong.
+        pub message: String,
+    } = "server-error";
+
+    /// The server is listening.
+    Listening {
+        /// The bound address.
+        pub addr: SocketAddr,
+    } = "listening";
+
+    /// The server finished shutting down.
+    ServerClosed {} = "server-closed";
+
+    /// A node joined the cluster (node discovery).
+    NodeJoined {
+        /// Its name.
+        pub node: String,
+    } = "node-joined";
+
+    /// A node left the cluster or stopped announcing itself.
+    NodeLeft {
+        /// Its name.
+        pub node: String,
+    } = "node-left";
+}
+
+impl Close {
+    pub(crate) fn new(code: u16, reason: String) -> Self {
+        Self { code, reason }
+    }
+}
+
+impl SocketError {
+    pub(crate) fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+        }
+    }
+}
+
+impl ServerError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl NodeJoined {
+    pub(crate) fn new(node: impl Into<String>) -> Self {
+        Self { node: node.into() }
+    }
+}
+
+impl NodeLeft {
+    pub(crate) fn new(node: impl Into<String>) -> Self {
+        Self { node: node.into() }
+    }
+}
