@@ -731,6 +731,18 @@ macro_rules! first_type {
     };
 }
 
+/// Runs each argument's extractor in order; the first that fails rejects the event.
+macro_rules! extract {
+    ($cx:ident, $($arg:ident),*) => {
+        $(
+            let $arg = match $arg::from_context(&mut $cx) {
+                Ok(value) => value,
+                Err(e) => return $cx.reject(e),
+            };
+        )*
+    };
+}
+
 macro_rules! impl_handler {
     ($($arg:ident),*) => {
         impl<F, R, $($arg,)*> Handler<(marker::Inline, R, $($arg,)*)> for F
@@ -743,12 +755,7 @@ macro_rules! impl_handler {
 
             #[allow(non_snake_case, unused_mut)]
             fn call(&self, mut cx: Context<'_>) {
-                $(
-                    let $arg = match $arg::from_context(&mut cx) {
-                        Ok(value) => value,
-                        Err(e) => return cx.reject(e),
-                    };
-                )*
+                extract!(cx, $($arg),*);
                 self($($arg,)*).respond(&mut cx);
             }
         }
@@ -764,12 +771,7 @@ macro_rules! impl_handler {
 
             #[allow(non_snake_case, unused_mut)]
             fn call(&self, mut cx: Context<'_>) {
-                $(
-                    let $arg = match $arg::from_context(&mut cx) {
-                        Ok(value) => value,
-                        Err(e) => return cx.reject(e),
-                    };
-                )*
+                extract!(cx, $($arg),*);
                 let future = self($($arg,)*);
                 let mut owned = cx.into_owned();
                 tokio::spawn(async move {
