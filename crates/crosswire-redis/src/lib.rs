@@ -144,6 +144,7 @@ mod config;
 mod health;
 mod publisher;
 mod resp;
+mod shared;
 mod strategy;
 mod subscriber;
 mod tls;

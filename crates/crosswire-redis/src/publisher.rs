@@ -9,8 +9,8 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::broker::{Node, PublishJob, Shared};
 use crate::health::{HealthEventKind, Role};
+use crate::shared::{Node, PublishJob, Shared};
 
 /// Runs until the broker is dropped (the task is aborted then).
 pub(crate) async fn run(

@@ -18,9 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::broker::{Node, Shared, SubscribeCommand, SubscribeOutcome};
 use crate::health::{HealthEventKind, Role};
 use crate::resp::{self, Frame};
+use crate::shared::{Node, Shared, SubscribeCommand, SubscribeOutcome};
 
 /// Payloads at least this large are handed on as views of the read buffer; smaller ones are
 /// copied, so that a small message kept by the application does not pin a whole read buffer.

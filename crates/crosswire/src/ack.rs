@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use crate::socket::lock;
+use crate::sync::lock;
 
 /// Where the answer to one server → client request goes.
 type AckSender = oneshot::Sender<Box<RawValue>>;

@@ -37,11 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::server::{Server, ServerInner};
-use crate::server_events;
-use crate::socket::{lock, Batch};
+use crate::socket::Batch;
 use crate::stats::Stats;
-use crate::system::{NodeJoined, NodeLeft, ServerError};
+use crate::sync::lock;
 use crosswire_core::{Broker, BrokerMessage};
 use crosswire_protocol::envelope::{Body, Codec, Envelope, EnvelopeError, Target};
 
@@ -408,13 +406,52 @@ impl Cluster {
     }
 }
 
+/// What the cluster layer needs from the node above it: local delivery, the registry's
+/// reaction to other nodes, handlers and system events. Implemented by the node, so this
+/// layer looks down only; the tasks hold it weakly and stop when the node is gone.
+/// (Statically dispatched: the node's handlers need its `Arc`.)
+pub(crate) trait Host: Send + Sync + Sized + 'static {
+    /// This node's cluster part.
+    fn cluster(&self) -> Option<&Cluster>;
+    /// Delivers a frame that another node published to this node's sockets.
+    fn deliver(self: &Arc<Self>, target: &Target, frame: &Bytes);
+    /// `id` was bound on another node: close and forget the local socket bound to it.
+    fn taken_over(self: &Arc<Self>, id: &str);
+    /// A room was removed on every node.
+    fn remove_room(self: &Arc<Self>, namespace: &str, room: &str);
+    /// A server-to-server event for this node.
+    fn server_event(
+        self: &Arc<Self>,
+        origin: &str,
+        event: &str,
+        payload: Bytes,
+        request: Option<u64>,
+    );
+    /// A reply to one of this node's server-to-server requests.
+    fn server_reply(self: &Arc<Self>, request: u64, origin: &str, payload: Bytes);
+    /// A message on a custom channel.
+    fn channel_message(self: &Arc<Self>, message: &BrokerMessage);
+    /// A peer joined (`true`) or left (`false`).
+    fn peer_changed(self: &Arc<Self>, node: &str, joined: bool);
+    /// A broker or envelope problem worth a `ServerError` event.
+    fn report(self: &Arc<Self>, message: String);
+    /// Handling one broker message panicked outside any handler.
+    fn panicked(self: &Arc<Self>, channel: &str, panic: &(dyn std::any::Any + Send));
+}
+
 /// Starts the node's broker tasks: the ordered outgoing queue, the receiver, and the
-/// announcer.
-pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
-    let Some(cluster) = server.inner.cluster.as_ref() else {
+/// announcer. `host` is the node (held weakly).
+pub(crate) fn start<H: Host>(
+    host: Weak<H>,
+    config: &ServerConfig,
+    outgoing: mpsc::Receiver<Outgoing>,
+) {
+    let Some(strong) = host.upgrade() else {
         return;
     };
-    let broker = Arc::clone(&cluster.broker);
+    let Some(cluster) = strong.cluster() else {
+        return;
+    };
     let mut initial: Vec<String> = vec![
         cluster.channels.ws_all.to_string(),
         cluster.channels.ws_node(&cluster.node).to_string(),
@@ -422,155 +459,163 @@ pub(crate) fn start(server: &Server, mut outgoing: mpsc::Receiver<Outgoing>) {
         cluster.channels.s2s_node(&cluster.node).to_string(),
     ];
     initial.extend(
-        server
-            .config()
+        config
             .preset_namespaces
             .iter()
             .map(|ns| cluster.channels.room(ns)),
     );
-    let weak = Arc::downgrade(&server.inner);
+    let messages = cluster.broker.messages();
+    tokio::spawn(run_outgoing(host.clone(), initial, outgoing));
+    tokio::spawn(run_announcer(host.clone(), cluster.announce_interval));
+    match messages {
+        Ok(rx) => {
+            tokio::spawn(receive(host, rx));
+        }
+        Err(e) => strong.report(format!("broker: {e}")),
+    }
+}
 
-    // Outgoing: one task, so operations reach the broker in order. A batch of operations is
-    // started in order (the broker queues each at call time), then awaited together.
-    let out_broker = Arc::clone(&broker);
-    let out_weak = weak.clone();
-    let announce_weak = weak.clone();
-    tokio::spawn(async move {
-        for channel in initial {
-            if let Err(e) = out_broker.subscribe(&channel).await {
-                report(&out_weak, format!("subscribe {channel}: {e}"));
-            }
+/// The outgoing task: subscribes the initial channels, says hello, then hands queued
+/// operations to the broker in order. A batch of operations is started in order (the
+/// broker queues each at call time), then awaited together.
+async fn run_outgoing<H: Host>(
+    host: Weak<H>,
+    initial: Vec<String>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+) {
+    let Some(broker) = host
+        .upgrade()
+        .and_then(|h| h.cluster().map(|c| Arc::clone(&c.broker)))
+    else {
+        return;
+    };
+    let report = |message: String| {
+        tracing::warn!(%message, "broker error");
+        if let Some(host) = host.upgrade() {
+            host.report(message);
         }
-        // Subscribed: now say hello, so the others answer with their own announcements.
-        if let Some(inner) = announce_weak.upgrade() {
-            if let Some(c) = &inner.cluster {
-                c.announce(true);
-            }
+    };
+    for channel in initial {
+        if let Err(e) = broker.subscribe(&channel).await {
+            report(format!("subscribe {channel}: {e}"));
         }
-        let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
-        let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
-        while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
-            let futures: Vec<_> = batch
-                .drain(..)
-                .filter_map(|op| match op {
-                    Outgoing::Publish(channel, bytes) => Some(out_broker.publish(&channel, bytes)),
-                    Outgoing::Subscribe(channel) => Some(out_broker.subscribe(&channel)),
-                    Outgoing::Unsubscribe(channel) => Some(out_broker.unsubscribe(&channel)),
-                    Outgoing::Flush(done) => {
-                        flushed.push(done);
-                        None
-                    }
-                })
-                .collect();
-            for result in futures_util::future::join_all(futures).await {
-                if let Err(e) = result {
-                    report(&out_weak, format!("broker: {e}"));
+    }
+    // Subscribed: now say hello, so the others answer with their own announcements.
+    if let Some(cluster) = host.upgrade().as_deref().and_then(H::cluster) {
+        cluster.announce(true);
+    }
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
+    let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
+    while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
+        let futures: Vec<_> = batch
+            .drain(..)
+            .filter_map(|op| match op {
+                Outgoing::Publish(channel, bytes) => Some(broker.publish(&channel, bytes)),
+                Outgoing::Subscribe(channel) => Some(broker.subscribe(&channel)),
+                Outgoing::Unsubscribe(channel) => Some(broker.unsubscribe(&channel)),
+                Outgoing::Flush(done) => {
+                    flushed.push(done);
+                    None
                 }
-            }
-            for done in flushed.drain(..) {
-                let _ = done.send(());
+            })
+            .collect();
+        for result in futures_util::future::join_all(futures).await {
+            if let Err(e) = result {
+                report(format!("broker: {e}"));
             }
         }
-    });
-
-    // Announcer: periodic announcements and expiry of silent peers.
-    let interval = cluster.announce_interval;
-    let stop = cluster.stop.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            let Some(inner) = weak.upgrade() else {
-                return;
-            };
-            let Some(cluster) = inner.cluster.as_ref() else {
-                return;
-            };
-            cluster.announce(false);
-            let now = Instant::now();
-            let expired: Vec<Arc<str>> = lock(&cluster.peers)
-                .iter()
-                .filter(|(_, p)| now.duration_since(p.last_seen) > p.ttl)
-                .map(|(n, _)| Arc::clone(n))
-                .collect();
-            let server = Server {
-                inner: Arc::clone(&inner),
-            };
-            for node in expired {
-                if cluster.forget_peer(&node) {
-                    tracing::info!(node = %node, "node expired");
-                    server.emit_system(&NodeLeft::new(&*node), None);
-                }
-            }
-            let retention = cluster.departed_retention();
-            lock(&cluster.departed).retain(|_, at| now.duration_since(*at) < retention);
+        for done in flushed.drain(..) {
+            let _ = done.send(());
         }
-    });
+    }
+}
 
-    // Incoming.
-    let messages = match broker.messages() {
-        Ok(rx) => rx,
-        Err(e) => {
-            server.emit_system(&ServerError::new(format!("broker: {e}")), None);
+/// The announcer: periodic announcements and expiry of silent peers.
+async fn run_announcer<H: Host>(host: Weak<H>, interval: Duration) {
+    let Some(stop) = host
+        .upgrade()
+        .and_then(|h| h.cluster().map(|c| c.stop.clone()))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(host) = host.upgrade() else {
             return;
+        };
+        let Some(cluster) = host.cluster() else {
+            return;
+        };
+        cluster.announce(false);
+        for node in cluster.expire_peers(Instant::now()) {
+            tracing::info!(node = %node, "node expired");
+            host.peer_changed(&node, false);
         }
-    };
-    tokio::spawn(receive(Arc::downgrade(&server.inner), messages));
-}
-
-/// Stops announcing and announces this node's departure (on graceful shutdown).
-///
-/// The departure goes through the ordered outgoing queue, after everything this node sent
-/// before (announcements included), and is awaited (at most a second) so that the other
-/// nodes hear of it before this node stops.
-pub(crate) async fn leave(server: &Server) {
-    let Some(cluster) = &server.inner.cluster else {
-        return;
-    };
-    cluster.stop();
-    let Some(bytes) = cluster.envelope(Body::Leave) else {
-        return;
-    };
-    let (done, flushed) = oneshot::channel();
-    let channel = Arc::clone(&cluster.channels.s2s_all);
-    let queued = async {
-        cluster.tx.send(Outgoing::Publish(channel, bytes)).await?;
-        cluster.tx.send(Outgoing::Flush(done)).await?;
-        Ok::<_, mpsc::error::SendError<Outgoing>>(())
-    };
-    let sent = tokio::time::timeout(Duration::from_secs(1), async {
-        queued.await.is_ok() && flushed.await.is_ok()
-    })
-    .await;
-    match sent {
-        Ok(true) => {}
-        Ok(false) => tracing::debug!("could not announce departure: broker queue closed"),
-        Err(_) => tracing::debug!("announcing departure timed out"),
     }
 }
 
-fn report(weak: &Weak<ServerInner>, message: String) {
-    tracing::warn!(%message, "broker error");
-    if let Some(inner) = weak.upgrade() {
-        Server { inner }.emit_system(&ServerError::new(message), None);
+impl Cluster {
+    /// Forgets the peers silent for longer than their time to live, and old departures;
+    /// returns the expired peers.
+    fn expire_peers(&self, now: Instant) -> Vec<Arc<str>> {
+        let expired: Vec<Arc<str>> = lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.last_seen) > p.ttl)
+            .map(|(n, _)| Arc::clone(n))
+            .collect();
+        let expired = expired
+            .into_iter()
+            .filter(|node| self.forget_peer(node))
+            .collect();
+        let retention = self.departed_retention();
+        lock(&self.departed).retain(|_, at| now.duration_since(*at) < retention);
+        expired
+    }
+
+    /// Stops announcing and announces this node's departure (on graceful shutdown).
+    ///
+    /// The departure goes through the ordered outgoing queue, after everything this node
+    /// sent before (announcements included), and is awaited (at most a second) so that the
+    /// other nodes hear of it before this node stops.
+    pub(crate) async fn leave(&self) {
+        self.stop();
+        let Some(bytes) = self.envelope(Body::Leave) else {
+            return;
+        };
+        let (done, flushed) = oneshot::channel();
+        let channel = Arc::clone(&self.channels.s2s_all);
+        let queued = async {
+            self.tx.send(Outgoing::Publish(channel, bytes)).await?;
+            self.tx.send(Outgoing::Flush(done)).await?;
+            Ok::<_, mpsc::error::SendError<Outgoing>>(())
+        };
+        let sent = tokio::time::timeout(Duration::from_secs(1), async {
+            queued.await.is_ok() && flushed.await.is_ok()
+        })
+        .await;
+        match sent {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("could not announce departure: broker queue closed"),
+            Err(_) => tracing::debug!("announcing departure timed out"),
+        }
     }
 }
 
-async fn receive(weak: Weak<ServerInner>, mut messages: mpsc::Receiver<BrokerMessage>) {
+/// The receive task: handles broker messages in batches, flushing written sockets after
+/// each batch.
+async fn receive<H: Host>(host: Weak<H>, mut messages: mpsc::Receiver<BrokerMessage>) {
     let mut buf: Vec<BrokerMessage> = Vec::with_capacity(INCOMING_BATCH);
-    let stop = {
-        let Some(inner) = weak.upgrade() else {
-            return;
-        };
-        let Some(cluster) = inner.cluster.as_ref() else {
-            return;
-        };
-        cluster.stop.clone()
+    let Some(stop) = host
+        .upgrade()
+        .and_then(|h| h.cluster().map(|c| c.stop.clone()))
+    else {
+        return;
     };
     loop {
         let n = tokio::select! {
@@ -580,28 +625,29 @@ async fn receive(weak: Weak<ServerInner>, mut messages: mpsc::Receiver<BrokerMes
         if n == 0 {
             return;
         }
-        let Some(inner) = weak.upgrade() else {
+        let Some(host) = host.upgrade() else {
             return;
         };
-        let server = Server { inner };
+        let Some(cluster) = host.cluster() else {
+            return;
+        };
         let _batch = Batch::begin();
         for message in buf.drain(..) {
             // Handlers are guarded one by one; this catches a panic anywhere else in handling
             // one message, so the receive loop outlives it.
-            let one = std::panic::AssertUnwindSafe(|| handle(&server, &message));
+            let one = std::panic::AssertUnwindSafe(|| handle(&host, cluster, &message));
             if let Err(panic) = std::panic::catch_unwind(one) {
-                crate::handler::handler_panicked(&server, None, &message.channel, panic.as_ref());
+                host.panicked(&message.channel, panic.as_ref());
             }
         }
     }
 }
 
-fn handle(server: &Server, message: &BrokerMessage) {
-    let Some(cluster) = server.inner.cluster.as_ref() else {
-        return;
-    };
+/// Handles one broker message: a custom channel's goes to the host as it is; an envelope is
+/// decoded, checked against echo and duplicates, and applied.
+fn handle<H: Host>(host: &Arc<H>, cluster: &Cluster, message: &BrokerMessage) {
     if !cluster.channels.is_internal(&message.channel) {
-        server.emit_channel_message(message);
+        host.channel_message(message);
         return;
     }
     let envelope = match cluster.codec.decode(&message.payload) {
@@ -615,7 +661,7 @@ fn handle(server: &Server, message: &BrokerMessage) {
                 other => format!("undecodable envelope on {}: {other}", message.channel),
             };
             tracing::warn!(%text, "dropped envelope");
-            server.emit_system(&ServerError::new(text), None);
+            host.report(text);
             return;
         }
     };
@@ -623,42 +669,39 @@ fn handle(server: &Server, message: &BrokerMessage) {
         return;
     }
     let origin: Arc<str> = Arc::from(envelope.origin.as_str());
-    {
-        let mut seen = lock(&cluster.seen);
-        let window = seen
-            .entry((Arc::clone(&origin), envelope.incarnation))
-            .or_insert_with(SeenWindow::new);
-        if !window.accept(envelope.seq) {
-            cluster.duplicates.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    if !cluster.first_sight(&origin, envelope.incarnation, envelope.seq) {
+        cluster.duplicates.fetch_add(1, Ordering::Relaxed);
+        return;
     }
     cluster.received.fetch_add(1, Ordering::Relaxed);
-    match envelope.body {
+    apply(host, cluster, &origin, envelope.incarnation, envelope.body);
+}
+
+/// Applies one envelope from `origin`.
+fn apply<H: Host>(
+    host: &Arc<H>,
+    cluster: &Cluster,
+    origin: &Arc<str>,
+    incarnation: u64,
+    body: Body,
+) {
+    match body {
         Body::Deliver { target, frame } => {
             cluster.deliveries.fetch_add(1, Ordering::Relaxed);
-            server.deliver_local(&target, &frame);
+            host.deliver(&target, &frame);
         }
         Body::Takeover { id } => {
             let id: Arc<str> = Arc::from(id);
-            lock(&cluster.locations).insert(Arc::clone(&id), Arc::clone(&origin));
-            if let Some(socket) = server.socket(&id) {
-                tracing::debug!(id = %id, origin = %origin, "id bound on another node");
-                server.unbind_quiet(&id);
-                server.leave_all(&id);
-                socket.close(
-                    server.config().takeover_close_code,
-                    "taken over by a new connection",
-                );
-            }
+            lock(&cluster.locations).insert(Arc::clone(&id), Arc::clone(origin));
+            host.taken_over(&id);
         }
         Body::Gone { id } => {
             let mut locations = lock(&cluster.locations);
-            if locations.get(id.as_str()).is_some_and(|n| *n == origin) {
+            if locations.get(id.as_str()).is_some_and(|n| n == origin) {
                 locations.remove(id.as_str());
             }
         }
-        Body::RemoveRoom { namespace, room } => server.remove_room_local(&namespace, &room),
+        Body::RemoveRoom { namespace, room } => host.remove_room(&namespace, &room),
         Body::ServerEvent {
             event,
             payload,
@@ -666,7 +709,7 @@ fn handle(server: &Server, message: &BrokerMessage) {
             targets,
         } => {
             if targets.is_empty() || targets.iter().any(|t| *t == *cluster.node) {
-                server_events::dispatch(server, &origin, &event, payload, request);
+                host.server_event(origin, &event, payload, request);
             }
         }
         Body::ServerReply {
@@ -675,54 +718,75 @@ fn handle(server: &Server, message: &BrokerMessage) {
             payload,
         } => {
             if to == *cluster.node {
-                server.inner.requests().resolve(request, &origin, payload);
+                host.server_reply(request, origin, payload);
             }
         }
         Body::Announce {
             ttl_ms,
             compression,
             hello,
-        } => {
-            if compression != cluster.codec.compress_above.is_some() {
-                server.emit_system(&ServerError::new(format!(
-                    "compression mismatch: node {origin} has compression {}, this node {}; all nodes must agree",
-                    if compression { "on" } else { "off" },
-                    if cluster.codec.compress_above.is_some() { "on" } else { "off" },
-                )), None);
-            }
-            if lock(&cluster.departed).contains_key(&(Arc::clone(&origin), envelope.incarnation)) {
-                tracing::debug!(node = %origin, "announcement of a departed run ignored");
-                return;
-            }
-            let ttl = Duration::from_millis(ttl_ms.max(1));
-            let previous = lock(&cluster.peers).insert(
-                Arc::clone(&origin),
-                Peer {
-                    last_seen: Instant::now(),
-                    ttl,
-                    incarnation: envelope.incarnation,
-                },
-            );
-            let new = previous.is_none();
-            if let Some(old) = previous.filter(|p| p.incarnation != envelope.incarnation) {
-                // The node restarted: forget the duplicate window of its previous run.
-                lock(&cluster.seen).remove(&(Arc::clone(&origin), old.incarnation));
-            }
-            if new {
-                tracing::info!(node = %origin, "node joined");
-                server.emit_system(&NodeJoined::new(&*origin), None);
-            }
-            if hello || new {
-                cluster.announce(false);
+        } => cluster.on_announce(host, origin, incarnation, ttl_ms, compression, hello),
+        Body::Leave => {
+            lock(&cluster.departed).insert((Arc::clone(origin), incarnation), Instant::now());
+            if cluster.forget_peer(origin) {
+                tracing::info!(node = %origin, "node left");
+                host.peer_changed(origin, false);
             }
         }
-        Body::Leave => {
-            lock(&cluster.departed)
-                .insert((Arc::clone(&origin), envelope.incarnation), Instant::now());
-            if cluster.forget_peer(&origin) {
-                tracing::info!(node = %origin, "node left");
-                server.emit_system(&NodeLeft::new(&*origin), None);
-            }
+    }
+}
+
+impl Cluster {
+    /// Whether this is the first time sequence number `seq` of `origin`'s run `incarnation`
+    /// is seen (the broker may deliver a message twice).
+    fn first_sight(&self, origin: &Arc<str>, incarnation: u64, seq: u64) -> bool {
+        lock(&self.seen)
+            .entry((Arc::clone(origin), incarnation))
+            .or_insert_with(SeenWindow::new)
+            .accept(seq)
+    }
+
+    /// A peer's announcement: checks its compression setting, records it alive, and answers
+    /// a newcomer's hello with this node's own announcement.
+    fn on_announce<H: Host>(
+        &self,
+        host: &Arc<H>,
+        origin: &Arc<str>,
+        incarnation: u64,
+        ttl_ms: u64,
+        compression: bool,
+        hello: bool,
+    ) {
+        let ours = self.codec.compress_above.is_some();
+        if compression != ours {
+            let on_off = |on: bool| if on { "on" } else { "off" };
+            host.report(format!(
+                "compression mismatch: node {origin} has compression {}, this node {}; all nodes must agree",
+                on_off(compression),
+                on_off(ours),
+            ));
+        }
+        if lock(&self.departed).contains_key(&(Arc::clone(origin), incarnation)) {
+            tracing::debug!(node = %origin, "announcement of a departed run ignored");
+            return;
+        }
+        let peer = Peer {
+            last_seen: Instant::now(),
+            ttl: Duration::from_millis(ttl_ms.max(1)),
+            incarnation,
+        };
+        let previous = lock(&self.peers).insert(Arc::clone(origin), peer);
+        let new = previous.is_none();
+        if let Some(old) = previous.filter(|p| p.incarnation != incarnation) {
+            // The node restarted: forget the duplicate window of its previous run.
+            lock(&self.seen).remove(&(Arc::clone(origin), old.incarnation));
+        }
+        if new {
+            tracing::info!(node = %origin, "node joined");
+            host.peer_changed(origin, true);
+        }
+        if hello || new {
+            self.announce(false);
         }
     }
 }

@@ -14,8 +14,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::handler::Context;
-use crate::server::{Server, ServerInner};
-use crate::socket::{lock, Batch, Socket};
+use crate::node::{Server, ServerInner};
+use crate::socket::{Batch, Socket};
+use crate::sync::lock;
 use crate::system::{self, SystemEvent};
 use crosswire_protocol::frame::{self, Incoming};
 use crosswire_protocol::ws::{self, Decoded, Decoder, Message, Role};
@@ -61,7 +62,7 @@ pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
     let span =
         tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
     let (code, reason) = conn.drive(&inner).instrument(span).await;
-    conn.finish(&inner, code, reason);
+    conn.finish(code, reason);
 }
 
 /// What the read side is doing.
@@ -325,7 +326,7 @@ impl Conn {
         Ok(pos)
     }
 
-    fn finish(self, inner: &Arc<ServerInner>, code: u16, reason: String) {
+    fn finish(self, code: u16, reason: String) {
         let shared = &self.socket.shared;
         {
             let mut out = lock(&shared.out);
@@ -333,7 +334,7 @@ impl Conn {
             out.clear();
         }
         shared.shutdown_stream();
-        inner.remove_socket(&self.socket);
+        remove_socket(&self.server, &self.socket);
         tracing::debug!(conn = shared.conn_id, code, "connection closed");
         self.server
             .emit_system(&system::Close::new(code, reason), Some(&self.socket));
@@ -412,7 +413,7 @@ fn on_text(server: &Server, socket: &Socket, text: &str) {
                 return;
             };
             let cx = Context::client(server, socket, &event, payload, callback_id.as_deref());
-            inner.events.dispatch(&handlers, cx);
+            crate::handler::dispatch(&inner.events, &handlers, cx);
         }
         Ok(Incoming::Ack { ack_id, payload }) => {
             if let Ok(n) = ack_id.parse::<u64>() {
@@ -425,4 +426,18 @@ fn on_text(server: &Server, socket: &Socket, text: &str) {
             server.emit_system(&system::SocketError::new(e.to_string()), Some(socket));
         }
     }
+}
+
+/// Removes a finished connection from the registry: id unbound (and announced), rooms left,
+/// pending requests dropped.
+fn remove_socket(server: &Server, socket: &Socket) {
+    let (changes, unbound) = server.write_registry().remove_conn(&socket.shared);
+    if let (Some(id), Some(cluster)) = (unbound, &server.inner.cluster) {
+        cluster.announce_gone(&id);
+    }
+    server.inner.acks.drop_conn(socket.shared.conn_id);
+    for change in changes {
+        server.namespace_changed(change);
+    }
+    server.inner.conn_removed.notify_waiters();
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::EmitError;
+use crate::node::Server;
 use crate::rooms::Room;
-use crate::server::Server;
 use crate::socket::{Batch, SocketShared};
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::frame;

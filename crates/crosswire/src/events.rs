@@ -1,4 +1,6 @@
-//! Handler tables: registration, `once`, removal by handle, tag or name, and dispatch.
+//! Handler tables: registration, `once`, removal by handle, tag or name, and the order in
+//! which an event's handlers run. What a handler is, and how it is called, is the handler
+//! layer's business: a table stores any `H`.
 //!
 //! Each name keeps its handlers in an `Arc<[_]>` replaced on every change (copy on write):
 //! dispatching clones one `Arc` under a short read lock and calls the handlers with no lock
@@ -8,8 +10,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-use crate::handler::{call_guarded, Context, ErasedHandler};
 
 /// Identifies one registered handler, for [`crate::Server::off`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,15 +53,15 @@ impl From<String> for On {
     }
 }
 
-pub(crate) struct Entry {
+pub(crate) struct Entry<H: ?Sized> {
     pub(crate) id: HandlerId,
     tag: Option<Arc<str>>,
     /// `Some` for a `once` handler: set by the run that claims it.
     fired: Option<AtomicBool>,
-    pub(crate) handler: Arc<ErasedHandler>,
+    pub(crate) handler: Arc<H>,
 }
 
-impl Entry {
+impl<H: ?Sized> Entry<H> {
     /// Whether this run may call the handler (a `once` handler runs for one caller only).
     fn claim(&self) -> bool {
         self.fired
@@ -71,21 +71,28 @@ impl Entry {
 }
 
 /// Handler lists by name; each list is replaced, never mutated, on change.
-type HandlerMap = HashMap<Box<str>, Arc<[Arc<Entry>]>>;
+type HandlerMap<H> = HashMap<Box<str>, Arc<[Arc<Entry<H>>]>>;
 
 /// Handlers of one kind (client events, server events, system events), keyed by name.
-#[derive(Default)]
-pub(crate) struct Listeners {
-    map: RwLock<HandlerMap>,
+pub(crate) struct Listeners<H: ?Sized> {
+    map: RwLock<HandlerMap<H>>,
+}
+
+impl<H: ?Sized> Default for Listeners<H> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
 }
 
 static NEXT_HANDLER: AtomicU64 = AtomicU64::new(1);
 
-impl Listeners {
+impl<H: ?Sized> Listeners<H> {
     pub(crate) fn add(
         &self,
         name: &str,
-        handler: Arc<ErasedHandler>,
+        handler: Arc<H>,
         tag: Option<&str>,
         once: bool,
     ) -> HandlerId {
@@ -98,14 +105,14 @@ impl Listeners {
         });
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let list = map.entry(name.into()).or_insert_with(|| Arc::from([]));
-        let mut v: Vec<Arc<Entry>> = list.to_vec();
+        let mut v: Vec<Arc<Entry<H>>> = list.to_vec();
         v.push(entry);
         *list = Arc::from(v);
         id
     }
 
     /// The handlers for `name`, if any.
-    pub(crate) fn get(&self, name: &str) -> Option<Arc<[Arc<Entry>]>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<[Arc<Entry<H>>]>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         map.get(name).cloned()
     }
@@ -115,10 +122,9 @@ impl Listeners {
         map.get(name).is_some_and(|l| !l.is_empty())
     }
 
-    /// Calls every handler of `list` with `cx` (the first one gets the reply slot), each
-    /// guarded against panics; `once` handlers are claimed and removed.
-    pub(crate) fn dispatch(&self, list: &[Arc<Entry>], cx: Context<'_>) {
-        let mut cx = Some(cx);
+    /// Calls `call` with every handler of `list` in registration order; a `once` handler
+    /// is claimed (one caller runs it, however many race) and removed.
+    pub(crate) fn run(&self, list: &[Arc<Entry<H>>], mut call: impl FnMut(&H)) {
         for entry in list {
             if !entry.claim() {
                 continue;
@@ -126,23 +132,16 @@ impl Listeners {
             if entry.fired.is_some() {
                 self.remove_id(entry.id);
             }
-            let this = match cx.take() {
-                Some(first) => {
-                    cx = Some(first.without_reply());
-                    first
-                }
-                None => continue,
-            };
-            call_guarded(&*entry.handler, this);
+            call(&entry.handler);
         }
     }
 
-    pub(crate) fn remove_where(&self, pred: impl Fn(&Entry) -> bool) -> usize {
+    pub(crate) fn remove_where(&self, pred: impl Fn(&Entry<H>) -> bool) -> usize {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let mut removed = 0;
         map.retain(|_, list| {
             if list.iter().any(|e| pred(e)) {
-                let v: Vec<Arc<Entry>> = list.iter().filter(|e| !pred(e)).cloned().collect();
+                let v: Vec<Arc<Entry<H>>> = list.iter().filter(|e| !pred(e)).cloned().collect();
                 removed += list.len() - v.len();
                 *list = Arc::from(v);
             }

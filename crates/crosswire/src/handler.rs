@@ -46,186 +46,17 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::SendError;
-use crate::server::{Server, ServerInner};
+use crate::events::Entry;
+use crate::node::{ErasedHandler, Handlers, ReplyKind, ReplyTo, Server, Source};
 use crate::socket::Socket;
+use crate::system::SystemEvent;
+use bytes::Bytes;
+use crosswire_protocol::envelope::Body;
 use crosswire_protocol::frame;
 
-/// Where a handler runs: a client event, a server-to-server event or a system event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    Client,
-    Server,
-    System,
-}
-
-/// Everything an extractor can read about the event being handled.
-///
-/// Handlers never see it; custom extractors ([`FromContext`]) read it through its methods.
-pub struct Context<'a> {
-    pub(crate) server: &'a Server,
-    pub(crate) source: Source,
-    pub(crate) event: &'a str,
-    pub(crate) payload: &'a RawValue,
-    pub(crate) socket: Option<&'a Socket>,
-    pub(crate) origin: Option<&'a str>,
-    pub(crate) system: Option<&'a (dyn Any + Send + Sync)>,
-    /// Who waits for an answer, as the frame said.
-    pub(crate) reply: ReplyTo<'a>,
-    /// An extractor took the answer slot (as a [`Reply`]), or it was answered.
-    taken: bool,
-    /// The owned answer slot of a spawned handler that finished.
-    owned: Option<Reply>,
-}
-
-impl fmt::Debug for Context<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context")
-            .field("event", &self.event)
-            .field("socket", &self.socket)
-            .field("origin", &self.origin)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Who is waiting for an answer, borrowed from the frame.
-#[derive(Clone, Copy)]
-pub(crate) enum ReplyTo<'a> {
-    None,
-    Client {
-        socket: &'a Socket,
-        callback_id: &'a str,
-    },
-    Server {
-        node: &'a str,
-        request: u64,
-    },
-}
+pub use crate::node::{Context, Reply};
 
 impl<'a> Context<'a> {
-    /// A client event from `socket`.
-    pub(crate) fn client(
-        server: &'a Server,
-        socket: &'a Socket,
-        event: &'a str,
-        payload: &'a RawValue,
-        callback_id: Option<&'a str>,
-    ) -> Self {
-        Self {
-            server,
-            source: Source::Client,
-            event,
-            payload,
-            socket: Some(socket),
-            origin: None,
-            system: None,
-            reply: match callback_id {
-                Some(callback_id) => ReplyTo::Client {
-                    socket,
-                    callback_id,
-                },
-                None => ReplyTo::None,
-            },
-            taken: false,
-            owned: None,
-        }
-    }
-
-    /// A server-to-server event from node `origin`.
-    pub(crate) fn server_event(
-        server: &'a Server,
-        origin: &'a str,
-        event: &'a str,
-        payload: &'a RawValue,
-        request: Option<u64>,
-    ) -> Self {
-        Self {
-            server,
-            source: Source::Server,
-            event,
-            payload,
-            socket: None,
-            origin: Some(origin),
-            system: None,
-            reply: match request {
-                Some(request) => ReplyTo::Server {
-                    node: origin,
-                    request,
-                },
-                None => ReplyTo::None,
-            },
-            taken: false,
-            owned: None,
-        }
-    }
-
-    /// A system event, about `socket` when it concerns one.
-    pub(crate) fn system(
-        server: &'a Server,
-        event: &'a str,
-        value: &'a (dyn Any + Send + Sync),
-        socket: Option<&'a Socket>,
-    ) -> Self {
-        Self {
-            server,
-            source: Source::System,
-            event,
-            payload: RawValue::NULL,
-            socket,
-            origin: None,
-            system: Some(value),
-            reply: ReplyTo::None,
-            taken: false,
-            owned: None,
-        }
-    }
-
-    /// The same event for a further handler: every field but the reply, which only the first
-    /// handler of an event gets (each event is answered once).
-    pub(crate) fn without_reply(&self) -> Context<'a> {
-        Context {
-            server: self.server,
-            source: self.source,
-            event: self.event,
-            payload: self.payload,
-            socket: self.socket,
-            origin: self.origin,
-            system: self.system,
-            reply: ReplyTo::None,
-            taken: false,
-            owned: None,
-        }
-    }
-
-    /// This node.
-    pub fn server(&self) -> &Server {
-        self.server
-    }
-
-    /// The event's name (for a system event, its kind, e.g. `close`).
-    pub fn event(&self) -> &str {
-        self.event
-    }
-
-    /// The payload as JSON text (`null` for system events).
-    pub fn payload(&self) -> &RawValue {
-        self.payload
-    }
-
-    /// The socket the event came from or is about.
-    pub fn socket(&self) -> Option<&Socket> {
-        self.socket
-    }
-
-    /// The node that sent a server-to-server event.
-    pub fn origin(&self) -> Option<&str> {
-        self.origin
-    }
-
-    /// Whether someone waits for an answer that no handler has taken yet.
-    pub fn wants_reply(&self) -> bool {
-        self.owned.is_some() || (!self.taken && !matches!(self.reply, ReplyTo::None))
-    }
-
     /// Takes the answer slot, turning it into an owned [`Reply`].
     pub fn take_reply(&mut self) -> Option<Reply> {
         if let Some(owned) = self.owned.take() {
@@ -267,9 +98,7 @@ impl<'a> Context<'a> {
                     socket,
                     callback_id,
                 } => send_client_reply(socket, callback_id, value),
-                ReplyTo::Server { node, request } => {
-                    crate::server_events::send_reply(self.server, node, request, value)
-                }
+                ReplyTo::Server { node, request } => send_reply(self.server, node, request, value),
             }
         };
         if let Err(e) = result {
@@ -344,6 +173,32 @@ fn send_client_reply<T: Serialize + ?Sized>(
     socket.send_frame(frame)
 }
 
+/// Sends the answer to request `request` of node `to`: in-process when `to` is this node.
+pub(crate) fn send_reply<T: Serialize + ?Sized>(
+    server: &Server,
+    to: &str,
+    request: u64,
+    payload: &T,
+) -> Result<(), SendError> {
+    let payload = Bytes::from(serde_json::to_vec(payload).map_err(|_| SendError::Encode)?);
+    if to == server.node_name() {
+        server.inner.requests.resolve(request, to, payload);
+        return Ok(());
+    }
+    if let Some(cluster) = &server.inner.cluster {
+        let channel = cluster.channels.s2s_node(to);
+        cluster.publish(
+            channel,
+            Body::ServerReply {
+                request,
+                to: to.to_string(),
+                payload,
+            },
+        );
+    }
+    Ok(())
+}
+
 /// What a spawned handler keeps of its [`Context`] to answer when it is done.
 pub(crate) struct OwnedContext {
     server: Server,
@@ -372,26 +227,6 @@ impl OwnedContext {
 }
 
 // ----- answers -----
-
-/// Answers a client's request (an event with a `callbackId`) or a server-to-server request.
-/// Take it as a handler argument (`Option<Reply>` when the request may not want one) to
-/// answer later or from elsewhere; a handler that only answers at its end returns the answer
-/// instead ([`Ack`], `Result`). Consumed by sending.
-#[derive(Debug)]
-pub struct Reply(ReplyKind);
-
-#[derive(Debug)]
-enum ReplyKind {
-    Client {
-        socket: Socket,
-        callback_id: Box<str>,
-    },
-    Server {
-        server: std::sync::Weak<ServerInner>,
-        to: Arc<str>,
-        request: u64,
-    },
-}
 
 impl Reply {
     /// The client's callback id (client requests only).
@@ -424,7 +259,7 @@ impl Reply {
                 request,
             } => {
                 let inner = server.upgrade().ok_or(SendError::Closed)?;
-                crate::server_events::send_reply(&Server { inner }, &to, request, payload)
+                send_reply(&Server { inner }, &to, request, payload)
             }
         }
     }
@@ -657,6 +492,27 @@ impl FromContext for EventName {
     }
 }
 
+// ----- system events -----
+
+impl<E: SystemEvent> FromContext for E {
+    fn from_context(cx: &mut Context<'_>) -> Result<Self, ExtractError> {
+        cx.system
+            .and_then(|value| value.downcast_ref::<E>())
+            .cloned()
+            .ok_or(ExtractError::Unavailable(E::NAME))
+    }
+}
+
+impl Server {
+    /// Runs the handlers of a system event.
+    pub(crate) fn emit_system<E: SystemEvent>(&self, event: &E, socket: Option<&Socket>) {
+        if let Some(list) = self.inner.system.get(E::NAME) {
+            let cx = Context::system(self, E::NAME, event, socket);
+            dispatch(&self.inner.system, &list, cx);
+        }
+    }
+}
+
 // ----- handlers -----
 
 /// Markers that tell synchronous and asynchronous handlers apart.
@@ -682,11 +538,20 @@ pub trait Handler<M>: Send + Sync + 'static {
     fn call(&self, cx: Context<'_>);
 }
 
-/// A handler with its type erased, as the handler tables store it.
-pub(crate) type ErasedHandler = dyn Fn(Context<'_>) + Send + Sync;
-
 pub(crate) fn erase<M, H: Handler<M>>(handler: H) -> Arc<ErasedHandler> {
     Arc::new(move |cx: Context<'_>| handler.call(cx))
+}
+
+/// Calls the handlers of one event in `list` (from `table`): the first one gets the reply
+/// slot, the others the same event without it (each event is answered once).
+pub(crate) fn dispatch(table: &Handlers, list: &[Arc<Entry<ErasedHandler>>], cx: Context<'_>) {
+    let mut cx = Some(cx);
+    table.run(list, |handler| {
+        if let Some(first) = cx.take() {
+            cx = Some(first.without_reply());
+            call_guarded(handler, first);
+        }
+    });
 }
 
 /// Runs one handler, catching a panic: logged with the event name, counted, and the socket

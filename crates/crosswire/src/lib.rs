@@ -86,13 +86,16 @@ mod error;
 mod events;
 pub mod handler;
 mod handshake;
+mod node;
 mod params;
 mod registry;
+mod requests;
 mod rooms;
 mod server;
 mod server_events;
 mod socket;
 mod stats;
+mod sync;
 pub mod system;
 mod upgrade;
 
@@ -109,11 +112,13 @@ pub use handler::{
 };
 pub use handshake::HeaderRetention;
 pub use ipnet::IpNet;
+pub use node::Server;
 pub use params::{ParseOptions, RequestParams};
 pub use registry::Match;
+pub use requests::{ServerReplies, ServerResponse, ServerResults};
 pub use rooms::Room;
-pub use server::{Server, ServerBuilder, Tagged};
-pub use server_events::{ServerEmitOptions, ServerReplies, ServerResponse, ServerResults};
+pub use server::{ServerBuilder, Tagged};
+pub use server_events::ServerEmitOptions;
 pub use socket::{set_flush_threads, Socket, SocketStats};
 pub use stats::Stats;
 pub use upgrade::{UpgradeRejection, WsUpgrade};
@@ -123,32 +128,7 @@ pub use crosswire_protocol as protocol;
 /// Re-exported so applications can name raw JSON payloads.
 pub use serde_json::value::RawValue;
 
-/// Close codes crosswire uses or reserves.
-pub mod close_code {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// The client broke RFC 6455.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// The socket's send queue was full (a client too slow to read).
-    pub const SEND_QUEUE_FULL: u16 = 1008;
-    /// A message larger than the configured maximum.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// A handler panicked while handling this socket's event; the socket was closed and
-    /// cleaned up.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// The client closed on purpose (seed clients' `manualClose`).
-    pub const CLIENT_MANUAL: u16 = 4001;
-    /// The client saw a heartbeat timeout.
-    pub const CLIENT_HEARTBEAT_TIMEOUT: u16 = 4002;
-    /// Application: forced logout (convention).
-    pub const FORCED_LOGOUT: u16 = 4010;
-    /// Application: authentication failed (convention).
-    pub const AUTH_FAILED: u16 = 4011;
-    /// The id was bound by a newer connection (a concurrent login). Default takeover code.
-    pub const TAKEN_OVER: u16 = 4012;
-}
+pub mod close_code;
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

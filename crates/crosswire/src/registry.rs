@@ -68,7 +68,7 @@ impl Registry {
         socket: &Arc<SocketShared>,
     ) -> Option<Arc<SocketShared>> {
         let previous_id = {
-            let mut slot = crate::socket::lock(&socket.id);
+            let mut slot = crate::sync::lock(&socket.id);
             slot.replace(Arc::clone(&id))
         };
         if let Some(prev) = previous_id {
@@ -82,7 +82,7 @@ impl Registry {
         }
         match self.ids.insert(id, Arc::clone(socket)) {
             Some(old) if !Arc::ptr_eq(&old, socket) => {
-                *crate::socket::lock(&old.id) = None;
+                *crate::sync::lock(&old.id) = None;
                 Some(old)
             }
             _ => None,
@@ -100,7 +100,7 @@ impl Registry {
             return None;
         }
         let s = self.ids.remove(id)?;
-        *crate::socket::lock(&s.id) = None;
+        *crate::sync::lock(&s.id) = None;
         Some(s)
     }
 
@@ -297,7 +297,7 @@ mod tests {
             conn_id,
             accepted.unwrap().0,
             identity,
-            std::sync::Weak::new(),
+            std::sync::Weak::<crate::node::ServerInner>::new(),
             1 << 20,
             crate::SlowClientPolicy::Disconnect,
         ))

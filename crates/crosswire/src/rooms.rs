@@ -3,10 +3,13 @@
 //! Rooms hold ids, not sockets, as in the seed: a socket is in a room through the id it is
 //! bound to, and leaves every room when its id is unbound on disconnect.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::node::Server;
 use crate::registry::{Match, NamespaceChange};
-use crate::server::Server;
+use crate::socket::Socket;
 
 /// A room's name: a namespace (e.g. `chat`, `game:hot`) and a room id within it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -52,6 +55,42 @@ impl From<&Room> for Room {
 }
 
 impl Server {
+    // ----- ids -----
+
+    /// Binds `id` (unique across the cluster) to `socket`. A socket already bound to `id` —
+    /// on this node or another — is closed with the takeover code (default 4012).
+    pub fn bind(&self, id: &str, socket: &Socket) {
+        let id: Arc<str> = Arc::from(id);
+        let previous = self.write_registry().bind(Arc::clone(&id), &socket.shared);
+        if let Some(old) = previous {
+            tracing::debug!(id = %id, "id taken over by a new connection");
+            old.request_close(
+                self.inner.config.takeover_close_code,
+                "taken over by a new connection",
+            );
+        }
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.announce_takeover(&id);
+        }
+    }
+
+    /// Removes the binding of `id` (its rooms are left as they are). Returns whether it
+    /// was bound on this node.
+    pub fn unbind(&self, id: &str) -> bool {
+        let unbound = self.unbind_quiet(id);
+        if unbound {
+            if let Some(cluster) = &self.inner.cluster {
+                cluster.announce_gone(id);
+            }
+        }
+        unbound
+    }
+
+    /// Unbinds without telling the other nodes (the id moved to one of them).
+    pub(crate) fn unbind_quiet(&self, id: &str) -> bool {
+        self.write_registry().unbind(id, None).is_some()
+    }
+
     /// Adds `id` to `room`.
     pub fn join(&self, room: &Room, id: &str) {
         let change = self.write_registry().join(&room.namespace, &room.id, id);

@@ -1,77 +1,34 @@
-//! The [`Server`] handle: building a node, its handlers, ids, and its life cycle.
+//! The facade: building a [`Server`], registering handlers, custom channels, counters, and
+//! the node's life cycle (serving, the ping sweep, shutdown). It composes the layers below
+//! and is the node's [`Host`] for the cluster layer.
 //!
-//! Sending lives in `emit`, rooms in `rooms`, server-to-server events in `server_events`,
-//! accepting connections in `upgrade`.
+//! The node's state lives in `node`; sending in `emit`, ids and rooms in `rooms`,
+//! server-to-server events in `server_events`, accepting connections in `upgrade`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::ack::Acks;
-use crate::cluster::{Cluster, Outgoing};
+use crate::cluster::{Cluster, Host, Outgoing};
 use crate::config::ServerConfig;
 use crate::error::{ConfigError, ServeError};
-use crate::events::{HandlerId, Listeners, On};
-use crate::handler::{erase, Context, Handler};
+use crate::events::{HandlerId, On};
+use crate::handler::{erase, handler_panicked, Handler};
+use crate::node::{Server, ServerInner};
 use crate::registry::Registry;
-use crate::socket::{lock, Batch, Socket, SocketShared};
+use crate::socket::{Batch, Socket, SocketShared};
 use crate::stats::{Counters, Stats};
+use crate::sync;
 use crate::system::{self, SystemEvent};
-use crate::upgrade::Accepted;
 use crosswire_core::{Broker, BrokerHealth, BrokerMessage};
+use crosswire_protocol::envelope::Target;
 use crosswire_protocol::ws;
-
-/// The handler of custom-channel messages.
-type ChannelHandler = Arc<dyn Fn(&str, &Bytes) + Send + Sync>;
-
-pub(crate) struct ServerInner {
-    pub(crate) config: ServerConfig,
-    registry: RwLock<Registry>,
-    /// Client event handlers, by event name.
-    pub(crate) events: Listeners,
-    /// System event handlers, by [`SystemEvent::NAME`].
-    pub(crate) system: Listeners,
-    /// Server-to-server event handlers, by event name.
-    pub(crate) server_events: Listeners,
-    pub(crate) acks: Acks,
-    pub(crate) stats: Counters,
-    /// Application state for [`crate::State`], given once to the builder.
-    pub(crate) state: http::Extensions,
-    pub(crate) heartbeat_frame: Bytes,
-    ping_frame: Bytes,
-    next_conn: AtomicU64,
-    pub(crate) cluster: Option<Cluster>,
-    requests: crate::server_events::Requests,
-    channel_handler: RwLock<Option<ChannelHandler>>,
-    shutting_down: AtomicBool,
-    /// Signalled when shutdown starts (stops the listeners and the sweep).
-    pub(crate) shutdown: Notify,
-    /// Signalled whenever a connection is removed.
-    conn_removed: Notify,
-    pub(crate) preset: HashSet<String>,
-}
-
-/// A crosswire node: WebSocket connections, ids, rooms and events. Cheap to clone.
-///
-/// Create it inside a tokio runtime with [`Server::new`] (a single node) or
-/// [`Server::builder`] (a broker for a cluster, application state).
-#[derive(Clone)]
-pub struct Server {
-    pub(crate) inner: Arc<ServerInner>,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("node", &self.inner.config.node_name)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Builds a [`Server`]: its configuration, an optional broker, application state.
 ///
@@ -115,7 +72,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Application state that handlers take as [`crate::State<S>`]; one value per type (a
+    /// Application state that handlers take as [`crate::handler::State<S>`]; one value per type (a
     /// second call with the same type replaces the first). Cloned per event: use an `Arc`
     /// or a handle.
     pub fn state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
@@ -141,9 +98,9 @@ impl ServerBuilder {
         let inner = Arc::new(ServerInner {
             config,
             registry: RwLock::new(Registry::default()),
-            events: Listeners::default(),
-            system: Listeners::default(),
-            server_events: Listeners::default(),
+            events: Default::default(),
+            system: Default::default(),
+            server_events: Default::default(),
             acks: Acks::default(),
             stats: Counters::default(),
             state: self.state,
@@ -158,12 +115,12 @@ impl ServerBuilder {
             conn_removed: Notify::new(),
             preset,
         });
+        if let Some(rx) = outgoing_rx {
+            crate::cluster::start(Arc::downgrade(&inner), &inner.config, rx);
+        }
         let server = Server { inner };
         server.install_queries();
         server.spawn_ping_sweep();
-        if let Some(rx) = outgoing_rx {
-            crate::cluster::start(&server, rx);
-        }
         Ok(server)
     }
 }
@@ -220,24 +177,14 @@ impl Server {
         }
     }
 
-    /// This node's name.
-    pub fn node_name(&self) -> &str {
-        &self.inner.config.node_name
-    }
-
-    /// The configuration this node runs with.
-    pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
-    }
-
     // ----- handlers -----
 
     /// Handles client event `event` (or `On::once(event)`: its next occurrence only).
     ///
     /// `handler` is any function, sync or `async`, whose arguments are extractors
-    /// ([`crate::Socket`], [`crate::Data`], [`crate::Payload`], [`crate::Reply`],
-    /// [`crate::State`], [`crate::Extension`], [`Server`], …) and whose return value may
-    /// answer the request ([`crate::Ack`], `Result`); see [`crate::handler`]. A synchronous
+    /// ([`Socket`], [`crate::handler::Data`], [`crate::handler::Payload`], [`crate::handler::Reply`],
+    /// [`crate::handler::State`], [`crate::handler::Extension`], [`Server`], …) and whose return value may
+    /// answer the request ([`crate::handler::Ack`], `Result`); see [`crate::handler`]. A synchronous
     /// handler runs on the connection's task: keep it short and non-blocking.
     pub fn on<M, H: Handler<M>>(&self, event: impl Into<On>, handler: H) -> HandlerId {
         let on = event.into();
@@ -248,7 +195,7 @@ impl Server {
 
     /// Handles server-to-server event `event`, sent by [`Server::emit_server`] or
     /// [`Server::request_server`] on any node. Same handlers as [`Server::on`], with
-    /// [`crate::FromNode`] for the sender and [`crate::Reply`] / [`crate::Ack`] for the
+    /// [`crate::handler::FromNode`] for the sender and [`crate::handler::Reply`] / [`crate::handler::Ack`] for the
     /// answer; a synchronous handler runs on the broker's receive task.
     pub fn on_server<M, H: Handler<M>>(&self, event: impl Into<On>, handler: H) -> HandlerId {
         let on = event.into();
@@ -293,73 +240,6 @@ impl Server {
     /// Removes every handler of client event `event`. Returns how many.
     pub fn off_event(&self, event: &str) -> usize {
         self.inner.events.remove_name(event)
-    }
-
-    /// Runs the handlers of a system event.
-    pub(crate) fn emit_system<E: SystemEvent>(&self, event: &E, socket: Option<&Socket>) {
-        if let Some(list) = self.inner.system.get(E::NAME) {
-            let cx = Context::system(self, E::NAME, event, socket);
-            self.inner.system.dispatch(&list, cx);
-        }
-    }
-
-    // ----- ids -----
-
-    /// Binds `id` (unique across the cluster) to `socket`. A socket already bound to `id` —
-    /// on this node or another — is closed with the takeover code (default 4012).
-    pub fn bind(&self, id: &str, socket: &Socket) {
-        let id: Arc<str> = Arc::from(id);
-        let previous = self.write_registry().bind(Arc::clone(&id), &socket.shared);
-        if let Some(old) = previous {
-            tracing::debug!(id = %id, "id taken over by a new connection");
-            old.request_close(
-                self.inner.config.takeover_close_code,
-                "taken over by a new connection",
-            );
-        }
-        if let Some(cluster) = &self.inner.cluster {
-            cluster.announce_takeover(&id);
-        }
-    }
-
-    /// Removes the binding of `id` (its rooms are left as they are). Returns whether it
-    /// was bound on this node.
-    pub fn unbind(&self, id: &str) -> bool {
-        let unbound = self.unbind_quiet(id);
-        if unbound {
-            if let Some(cluster) = &self.inner.cluster {
-                cluster.announce_gone(id);
-            }
-        }
-        unbound
-    }
-
-    /// Unbinds without telling the other nodes (the id moved to one of them).
-    pub(crate) fn unbind_quiet(&self, id: &str) -> bool {
-        self.write_registry().unbind(id, None).is_some()
-    }
-
-    /// The local socket bound to `id`.
-    pub fn socket(&self, id: &str) -> Option<Socket> {
-        self.read_registry().get(id).map(|s| Socket {
-            shared: Arc::clone(s),
-        })
-    }
-
-    /// Every local socket.
-    pub fn sockets(&self) -> Vec<Socket> {
-        self.read_registry()
-            .conns
-            .values()
-            .map(|s| Socket {
-                shared: Arc::clone(s),
-            })
-            .collect()
-    }
-
-    /// Number of local connections.
-    pub fn connection_count(&self) -> usize {
-        self.read_registry().conns.len()
     }
 
     /// Counters of this node.
@@ -434,103 +314,20 @@ impl Server {
     where
         F: Fn(&str, &Bytes) + Send + Sync + 'static,
     {
-        *self
-            .inner
-            .channel_handler
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
+        *sync::write(&self.inner.channel_handler) = Some(Arc::new(handler));
     }
 
     pub(crate) fn emit_channel_message(&self, message: &BrokerMessage) {
-        let handler = self
-            .inner
-            .channel_handler
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let handler = sync::read(&self.inner.channel_handler).clone();
         if let Some(handler) = handler {
             let run = std::panic::AssertUnwindSafe(|| handler(&message.channel, &message.payload));
             if let Err(panic) = std::panic::catch_unwind(run) {
-                crate::handler::handler_panicked(self, None, &message.channel, panic.as_ref());
+                handler_panicked(self, None, &message.channel, panic.as_ref());
             }
         }
     }
 
     // ----- life cycle -----
-
-    pub(crate) fn read_registry(&self) -> RwLockReadGuard<'_, Registry> {
-        self.inner.read_registry()
-    }
-
-    pub(crate) fn write_registry(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.inner
-            .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether shutdown has started.
-    pub fn is_shutting_down(&self) -> bool {
-        self.inner.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Takes a freshly upgraded connection in. Used by the upgrade paths.
-    pub(crate) fn adopt(
-        &self,
-        stream: tokio::net::TcpStream,
-        leftover: bytes::BytesMut,
-        accepted: Accepted,
-    ) {
-        if self.is_shutting_down() {
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        let Accepted {
-            params,
-            headers,
-            extensions,
-            bind,
-        } = accepted;
-        let remote = stream.peer_addr().ok();
-        let client_ip =
-            crate::handshake::client_ip(remote, &headers, &self.inner.config.trusted_proxies);
-        let shared = Arc::new(SocketShared::new(
-            conn_id,
-            stream,
-            crate::socket::Identity {
-                params,
-                remote,
-                client_ip,
-                headers: crate::handshake::HeaderBlock::new(&headers),
-                extensions,
-            },
-            Arc::downgrade(&self.inner),
-            self.inner.config.max_queue_bytes,
-            self.inner.config.slow_client_policy,
-        ));
-        self.write_registry().insert_conn(Arc::clone(&shared));
-        self.inner
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
-        let socket = Socket { shared };
-        // Bind and announce before the connection task starts, so the socket is reachable by
-        // its id as early as possible after the 101 response.
-        {
-            let _batch = Batch::begin();
-            if let Some(id) = bind {
-                self.bind(&id, &socket);
-            }
-            let headers = Arc::new(headers);
-            self.emit_system(&system::Connection { headers }, Some(&socket));
-        }
-        socket
-            .shared
-            .retain_headers(&self.inner.config.header_retention);
-        let server = self.clone();
-        tokio::spawn(crate::connection::run(server, socket, leftover));
-    }
 
     fn spawn_ping_sweep(&self) {
         let interval = self.inner.config.server_ping_interval;
@@ -576,7 +373,9 @@ impl Server {
         // Terminated sockets finish at once; wait (bounded) so that every `close` event fires
         // before `ServerClosed`.
         self.wait_for_no_connections(Duration::from_secs(1)).await;
-        crate::cluster::leave(self).await;
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.leave().await;
+        }
         self.emit_system(&system::ServerClosed {}, None);
     }
 
@@ -644,14 +443,6 @@ impl Server {
 }
 
 impl ServerInner {
-    pub(crate) fn read_registry(&self) -> RwLockReadGuard<'_, Registry> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn requests(&self) -> &crate::server_events::Requests {
-        &self.requests
-    }
-
     /// One sweep of the protocol heartbeat: pings every socket, and terminates those that
     /// did not answer the previous ping.
     fn ping_all(&self) {
@@ -668,24 +459,74 @@ impl ServerInner {
             }
         }
     }
+}
 
-    pub(crate) fn remove_socket(self: &Arc<Self>, socket: &Socket) {
-        let (changes, unbound) = self
-            .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_conn(&socket.shared);
-        if let (Some(id), Some(cluster)) = (unbound, &self.cluster) {
-            cluster.announce_gone(&id);
+impl Host for ServerInner {
+    fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    fn deliver(self: &Arc<Self>, target: &Target, frame: &Bytes) {
+        server(self).deliver_local(target, frame);
+    }
+
+    fn taken_over(self: &Arc<Self>, id: &str) {
+        let server = server(self);
+        if let Some(socket) = server.socket(id) {
+            tracing::debug!(id = %id, "id bound on another node");
+            server.unbind_quiet(id);
+            server.leave_all(id);
+            socket.close(
+                self.config.takeover_close_code,
+                "taken over by a new connection",
+            );
         }
-        self.acks.drop_conn(socket.shared.conn_id);
-        let server = Server {
-            inner: Arc::clone(self),
-        };
-        for change in changes {
-            server.namespace_changed(change);
+    }
+
+    fn remove_room(self: &Arc<Self>, namespace: &str, room: &str) {
+        server(self).remove_room_local(namespace, room);
+    }
+
+    fn server_event(
+        self: &Arc<Self>,
+        origin: &str,
+        event: &str,
+        payload: Bytes,
+        request: Option<u64>,
+    ) {
+        crate::server_events::dispatch(&server(self), origin, event, payload, request);
+    }
+
+    fn server_reply(self: &Arc<Self>, request: u64, origin: &str, payload: Bytes) {
+        self.requests.resolve(request, origin, payload);
+    }
+
+    fn channel_message(self: &Arc<Self>, message: &BrokerMessage) {
+        server(self).emit_channel_message(message);
+    }
+
+    fn peer_changed(self: &Arc<Self>, node: &str, joined: bool) {
+        let server = server(self);
+        if joined {
+            server.emit_system(&system::NodeJoined::new(node), None);
+        } else {
+            server.emit_system(&system::NodeLeft::new(node), None);
         }
-        self.conn_removed.notify_waiters();
+    }
+
+    fn report(self: &Arc<Self>, message: String) {
+        server(self).emit_system(&system::ServerError::new(message), None);
+    }
+
+    fn panicked(self: &Arc<Self>, channel: &str, panic: &(dyn std::any::Any + Send)) {
+        handler_panicked(&server(self), None, channel, panic);
+    }
+}
+
+/// A handle to the node, for the layers that take one.
+fn server(inner: &Arc<ServerInner>) -> Server {
+    Server {
+        inner: Arc::clone(inner),
     }
 }
 
@@ -694,5 +535,4 @@ fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Server>();
     is::<Socket>();
-    let _ = lock::<()>;
 }

@@ -1,48 +1,19 @@
 //! Server-to-server events: handlers, emitting to all or named nodes, and collecting replies
 //! one by one or all at once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
-use crate::error::{SendError, ServerEmitError};
-use crate::handler::{Ack, Context, Data};
+use crate::error::ServerEmitError;
+use crate::handler::{self, erase, Ack, Data};
+use crate::node::{Context, Server};
+use crate::requests::ServerReplies;
 use crate::rooms::Room;
-use crate::server::{Server, ServerInner};
-use crate::socket::lock;
 use crosswire_protocol::envelope::Body;
-
-/// Sends the answer to request `request` of node `to`: in-process when `to` is this node.
-pub(crate) fn send_reply<T: Serialize + ?Sized>(
-    server: &Server,
-    to: &str,
-    request: u64,
-    payload: &T,
-) -> Result<(), SendError> {
-    let payload = Bytes::from(serde_json::to_vec(payload).map_err(|_| SendError::Encode)?);
-    if to == server.node_name() {
-        server.inner.requests().resolve(request, to, payload);
-        return Ok(());
-    }
-    if let Some(cluster) = &server.inner.cluster {
-        let channel = cluster.channels.s2s_node(to);
-        cluster.publish(
-            channel,
-            Body::ServerReply {
-                request,
-                to: to.to_string(),
-                payload,
-            },
-        );
-    }
-    Ok(())
-}
 
 /// Options of [`Server::request_server`] and [`Server::emit_server`].
 #[derive(Debug, Clone, Default)]
@@ -94,156 +65,6 @@ impl ServerEmitOptions {
     }
 }
 
-/// One reply to a server-to-server request.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct ServerResponse {
-    /// The node that answered.
-    pub node: String,
-    /// Its reply.
-    pub payload: Box<RawValue>,
-    /// Replies still expected after this one.
-    pub remaining: usize,
-}
-
-/// Every reply to a server-to-server request, as [`ServerReplies::collect`] returns them.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct ServerResults {
-    /// Whether every expected reply arrived in time.
-    pub success: bool,
-    /// Replies by node name.
-    pub responses: BTreeMap<String, Box<RawValue>>,
-    /// How many expected replies did not arrive.
-    pub unresponded: usize,
-}
-
-type ReplySender = mpsc::UnboundedSender<(String, Box<RawValue>)>;
-
-struct Pending {
-    tx: ReplySender,
-    remaining: usize,
-}
-
-/// Pending requests of this node.
-#[derive(Default)]
-pub(crate) struct Requests {
-    next: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
-}
-
-impl Requests {
-    fn register(&self, expected: usize) -> (u64, mpsc::UnboundedReceiver<(String, Box<RawValue>)>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::unbounded_channel();
-        if expected > 0 {
-            lock(&self.pending).insert(
-                id,
-                Pending {
-                    tx,
-                    remaining: expected,
-                },
-            );
-        }
-        (id, rx)
-    }
-
-    pub(crate) fn resolve(&self, id: u64, from: &str, payload: Bytes) {
-        let payload: Box<RawValue> = match serde_json::from_slice::<&RawValue>(&payload) {
-            Ok(raw) => raw.to_owned(),
-            Err(e) => {
-                tracing::warn!(node = %from, error = %e, "dropped a reply that is not JSON");
-                return;
-            }
-        };
-        let mut pending = lock(&self.pending);
-        let Some(entry) = pending.get_mut(&id) else {
-            return;
-        };
-        let _ = entry.tx.send((from.to_string(), payload));
-        entry.remaining = entry.remaining.saturating_sub(1);
-        if entry.remaining == 0 {
-            pending.remove(&id);
-        }
-    }
-
-    pub(crate) fn cancel(&self, id: u64) -> bool {
-        lock(&self.pending).remove(&id).is_some()
-    }
-}
-
-/// The replies to a server-to-server request: take them one by one with
-/// [`ServerReplies::next`], or all at once with [`ServerReplies::collect`]. Dropping it
-/// cancels the request.
-pub struct ServerReplies {
-    id: u64,
-    rx: mpsc::UnboundedReceiver<(String, Box<RawValue>)>,
-    remaining: usize,
-    deadline: tokio::time::Instant,
-    server: Weak<ServerInner>,
-}
-
-impl std::fmt::Debug for ServerReplies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerReplies")
-            .field("id", &self.id)
-            .field("remaining", &self.remaining)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerReplies {
-    /// The request id, for [`Server::cancel_server_request`].
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Replies still expected.
-    pub fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    /// The next reply; `None` when all arrived, the timeout passed, or the request was
-    /// cancelled.
-    pub async fn next(&mut self) -> Option<ServerResponse> {
-        if self.remaining == 0 {
-            return None;
-        }
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Ok(Some((node, payload))) => {
-                self.remaining -= 1;
-                Some(ServerResponse {
-                    node,
-                    payload,
-                    remaining: self.remaining,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// Waits for every expected reply (or the timeout) and returns them by node.
-    pub async fn collect(mut self) -> ServerResults {
-        let mut responses = BTreeMap::new();
-        while let Some(r) = self.next().await {
-            responses.insert(r.node, r.payload);
-        }
-        ServerResults {
-            success: self.remaining == 0,
-            responses,
-            unresponded: self.remaining,
-        }
-    }
-}
-
-impl Drop for ServerReplies {
-    fn drop(&mut self) {
-        if let Some(inner) = self.server.upgrade() {
-            inner.requests().cancel(self.id);
-        }
-    }
-}
-
 /// Calls the handlers of a server event.
 pub(crate) fn dispatch(
     server: &Server,
@@ -264,7 +85,7 @@ pub(crate) fn dispatch(
         }
     };
     let cx = Context::server_event(server, from, event, raw, request);
-    server.inner.server_events.dispatch(&handlers, cx);
+    handler::dispatch(&server.inner.server_events, &handlers, cx);
 }
 
 impl Server {
@@ -313,17 +134,17 @@ impl Server {
         let expected = options
             .expected_responses
             .unwrap_or(remote + usize::from(to_self));
-        let (id, rx) = self.inner.requests().register(expected);
+        let (id, rx) = self.inner.requests.register(expected);
         let timeout = options
             .timeout
             .unwrap_or(self.inner.config.server_request_timeout);
-        let replies = ServerReplies {
+        let replies = ServerReplies::new(
             id,
             rx,
-            remaining: expected,
-            deadline: tokio::time::Instant::now() + timeout,
-            server: Arc::downgrade(&self.inner),
-        };
+            expected,
+            tokio::time::Instant::now() + timeout,
+            Arc::downgrade(&self.inner.requests),
+        );
         self.send_server_event(event, payload, Some(id), &options);
         Ok(replies)
     }
@@ -331,7 +152,7 @@ impl Server {
     /// Cancels a pending request: its [`ServerReplies`] ends now. Returns whether it was
     /// pending.
     pub fn cancel_server_request(&self, id: u64) -> bool {
-        self.inner.requests().cancel(id)
+        self.inner.requests.cancel(id)
     }
 
     /// The live nodes of the cluster (this one included), sorted. On a single node, just this
@@ -464,16 +285,13 @@ impl Server {
 
     /// Installs the handlers of the built-in cluster queries.
     pub(crate) fn install_queries(&self) {
-        self.on_server(
-            QUERY_ROOM_MEMBERS,
-            |server: Server, Data(room): Data<Room>| Ack(server.room_members(&room)),
-        );
-        self.on_server(QUERY_CONNECTIONS, |server: Server| {
-            Ack(server.connection_count())
-        });
-        self.on_server(QUERY_LOCATE, |server: Server, Data(id): Data<String>| {
-            Ack(server.socket(&id).is_some())
-        });
+        let table = &self.inner.server_events;
+        let members = |server: Server, Data(room): Data<Room>| Ack(server.room_members(&room));
+        table.add(QUERY_ROOM_MEMBERS, erase(members), None, false);
+        let connections = |server: Server| Ack(server.connection_count());
+        table.add(QUERY_CONNECTIONS, erase(connections), None, false);
+        let locate = |server: Server, Data(id): Data<String>| Ack(server.socket(&id).is_some());
+        table.add(QUERY_LOCATE, erase(locate), None, false);
     }
 }
 

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -31,11 +31,13 @@ use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::ack::Acks;
 use crate::config::SlowClientPolicy;
 use crate::error::{RequestError, SendError};
 use crate::handshake::{HeaderBlock, HeaderRetention};
 use crate::params::RequestParams;
-use crate::server::ServerInner;
+use crate::stats::Counters as NodeCounters;
+use crate::sync::lock;
 use crosswire_protocol::{frame, ws};
 
 /// Most frames handed to one vectored write.
@@ -98,6 +100,17 @@ struct Handshake {
     extensions: http::Extensions,
 }
 
+/// What a socket needs from the node it belongs to: implemented by the node, so the socket
+/// layer does not depend on it.
+pub(crate) trait SocketHost: Send + Sync {
+    /// The node's counters (queue-full drops, slow-client disconnects).
+    fn node_counters(&self) -> &NodeCounters;
+    /// The node's pending server → client requests.
+    fn acks(&self) -> &Acks;
+    /// How long a socket may stay in background before it is closed.
+    fn background_close_time(&self) -> Duration;
+}
+
 pub(crate) struct SocketShared {
     pub(crate) conn_id: u64,
     pub(crate) stream: TcpStream,
@@ -120,15 +133,9 @@ pub(crate) struct SocketShared {
     /// is a lookup or an insert, never held across an `.await`.
     handshake: RwLock<Handshake>,
     pub(crate) counters: Counters,
-    pub(crate) server: Weak<ServerInner>,
+    pub(crate) server: Weak<dyn SocketHost>,
     max_queue_bytes: usize,
     policy: SlowClientPolicy,
-}
-
-/// Locks a mutex, ignoring poisoning: the data behind our locks stays consistent even if a
-/// panic unwound through a critical section (every critical section is a few field updates).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 thread_local! {
@@ -287,7 +294,7 @@ impl SocketShared {
         conn_id: u64,
         stream: TcpStream,
         identity: Identity,
-        server: Weak<ServerInner>,
+        server: Weak<dyn SocketHost>,
         max_queue_bytes: usize,
         policy: SlowClientPolicy,
     ) -> Self {
@@ -350,7 +357,7 @@ impl SocketShared {
     fn queue_full(&self) -> SendError {
         if let Some(server) = self.server.upgrade() {
             server
-                .stats
+                .node_counters()
                 .dropped_messages
                 .fetch_add(1, Ordering::Relaxed);
         }
@@ -369,7 +376,7 @@ impl SocketShared {
                 drop(out);
                 if let Some(server) = self.server.upgrade() {
                     server
-                        .stats
+                        .node_counters()
                         .slow_disconnects
                         .fetch_add(1, Ordering::Relaxed);
                 }
@@ -634,19 +641,19 @@ impl Socket {
         timeout: Duration,
     ) -> Result<Box<RawValue>, RequestError> {
         let server = self.shared.server.upgrade().ok_or(RequestError::Closed)?;
-        let (ack_number, rx) = server.acks.register(self.shared.conn_id);
+        let (ack_number, rx) = server.acks().register(self.shared.conn_id);
         let ack_id = ack_number.to_string();
         let frame = match frame::encode_request(event, payload, &ack_id) {
             Ok(f) => f,
             Err(e) => {
-                server.acks.forget(self.shared.conn_id, ack_number);
+                server.acks().forget(self.shared.conn_id, ack_number);
                 return Err(e.into());
             }
         };
         drop(server);
         if let Err(e) = self.shared.enqueue(frame) {
             if let Some(server) = self.shared.server.upgrade() {
-                server.acks.forget(self.shared.conn_id, ack_number);
+                server.acks().forget(self.shared.conn_id, ack_number);
             }
             return Err(e.into());
         }
@@ -655,7 +662,7 @@ impl Socket {
             Ok(Err(_)) => Err(RequestError::Closed),
             Err(_) => {
                 if let Some(server) = self.shared.server.upgrade() {
-                    server.acks.forget(self.shared.conn_id, ack_number);
+                    server.acks().forget(self.shared.conn_id, ack_number);
                 }
                 Err(RequestError::Timeout(timeout))
             }
@@ -689,7 +696,7 @@ impl Socket {
         let Some(server) = self.shared.server.upgrade() else {
             return;
         };
-        let after = server.config.enter_background_close_time;
+        let after = server.background_close_time();
         let shared = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;

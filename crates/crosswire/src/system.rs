@@ -27,8 +27,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::handler::{Context, ExtractError, FromContext};
-
 /// A kind of system event. Implemented by the types of this module only.
 pub trait SystemEvent: Clone + Send + Sync + 'static + sealed::Sealed {
     /// The kind's name, as it appears in logs and [`crate::EventName`].
@@ -53,14 +51,6 @@ macro_rules! system_events {
                 const NAME: &'static str = $key;
             }
 
-            impl FromContext for $name {
-                fn from_context(cx: &mut Context<'_>) -> Result<Self, ExtractError> {
-                    cx.system
-                        .and_then(|value| value.downcast_ref::<$name>())
-                        .cloned()
-                        .ok_or(ExtractError::Unavailable($key))
-                }
-            }
         )*
     };
 }

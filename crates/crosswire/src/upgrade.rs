@@ -6,6 +6,9 @@
 //! mode). After the 101 response the connection is taken out of hyper as a plain
 //! `TcpStream` and served by crosswire's own codec.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
@@ -14,8 +17,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::node::Server;
 use crate::params::{ParseOptions, RequestParams};
-use crate::server::Server;
+use crate::socket::{Batch, Socket, SocketShared};
+use crate::system;
 use crate::system::ServerError;
 use crosswire_protocol::ws;
 
@@ -257,6 +262,64 @@ fn parse_options(server: &Server) -> ParseOptions {
 }
 
 impl Server {
+    /// Takes a freshly upgraded connection in. Used by the upgrade paths.
+    pub(crate) fn adopt(
+        &self,
+        stream: tokio::net::TcpStream,
+        leftover: bytes::BytesMut,
+        accepted: Accepted,
+    ) {
+        if self.is_shutting_down() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let Accepted {
+            params,
+            headers,
+            extensions,
+            bind,
+        } = accepted;
+        let remote = stream.peer_addr().ok();
+        let client_ip =
+            crate::handshake::client_ip(remote, &headers, &self.inner.config.trusted_proxies);
+        let shared = Arc::new(SocketShared::new(
+            conn_id,
+            stream,
+            crate::socket::Identity {
+                params,
+                remote,
+                client_ip,
+                headers: crate::handshake::HeaderBlock::new(&headers),
+                extensions,
+            },
+            Arc::downgrade(&self.inner) as Weak<dyn crate::socket::SocketHost>,
+            self.inner.config.max_queue_bytes,
+            self.inner.config.slow_client_policy,
+        ));
+        self.write_registry().insert_conn(Arc::clone(&shared));
+        self.inner
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let socket = Socket { shared };
+        // Bind and announce before the connection task starts, so the socket is reachable by
+        // its id as early as possible after the 101 response.
+        {
+            let _batch = Batch::begin();
+            if let Some(id) = bind {
+                self.bind(&id, &socket);
+            }
+            let headers = Arc::new(headers);
+            self.emit_system(&system::Connection { headers }, Some(&socket));
+        }
+        socket
+            .shared
+            .retain_headers(&self.inner.config.header_retention);
+        let server = self.clone();
+        tokio::spawn(crate::connection::run(server, socket, leftover));
+    }
+
     /// A handler for an axum route that accepts WebSocket upgrades into this server, e.g.
     /// `Router::new().route("/ws", server.ws_handler())`.
     pub fn ws_handler<S>(&self) -> axum::routing::MethodRouter<S>

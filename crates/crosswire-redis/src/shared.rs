@@ -1,0 +1,247 @@
+//! State shared by the broker handle and its connection tasks: the node table, publish
+//! jobs with their retry routing, subscribe commands, and health reporting.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crosswire_core::{BrokerError, BrokerMessage};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::config::{RedisConfig, RedisNodeConfig};
+use crate::health::{HealthEvent, HealthEventKind, Role};
+use crate::strategy::{pick, Candidate};
+
+/// A std lock, recovering from poisoning: the guarded data stays consistent because no
+/// critical section here can panic half-way. Std locks because no critical section awaits.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Latency value meaning "not measured".
+pub(crate) const NO_LATENCY: u64 = u64::MAX;
+
+/// One message waiting to be published on a node, with where it has been tried.
+pub(crate) struct PublishJob {
+    pub(crate) channel: Arc<str>,
+    pub(crate) payload: Bytes,
+    pub(crate) reply: Option<oneshot::Sender<Result<(), BrokerError>>>,
+    /// When `publish` was called; retries stop after twice the command timeout.
+    pub(crate) started: Instant,
+    /// Nodes this copy was queued on, in order.
+    pub(crate) tried: Vec<Arc<str>>,
+    /// Nodes carrying the other copy (redundancy 2): a retry avoids them.
+    pub(crate) siblings: Vec<Arc<str>>,
+}
+
+impl PublishJob {
+    /// Reports the outcome to the caller (if it still listens).
+    pub(crate) fn finish(mut self, result: Result<(), BrokerError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// What a node's subscriber answers to a subscribe or unsubscribe.
+#[derive(Debug)]
+pub(crate) enum SubscribeOutcome {
+    Confirmed,
+    NotConnected,
+    Failed(String),
+}
+
+/// A request to a node's subscriber task.
+pub(crate) enum SubscribeCommand {
+    Subscribe(Arc<str>, oneshot::Sender<SubscribeOutcome>),
+    Unsubscribe(Arc<str>, oneshot::Sender<SubscribeOutcome>),
+}
+
+impl SubscribeCommand {
+    pub(crate) fn answer(self, outcome: SubscribeOutcome) {
+        let (Self::Subscribe(_, reply) | Self::Unsubscribe(_, reply)) = self;
+        let _ = reply.send(outcome);
+    }
+}
+
+/// One Redis node: its two connections' state and the queues into their tasks.
+pub(crate) struct Node {
+    pub(crate) config: RedisNodeConfig,
+    pub(crate) name: Arc<str>,
+    pub(crate) host: Arc<str>,
+    pub(crate) publisher_healthy: AtomicBool,
+    pub(crate) subscriber_healthy: AtomicBool,
+    /// Round trip of the last PING on the publish connection, in microseconds.
+    pub(crate) latency_micros: AtomicU64,
+    pub(crate) publish_tx: mpsc::Sender<PublishJob>,
+    pub(crate) subscribe_tx: mpsc::UnboundedSender<SubscribeCommand>,
+    /// Asks the publisher for a PING now: the subscriber saw the node go away, so the
+    /// publisher should find out without waiting for its next interval.
+    pub(crate) check_now: Notify,
+}
+
+impl Node {
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(NO_LATENCY - 1);
+        self.latency_micros.store(micros, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the broker handle and every connection task.
+pub(crate) struct Shared {
+    pub(crate) config: RedisConfig,
+    pub(crate) nodes: RwLock<Vec<Arc<Node>>>,
+    /// The channels subscribed to: every subscriber (re)subscribes to all of them.
+    pub(crate) channels: Mutex<HashSet<Arc<str>>>,
+    pub(crate) messages: mpsc::Sender<BrokerMessage>,
+    pub(crate) turn: AtomicUsize,
+}
+
+impl Shared {
+    /// The channels to subscribe to on a fresh connection.
+    pub(crate) fn channels(&self) -> Vec<Arc<str>> {
+        lock(&self.channels).iter().cloned().collect()
+    }
+
+    /// Up to `count` healthy publishers for `channel`, skipping `exclude`.
+    pub(crate) fn choose(
+        &self,
+        channel: &str,
+        count: usize,
+        exclude: &[Arc<str>],
+    ) -> Vec<Arc<Node>> {
+        let nodes = read(&self.nodes);
+        let healthy: Vec<&Arc<Node>> = nodes
+            .iter()
+            .filter(|n| n.publisher_healthy.load(Ordering::Acquire) && !exclude.contains(&n.name))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = healthy
+            .iter()
+            .map(|n| Candidate {
+                name: &n.name,
+                latency_micros: n.latency_micros.load(Ordering::Relaxed),
+            })
+            .collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let random = rand::random::<usize>();
+        pick(
+            self.config.strategy,
+            channel,
+            &candidates,
+            count,
+            turn,
+            random,
+        )
+        .into_iter()
+        .map(|i| Arc::clone(healthy[i]))
+        .collect()
+    }
+
+    /// Queues `job` on `node`; gives it back when the queue is full.
+    pub(crate) fn enqueue(node: &Node, job: PublishJob) -> Option<PublishJob> {
+        match node.publish_tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                Some(job)
+            }
+        }
+    }
+
+    /// Moves a job that failed (or could not be queued) on its node to another healthy node
+    /// it has not tried, or fails it.
+    pub(crate) fn reroute(&self, mut job: PublishJob, error: &str) {
+        loop {
+            if job.started.elapsed() >= self.config.command_timeout * 2 {
+                let failure = format!("publish on {:?} failed: {error}", job.channel);
+                return job.finish(Err(BrokerError::Backend(failure)));
+            }
+            let mut exclude = job.tried.clone();
+            exclude.extend(job.siblings.iter().cloned());
+            let Some(node) = self.choose(&job.channel, 1, &exclude).pop() else {
+                let any_healthy = read(&self.nodes)
+                    .iter()
+                    .any(|n| n.publisher_healthy.load(Ordering::Acquire));
+                let failure = if any_healthy {
+                    BrokerError::Backend(format!(
+                        "publish on {:?} failed on {} and no other node is healthy: {error}",
+                        job.channel,
+                        job.tried.join(", ")
+                    ))
+                } else {
+                    BrokerError::Unavailable
+                };
+                return job.finish(Err(failure));
+            };
+            tracing::debug!(channel = %job.channel, from = ?job.tried, to = %node.name, "publish retried on another node");
+            job.tried.push(Arc::clone(&node.name));
+            match Self::enqueue(&node, job) {
+                None => return,
+                Some(back) => job = back,
+            }
+        }
+    }
+
+    /// Reports a health change to the log and the callbacks.
+    pub(crate) fn report(
+        &self,
+        node: &Node,
+        role: Role,
+        event: HealthEventKind,
+        error: Option<String>,
+    ) {
+        let healthy = match role {
+            Role::Publisher => node.publisher_healthy.load(Ordering::Acquire),
+            Role::Subscriber => node.subscriber_healthy.load(Ordering::Acquire),
+        };
+        let (healthy_publishers, healthy_subscribers, total_nodes) = self.counts();
+        let report = HealthEvent {
+            node_name: Arc::clone(&node.name),
+            host: Arc::clone(&node.host),
+            port: node.config.port,
+            role,
+            event,
+            healthy,
+            error,
+            healthy_publishers,
+            healthy_subscribers,
+            total_nodes,
+        };
+        if healthy {
+            tracing::info!(node = %node.name, %role, %event, healthy_publishers, healthy_subscribers, total_nodes, "redis node healthy");
+        } else {
+            tracing::warn!(node = %node.name, %role, %event, error = report.error.as_deref().unwrap_or(""), healthy_publishers, healthy_subscribers, total_nodes, "redis node unhealthy");
+        }
+        if let Some(callback) = &self.config.on_health_change {
+            callback(&report);
+        }
+        if event == HealthEventKind::SubscribeFailed {
+            if let Some(callback) = &self.config.on_subscription_error {
+                callback(&report);
+            }
+        }
+    }
+
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        let nodes = read(&self.nodes);
+        let publishers = nodes
+            .iter()
+            .filter(|n| n.publisher_healthy.load(Ordering::Acquire))
+            .count();
+        let subscribers = nodes
+            .iter()
+            .filter(|n| n.subscriber_healthy.load(Ordering::Acquire))
+            .count();
+        (publishers, subscribers, nodes.len())
+    }
+}
