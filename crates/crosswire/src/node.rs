@@ -162,7 +162,8 @@ pub(crate) enum Source {
 
 /// Everything an extractor can read about the event being handled.
 ///
-/// Handlers never see it; custom extractors ([`FromContext`]) read it through its methods.
+/// Handlers never see it; custom extractors ([`crate::handler::FromContext`]) read it through
+/// its methods.
 pub struct Context<'a> {
     pub(crate) server: &'a Server,
     pub(crate) source: Source,
