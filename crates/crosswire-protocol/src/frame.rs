@@ -125,9 +125,37 @@ struct OutAck<'a, T: ?Sized> {
     payload: &'a T,
 }
 
-fn to_frame<T: Serialize + ?Sized>(value: &T, hint: usize) -> Result<Bytes, serde_json::Error> {
-    build_frame(OpCode::Text, hint, |buf| {
-        serde_json::to_writer(buf.writer(), value)
+/// Scratch buffers kept for serialising beyond this size are given back.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Where values are serialised before being copied into a frame of the exact size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Serialises `value` as JSON into a text frame: into a per-thread scratch buffer first, so
+/// the frame is one allocation of the exact size (no growing, no slack kept alive in send
+/// queues).
+fn to_frame<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, serde_json::Error> {
+    let frame_of = |json: &[u8]| {
+        build_frame::<std::convert::Infallible>(OpCode::Text, json.len(), |buf| {
+            buf.put_slice(json);
+            Ok(())
+        })
+    };
+    SCRATCH.with(|cell| {
+        // A `Serialize` impl that encodes a frame itself gets a fresh buffer.
+        let Ok(mut scratch) = cell.try_borrow_mut() else {
+            let json = serde_json::to_vec(value)?;
+            return Ok(frame_of(&json).unwrap_or_else(|never| match never {}));
+        };
+        scratch.clear();
+        let result = serde_json::to_writer(&mut *scratch, value);
+        let frame = result.map(|()| frame_of(&scratch).unwrap_or_else(|never| match never {}));
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        frame
     })
 }
 
@@ -136,14 +164,11 @@ pub fn encode_event<T: Serialize + ?Sized>(
     event: &str,
     payload: &T,
 ) -> Result<Bytes, serde_json::Error> {
-    to_frame(
-        &OutEvent {
-            event,
-            payload,
-            ack_id: None,
-        },
-        64,
-    )
+    to_frame(&OutEvent {
+        event,
+        payload,
+        ack_id: None,
+    })
 }
 
 /// Encodes a server → client event whose payload is already JSON text, without re-parsing it.
@@ -174,14 +199,11 @@ pub fn encode_request<T: Serialize + ?Sized>(
     payload: &T,
     ack_id: &str,
 ) -> Result<Bytes, serde_json::Error> {
-    to_frame(
-        &OutEvent {
-            event,
-            payload,
-            ack_id: Some(ack_id),
-        },
-        64,
-    )
+    to_frame(&OutEvent {
+        event,
+        payload,
+        ack_id: Some(ack_id),
+    })
 }
 
 /// Encodes the reply to a client event that carried `callbackId`.
@@ -189,13 +211,10 @@ pub fn encode_reply<T: Serialize + ?Sized>(
     callback_id: &str,
     payload: &T,
 ) -> Result<Bytes, serde_json::Error> {
-    to_frame(
-        &OutReply {
-            callback_id,
-            payload,
-        },
-        64,
-    )
+    to_frame(&OutReply {
+        callback_id,
+        payload,
+    })
 }
 
 /// Encodes a client's answer to a server request, as JSON text (clients mask and frame it).

@@ -11,7 +11,7 @@
 //! [`bytes::Bytes`] that is shared, by reference count, by every recipient.
 
 use base64::Engine as _;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
 /// The GUID that RFC 6455 §1.3 appends to `Sec-WebSocket-Key`.
@@ -227,109 +227,70 @@ impl Decoder {
             self.completed = false;
             self.fragments = None;
         }
-        if buf.len() < 2 {
+        let Some(head) = FrameHead::parse(buf, self.role)? else {
             return Ok(Decoded::Incomplete { needed: None });
-        }
-        let b0 = buf[0];
-        let b1 = buf[1];
-        let fin = b0 & 0x80 != 0;
-        if b0 & 0x70 != 0 {
-            return Err(ProtocolError::ReservedBits);
-        }
-        let opcode = OpCode::from_u8(b0 & 0x0F)?;
-        let masked = b1 & 0x80 != 0;
-        if masked != (self.role == Role::Server) {
-            return Err(ProtocolError::BadMask);
-        }
-        let (len, mut header) = match b1 & 0x7F {
-            126 => {
-                if buf.len() < 4 {
-                    return Ok(Decoded::Incomplete { needed: None });
-                }
-                (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
-            }
-            127 => {
-                if buf.len() < 10 {
-                    return Ok(Decoded::Incomplete { needed: None });
-                }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&buf[2..10]);
-                let len = u64::from_be_bytes(b);
-                if len >> 63 != 0 {
-                    return Err(ProtocolError::BadLength);
-                }
-                (len, 10)
-            }
-            n => (u64::from(n), 2),
         };
-        if opcode.is_control() {
-            if !fin {
-                return Err(ProtocolError::FragmentedControl);
-            }
-            if len > MAX_CONTROL_PAYLOAD as u64 {
-                return Err(ProtocolError::ControlTooLong(len));
-            }
-        } else {
-            let so_far = self.fragments.as_ref().map_or(0, |f| f.buf.len() as u64);
-            if so_far.saturating_add(len) > self.max_message as u64 {
-                return Err(ProtocolError::MessageTooLarge {
-                    size: so_far.saturating_add(len),
-                    max: self.max_message,
-                });
-            }
-            match (opcode, self.fragments.is_some()) {
-                (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
-                (OpCode::Text | OpCode::Binary, true) => {
-                    return Err(ProtocolError::ExpectedContinuation)
-                }
-                _ => {}
-            }
-        }
-        let mask = if masked {
-            if buf.len() < header + 4 {
-                return Ok(Decoded::Incomplete { needed: None });
-            }
-            let m = [
-                buf[header],
-                buf[header + 1],
-                buf[header + 2],
-                buf[header + 3],
-            ];
-            header += 4;
-            Some(m)
-        } else {
-            None
-        };
-        // `len` fits in usize: it is at most max_message or 125 here.
-        let total = header + len as usize;
+        self.check(&head)?;
+        // `len` fits in usize: `check` bounded it by max_message or 125.
+        let total = head.header + head.len as usize;
         if buf.len() < total {
             return Ok(Decoded::Incomplete {
                 needed: Some(total),
             });
         }
-        let payload = &mut buf[header..total];
-        if let Some(mask) = mask {
+        let payload = &mut buf[head.header..total];
+        if let Some(mask) = head.mask {
             apply_mask(payload, mask);
         }
-        let payload: &'a [u8] = payload;
-        let message = match opcode {
+        self.message(&head, payload, total)
+    }
+
+    /// Checks a frame's header against the protocol and the state of the message being
+    /// assembled: control frames whole and short, data frames within the size limit and in
+    /// order.
+    fn check(&self, head: &FrameHead) -> Result<(), ProtocolError> {
+        if head.opcode.is_control() {
+            if !head.fin {
+                return Err(ProtocolError::FragmentedControl);
+            }
+            if head.len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlTooLong(head.len));
+            }
+            return Ok(());
+        }
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.buf.len() as u64);
+        if so_far.saturating_add(head.len) > self.max_message as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                size: so_far.saturating_add(head.len),
+                max: self.max_message,
+            });
+        }
+        match (head.opcode, self.fragments.is_some()) {
+            (OpCode::Continuation, false) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, true) => Err(ProtocolError::ExpectedContinuation),
+            _ => Ok(()),
+        }
+    }
+
+    /// What an unmasked frame payload makes: a control message, a whole data message, or a
+    /// fragment added to the message being assembled.
+    fn message<'a>(
+        &'a mut self,
+        head: &FrameHead,
+        payload: &'a [u8],
+        total: usize,
+    ) -> Result<Decoded<'a>, ProtocolError> {
+        let message = match head.opcode {
             OpCode::Ping => Message::Ping(payload),
             OpCode::Pong => Message::Pong(payload),
             OpCode::Close => Message::Close(parse_close(payload)?),
-            OpCode::Text | OpCode::Binary if fin => {
-                if opcode == OpCode::Text {
-                    Message::Text(
-                        std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
-                    )
-                } else {
-                    Message::Binary(payload)
-                }
-            }
+            OpCode::Text if head.fin => Message::Text(text(payload)?),
+            OpCode::Binary if head.fin => Message::Binary(payload),
             OpCode::Text | OpCode::Binary => {
                 let mut assembled = Vec::with_capacity(payload.len().max(256));
                 assembled.extend_from_slice(payload);
                 self.fragments = Some(Fragments {
-                    text: opcode == OpCode::Text,
+                    text: head.opcode == OpCode::Text,
                     buf: assembled,
                 });
                 return Ok(Decoded::Fragment(total));
@@ -339,23 +300,93 @@ impl Decoder {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
                 fragments.buf.extend_from_slice(payload);
-                if !fin {
+                if !head.fin {
                     return Ok(Decoded::Fragment(total));
                 }
                 self.completed = true;
-                let text = fragments.text;
                 let data: &'a [u8] = &fragments.buf;
-                if text {
-                    match std::str::from_utf8(data) {
-                        Ok(s) => Message::Text(s),
-                        Err(_) => return Err(ProtocolError::InvalidUtf8),
-                    }
+                if fragments.text {
+                    Message::Text(text(data)?)
                 } else {
                     Message::Binary(data)
                 }
             }
         };
         Ok(Decoded::Message(message, total))
+    }
+}
+
+fn text(data: &[u8]) -> Result<&str, ProtocolError> {
+    std::str::from_utf8(data).map_err(|_| ProtocolError::InvalidUtf8)
+}
+
+/// A frame's header: flags, opcode, payload length, header size and masking key.
+struct FrameHead {
+    fin: bool,
+    opcode: OpCode,
+    len: u64,
+    /// Header size in bytes, masking key included.
+    header: usize,
+    mask: Option<[u8; 4]>,
+}
+
+impl FrameHead {
+    /// Parses the header at the start of `buf`; `None` when `buf` does not hold all of it.
+    fn parse(buf: &[u8], role: Role) -> Result<Option<Self>, ProtocolError> {
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let (b0, b1) = (buf[0], buf[1]);
+        if b0 & 0x70 != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = OpCode::from_u8(b0 & 0x0F)?;
+        let masked = b1 & 0x80 != 0;
+        if masked != (role == Role::Server) {
+            return Err(ProtocolError::BadMask);
+        }
+        let Some((len, mut header)) = Self::length(buf, b1 & 0x7F)? else {
+            return Ok(None);
+        };
+        let mask = if masked {
+            let Some(key) = buf.get(header..header + 4) else {
+                return Ok(None);
+            };
+            header += 4;
+            Some([key[0], key[1], key[2], key[3]])
+        } else {
+            None
+        };
+        Ok(Some(Self {
+            fin: b0 & 0x80 != 0,
+            opcode,
+            len,
+            header,
+            mask,
+        }))
+    }
+
+    /// The payload length and the header size before the masking key, from the 7-bit
+    /// length field `short` and the extended length that may follow it.
+    fn length(buf: &[u8], short: u8) -> Result<Option<(u64, usize)>, ProtocolError> {
+        match short {
+            126 => Ok(buf
+                .get(2..4)
+                .map(|b| (u64::from(u16::from_be_bytes([b[0], b[1]])), 4))),
+            127 => {
+                let Some(b) = buf.get(2..10) else {
+                    return Ok(None);
+                };
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(b);
+                let len = u64::from_be_bytes(bytes);
+                if len >> 63 != 0 {
+                    return Err(ProtocolError::BadLength);
+                }
+                Ok(Some((len, 10)))
+            }
+            n => Ok(Some((u64::from(n), 2))),
+        }
     }
 }
 
@@ -472,7 +503,9 @@ pub fn build_frame<E>(
     let n = encode_header(&mut header, true, opcode, len, None);
     let start = RESERVED - n;
     buf[start..RESERVED].copy_from_slice(&header[..n]);
-    let _ = buf.split_to(start);
+    // `advance`, not `split_to`: the buffer stays one plain allocation (no shared header
+    // to allocate and free per frame).
+    buf.advance(start);
     Ok(buf.freeze())
 }
 

@@ -1,15 +1,17 @@
 //! The task that owns one connection: reads and dispatches frames, finishes blocked writes,
 //! carries out close requests, and cleans up when the connection ends.
 //!
-//! Reads go into a buffer on the stack of a synchronous function, so an idle connection's
-//! task holds no read buffer. Only a frame split across reads is kept, in `pending`, which
+//! Reads go into one buffer per thread, used by a synchronous function, so an idle
+//! connection's task holds no read buffer. Only a frame split across reads is kept, in `pending`, which
 //! is released as soon as it is consumed.
 
-use std::io;
+use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -21,10 +23,47 @@ use crate::system::{self, SystemEvent};
 use crosswire_protocol::frame::{self, Incoming};
 use crosswire_protocol::ws::{self, Decoded, Decoder, Message, Role};
 
-/// Size of the stack buffer one read goes into.
+/// Size of the buffer one read goes into.
 const READ_BUF: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer reads go into, one per thread, as uWebSockets shares one per event loop:
+    /// an idle connection holds no read buffer, and no read pays for zeroing one.
+    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_BUF].into_boxed_slice());
+}
 /// Reads handled per readiness event before letting other tasks run.
 const READS_PER_WAKE: usize = 8;
+/// Most bytes one read appends to an incomplete large frame.
+const MAX_READ_STEP: usize = 256 * 1024;
+
+/// One non-blocking read. A short read means the kernel's receive buffer was empty at that
+/// moment, so readiness is cleared then (tokio clears it only if no readiness event came
+/// in the meantime): the task waits for the next event instead of making one more read
+/// that could only answer `WouldBlock` — one system call fewer per wake-up. Returns the
+/// bytes read and whether the buffer was drained; end of stream and errors end the
+/// connection ([`Flow::Eof`]), `WouldBlock` is [`Flow::Continue`].
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> Result<(usize, bool), Flow> {
+    loop {
+        let mut short = None;
+        let result = stream.try_io(Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(stream)).read(buf)?;
+            if n > 0 && n < buf.len() {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        return match (result, short) {
+            (_, Some(n)) => Ok((n, true)),
+            (Ok(0), None) => Err(Flow::Eof),
+            (Ok(n), None) => Ok((n, false)),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => Err(Flow::Continue),
+            (Err(e), None) if e.kind() == io::ErrorKind::Interrupted => continue,
+            (Err(_), None) => Err(Flow::Eof),
+        };
+    }
+}
 
 /// What reading found.
 enum Flow {
@@ -61,7 +100,12 @@ pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
     };
     let span =
         tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
-    let (code, reason) = conn.drive(&inner).instrument(span).await;
+    // A disabled span is not entered on every poll.
+    let (code, reason) = if span.is_disabled() {
+        conn.drive(&inner).await
+    } else {
+        conn.drive(&inner).instrument(span).await
+    };
     conn.finish(code, reason);
 }
 
@@ -92,23 +136,11 @@ impl Conn {
         let mut fin_sent = false;
         let dropped = || (1006, String::new());
 
-        if !self.pending.is_empty() {
-            let mut pending = std::mem::take(&mut self.pending);
-            let batch = Batch::begin();
-            let result = self.process(&mut pending[..]);
-            drop(batch);
-            match result {
-                Ok(used) => {
-                    pending.advance(used);
-                    self.pending = pending;
-                }
-                Err(flow) => {
-                    if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
-                        return done;
-                    }
-                    deadline.get_or_insert(Instant::now() + close_timeout);
-                }
+        if let Err(flow) = self.process_leftover() {
+            if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
+                return done;
             }
+            deadline.get_or_insert(Instant::now() + close_timeout);
         }
 
         loop {
@@ -143,7 +175,7 @@ impl Conn {
             let sleep_to = deadline.unwrap_or_else(|| Instant::now() + close_timeout);
             tokio::select! {
                 biased;
-                _ = shared.wake.notified() => {}
+                _ = shared.wake.wait() => {}
                 ready = shared.stream.writable(), if blocked => {
                     if ready.is_err() {
                         return outcome.unwrap_or_else(dropped);
@@ -171,6 +203,19 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Processes the bytes that arrived with the upgrade request, before the first read.
+    fn process_leftover(&mut self) -> Result<(), Flow> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let _batch = Batch::begin();
+        let used = self.process(&mut pending[..])?;
+        pending.advance(used);
+        self.pending = pending;
+        Ok(())
     }
 
     /// Reacts to what reading found; returns the final result when the connection is over.
@@ -233,54 +278,70 @@ impl Conn {
     fn on_readable(&mut self) -> Flow {
         let _batch = Batch::begin();
         for _ in 0..READS_PER_WAKE {
-            let stream = &self.socket.shared.stream;
-            if self.pending.is_empty() {
-                let mut buf = [0u8; READ_BUF];
-                match stream.try_read(&mut buf) {
-                    Ok(0) => return Flow::Eof,
-                    Ok(n) => {
-                        self.count_in(n);
-                        match self.process(&mut buf[..n]) {
-                            Ok(used) => {
-                                if used < n {
-                                    self.pending.extend_from_slice(&buf[used..n]);
-                                }
-                            }
-                            Err(flow) => return flow,
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Continue,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Flow::Eof,
-                }
+            let read = if self.pending.is_empty() {
+                self.read_direct()
             } else {
-                let want = self.need.saturating_sub(self.pending.len()).max(READ_BUF);
-                self.pending.reserve(want);
-                match stream.try_read_buf(&mut self.pending) {
-                    Ok(0) => return Flow::Eof,
-                    Ok(n) => {
-                        self.count_in(n);
-                        let mut pending = std::mem::take(&mut self.pending);
-                        match self.process(&mut pending[..]) {
-                            Ok(used) => {
-                                pending.advance(used);
-                                // Release the buffer once drained: idle sockets hold none.
-                                self.pending = if pending.is_empty() {
-                                    BytesMut::new()
-                                } else {
-                                    pending
-                                };
-                            }
-                            Err(flow) => return flow,
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Continue,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Flow::Eof,
-                }
+                self.read_pending()
+            };
+            match read {
+                // The kernel's buffer is empty: wait for the next readiness event.
+                Ok(true) => return Flow::Continue,
+                Ok(false) => {}
+                Err(flow) => return flow,
             }
         }
         Flow::Continue
+    }
+
+    /// One read into a stack buffer, processed in place; the bytes of an incomplete frame
+    /// are kept in `pending`. Returns whether the kernel's buffer was drained.
+    fn read_direct(&mut self) -> Result<bool, Flow> {
+        READ_BUFFER.with(|cell| {
+            // Connection tasks never nest on a thread; a fresh buffer covers it if one did.
+            let mut fresh = Vec::new();
+            let mut guard = cell.try_borrow_mut().ok();
+            let buf: &mut [u8] = match guard.as_deref_mut() {
+                Some(shared) => shared,
+                None => {
+                    fresh.resize(READ_BUF, 0);
+                    &mut fresh
+                }
+            };
+            let (n, drained) = read_some(&self.socket.shared.stream, buf)?;
+            self.count_in(n);
+            let used = self.process(&mut buf[..n])?;
+            if used < n {
+                self.pending.extend_from_slice(&buf[used..n]);
+            }
+            Ok(drained)
+        })
+    }
+
+    /// One read appended to the incomplete frame in `pending`, then processed.
+    fn read_pending(&mut self) -> Result<bool, Flow> {
+        let start = self.pending.len();
+        // Room for the rest of the frame when its size is known (zero-filled a bounded
+        // step at a time, so a large frame does not cost a large fill per read).
+        let want = self
+            .need
+            .saturating_sub(start)
+            .clamp(READ_BUF, MAX_READ_STEP);
+        self.pending.resize(start + want, 0);
+        let read = read_some(&self.socket.shared.stream, &mut self.pending[start..]);
+        let n = read.as_ref().map_or(0, |(n, _)| *n);
+        self.pending.truncate(start + n);
+        let (n, drained) = read?;
+        self.count_in(n);
+        let mut pending = std::mem::take(&mut self.pending);
+        let used = self.process(&mut pending[..])?;
+        pending.advance(used);
+        // Release the buffer once drained: idle sockets hold none.
+        self.pending = if pending.is_empty() {
+            BytesMut::new()
+        } else {
+            pending
+        };
+        Ok(drained)
     }
 
     fn count_in(&self, n: usize) {

@@ -130,12 +130,9 @@ impl Server {
                     except,
                     ..
                 } => reg
-                    .room_members(namespace, room)
-                    .into_iter()
-                    .flatten()
-                    .filter(|id| !except.iter().any(|e| **e == ***id))
-                    .filter_map(|id| reg.get(id))
-                    .for_each(&mut send),
+                    .room_sockets(namespace, room)
+                    .filter(|(id, _)| !except.iter().any(|e| **e == ***id))
+                    .for_each(|(_, s)| send(s)),
             }
             delivered
         };

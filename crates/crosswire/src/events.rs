@@ -2,14 +2,19 @@
 //! which an event's handlers run. What a handler is, and how it is called, is the handler
 //! layer's business: a table stores any `H`.
 //!
-//! Each name keeps its handlers in an `Arc<[_]>` replaced on every change (copy on write):
-//! dispatching clones one `Arc` under a short read lock and calls the handlers with no lock
-//! held, so a handler may register or remove handlers itself. A `once` handler claims its
+//! The table is copied on write and swapped in whole (`arc-swap`): looking handlers up takes
+//! no lock and writes nothing shared, so threads dispatching events never contend; changes
+//! (rare) are serialised by a mutex. Dispatching clones one name's `Arc<[_]>` and calls the
+//! handlers with nothing held, so a handler may register or remove handlers itself. A `once` handler claims its
 //! single run with an atomic flag, so two events racing on two threads run it exactly once.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+
+use crate::sync::lock;
 
 /// Identifies one registered handler, for [`crate::Server::off`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,20 +75,38 @@ impl<H: ?Sized> Entry<H> {
     }
 }
 
-/// Handler lists by name; each list is replaced, never mutated, on change.
-type HandlerMap<H> = HashMap<Box<str>, Arc<[Arc<Entry<H>>]>>;
+/// Handler lists by name; each list is replaced, never mutated, on change. Names come from
+/// the application; a client's event name is only looked up, never inserted, so a fast
+/// non-keyed hash is safe here.
+type HandlerMap<H> = FxHashMap<Box<str>, Arc<[Arc<Entry<H>>]>>;
 
 /// Handlers of one kind (client events, server events, system events), keyed by name.
 pub(crate) struct Listeners<H: ?Sized> {
-    map: RwLock<HandlerMap<H>>,
+    map: ArcSwap<HandlerMap<H>>,
+    /// Serialises changes (each copies the map and swaps the copy in).
+    writer: Mutex<()>,
+    /// One bit per [`name_bit`] of every name ever registered: a name whose bit is clear
+    /// has no handler, known without taking the lock (most messages raise system events
+    /// nobody listens to). Bits are never cleared; a stale bit only costs the lookup.
+    seen: AtomicU64,
 }
 
 impl<H: ?Sized> Default for Listeners<H> {
     fn default() -> Self {
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: ArcSwap::from_pointee(HandlerMap::default()),
+            writer: Mutex::new(()),
+            seen: AtomicU64::new(0),
         }
     }
+}
+
+/// A name's bit in [`Listeners::seen`] (FNV-1a, folded to 0..64).
+fn name_bit(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    1 << (hash % 64)
 }
 
 static NEXT_HANDLER: AtomicU64 = AtomicU64::new(1);
@@ -103,23 +126,38 @@ impl<H: ?Sized> Listeners<H> {
             fired: once.then(|| AtomicBool::new(false)),
             handler,
         });
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(name.into()).or_insert_with(|| Arc::from([]));
-        let mut v: Vec<Arc<Entry<H>>> = list.to_vec();
-        v.push(entry);
-        *list = Arc::from(v);
+        self.seen.fetch_or(name_bit(name), Ordering::Release);
+        self.change(|map| {
+            let list = map.entry(name.into()).or_insert_with(|| Arc::from([]));
+            let mut v: Vec<Arc<Entry<H>>> = list.to_vec();
+            v.push(entry);
+            *list = Arc::from(v);
+        });
         id
+    }
+
+    /// Applies `f` to a copy of the table and swaps the copy in.
+    fn change<R>(&self, f: impl FnOnce(&mut HandlerMap<H>) -> R) -> R {
+        let _writer = lock(&self.writer);
+        let mut map = HandlerMap::clone(&self.map.load());
+        let result = f(&mut map);
+        self.map.store(Arc::new(map));
+        result
     }
 
     /// The handlers for `name`, if any.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<[Arc<Entry<H>>]>> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        map.get(name).cloned()
+        if self.seen.load(Ordering::Acquire) & name_bit(name) == 0 {
+            return None;
+        }
+        self.map.load().get(name).cloned()
     }
 
     pub(crate) fn has(&self, name: &str) -> bool {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        map.get(name).is_some_and(|l| !l.is_empty())
+        if self.seen.load(Ordering::Acquire) & name_bit(name) == 0 {
+            return false;
+        }
+        self.map.load().get(name).is_some_and(|l| !l.is_empty())
     }
 
     /// Calls `call` with every handler of `list` in registration order; a `once` handler
@@ -137,17 +175,26 @@ impl<H: ?Sized> Listeners<H> {
     }
 
     pub(crate) fn remove_where(&self, pred: impl Fn(&Entry<H>) -> bool) -> usize {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let mut removed = 0;
-        map.retain(|_, list| {
-            if list.iter().any(|e| pred(e)) {
-                let v: Vec<Arc<Entry<H>>> = list.iter().filter(|e| !pred(e)).cloned().collect();
-                removed += list.len() - v.len();
-                *list = Arc::from(v);
-            }
-            !list.is_empty()
-        });
-        removed
+        if !self
+            .map
+            .load()
+            .values()
+            .any(|list| list.iter().any(|e| pred(e)))
+        {
+            return 0;
+        }
+        self.change(|map| {
+            let mut removed = 0;
+            map.retain(|_, list| {
+                if list.iter().any(|e| pred(e)) {
+                    let v: Vec<Arc<Entry<H>>> = list.iter().filter(|e| !pred(e)).cloned().collect();
+                    removed += list.len() - v.len();
+                    *list = Arc::from(v);
+                }
+                !list.is_empty()
+            });
+            removed
+        })
     }
 
     pub(crate) fn remove_id(&self, id: HandlerId) -> usize {
@@ -159,7 +206,9 @@ impl<H: ?Sized> Listeners<H> {
     }
 
     pub(crate) fn remove_name(&self, name: &str) -> usize {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.remove(name).map_or(0, |l| l.len())
+        if !self.map.load().contains_key(name) {
+            return 0;
+        }
+        self.change(|map| map.remove(name).map_or(0, |l| l.len()))
     }
 }

@@ -557,11 +557,10 @@ pub(crate) fn dispatch(table: &Handlers, list: &[Arc<Entry<ErasedHandler>>], cx:
 /// Runs one handler, catching a panic: logged with the event name, counted, and the socket
 /// it ran for (if any) closed with 1011 and cleaned up as at any close.
 pub(crate) fn call_guarded(handler: &ErasedHandler, cx: Context<'_>) {
-    let server = cx.server.clone();
-    let socket = cx.socket.cloned();
-    let event = cx.event;
+    // Borrowed, not cloned: the context's references outlive the call.
+    let (server, socket, event) = (cx.server, cx.socket, cx.event);
     if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handler(cx))) {
-        handler_panicked(&server, socket.as_ref(), event, panic.as_ref());
+        handler_panicked(server, socket, event, panic.as_ref());
     }
 }
 

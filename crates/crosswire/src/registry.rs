@@ -1,6 +1,8 @@
 //! This node's sockets, id bindings and rooms.
 //!
-//! Rooms hold ids, not sockets, as in the seed: `join_room(namespace, room, id)`. The
+//! Rooms hold ids, not sockets, as in the seed: `join_room(namespace, room, id)`; each member
+//! also keeps the handle of the local socket its id is bound to (kept in step by `bind`,
+//! `unbind` and takeovers), so a room delivery goes straight from member to socket. The
 //! registry stores handles (`Arc`s), behind one std `RwLock`: every critical section is a few
 //! map operations with no `.await` inside, so a std lock is cheaper than an async one and
 //! cannot be held across a suspension point.
@@ -30,7 +32,8 @@ impl Match {
     }
 }
 
-type Members = HashSet<Arc<str>>;
+/// A room's members: id → the local socket bound to it, if any.
+type Members = HashMap<Arc<str>, Option<Arc<SocketShared>>>;
 /// A (namespace, room) pair.
 type RoomKey = (Arc<str>, Arc<str>);
 
@@ -76,10 +79,12 @@ impl Registry {
                 if let Some(s) = self.ids.get(&prev) {
                     if Arc::ptr_eq(s, socket) {
                         self.ids.remove(&prev);
+                        self.set_member_sockets(&prev, None);
                     }
                 }
             }
         }
+        self.set_member_sockets(&id, Some(socket));
         match self.ids.insert(id, Arc::clone(socket)) {
             Some(old) if !Arc::ptr_eq(&old, socket) => {
                 *crate::sync::lock(&old.id) = None;
@@ -101,7 +106,25 @@ impl Registry {
         }
         let s = self.ids.remove(id)?;
         *crate::sync::lock(&s.id) = None;
+        self.set_member_sockets(id, None);
         Some(s)
+    }
+
+    /// Points `id`'s memberships at `socket` (or at none).
+    fn set_member_sockets(&mut self, id: &str, socket: Option<&Arc<SocketShared>>) {
+        let Some(list) = self.joined.get(id) else {
+            return;
+        };
+        for (namespace, room) in list {
+            let member = self
+                .rooms
+                .get_mut(namespace)
+                .and_then(|rooms| rooms.get_mut(room))
+                .and_then(|members| members.get_mut(id));
+            if let Some(slot) = member {
+                *slot = socket.cloned();
+            }
+        }
     }
 
     /// Removes a closed connection: its binding (if still its own) and the id's rooms.
@@ -131,11 +154,10 @@ impl Registry {
     }
 
     pub(crate) fn join(&mut self, namespace: &str, room: &str, id: &str) -> NamespaceChange {
-        let id: Arc<str> = self
-            .ids
-            .get_key_value(id)
-            .map(|(k, _)| Arc::clone(k))
-            .unwrap_or_else(|| Arc::from(id));
+        let (id, socket): (Arc<str>, _) = match self.ids.get_key_value(id) {
+            Some((k, s)) => (Arc::clone(k), Some(Arc::clone(s))),
+            None => (Arc::from(id), None),
+        };
         let (ns_key, new_ns) = match self.rooms.get_key_value(namespace) {
             Some((k, _)) => (Arc::clone(k), false),
             None => (Arc::from(namespace), true),
@@ -145,10 +167,17 @@ impl Registry {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(room),
         };
-        let inserted = rooms
+        let inserted = match rooms
             .entry(Arc::clone(&room_key))
             .or_default()
-            .insert(Arc::clone(&id));
+            .entry(Arc::clone(&id))
+        {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(socket);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        };
         if inserted {
             self.joined
                 .entry(id)
@@ -208,7 +237,7 @@ impl Registry {
         let Some(members) = rooms.remove(room) else {
             return NamespaceChange::None;
         };
-        for id in &members {
+        for id in members.keys() {
             if let Some(list) = self.joined.get_mut(id) {
                 list.retain(|(n, r)| !(&**n == namespace && &**r == room));
                 if list.is_empty() {
@@ -228,6 +257,18 @@ impl Registry {
         self.rooms.get(namespace)?.get(room)
     }
 
+    /// The members of a room bound to a local socket, with it.
+    pub(crate) fn room_sockets<'a>(
+        &'a self,
+        namespace: &str,
+        room: &str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Arc<SocketShared>)> + 'a {
+        self.room_members(namespace, room)
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, socket)| socket.as_ref().map(|s| (id, s)))
+    }
+
     fn namespaces<'a>(
         &'a self,
         namespace: &'a str,
@@ -243,7 +284,7 @@ impl Registry {
         let mut all = HashSet::new();
         for (_, rooms) in self.namespaces(namespace, m) {
             for members in rooms.values() {
-                all.extend(members.iter().cloned());
+                all.extend(members.keys().cloned());
             }
         }
         all
@@ -432,7 +473,7 @@ mod tests {
         assert_eq!(reg.get("bob").map(|s| s.conn_id), Some(3));
         assert!(reg
             .room_members("chat", "a")
-            .is_some_and(|m| m.contains("bob")));
+            .is_some_and(|m| m.contains_key("bob")));
     }
 
     #[tokio::test]
@@ -450,5 +491,43 @@ mod tests {
         );
         assert_eq!(reg.remove_room("chat", "b"), NamespaceChange::None);
         assert!(reg.joined.is_empty());
+    }
+
+    /// The conn ids a room delivery reaches.
+    fn reached(reg: &Registry, room: &str) -> Vec<u64> {
+        let mut ids: Vec<u64> = reg
+            .room_sockets("chat", room)
+            .map(|(_, s)| s.conn_id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[tokio::test]
+    async fn room_members_follow_the_socket_their_id_is_bound_to() {
+        let mut reg = Registry::default();
+        let (one, two) = (socket(1).await, socket(2).await);
+        reg.insert_conn(Arc::clone(&one));
+        reg.insert_conn(Arc::clone(&two));
+        // Joined before being bound: a member with no socket yet.
+        reg.join("chat", "a", "ann");
+        assert!(reached(&reg, "a").is_empty());
+        reg.bind(Arc::from("ann"), &one);
+        assert_eq!(reached(&reg, "a"), [1]);
+        // Taken over: the membership moves to the new socket.
+        reg.bind(Arc::from("ann"), &two);
+        assert_eq!(reached(&reg, "a"), [2]);
+        // Unbound: still a member, reaching no socket.
+        reg.unbind("ann", None);
+        assert!(reached(&reg, "a").is_empty());
+        assert!(reg
+            .room_members("chat", "a")
+            .is_some_and(|m| m.contains_key("ann")));
+        // A socket rebinding to another id leaves the old id's rooms without it.
+        reg.bind(Arc::from("ann"), &one);
+        reg.join("chat", "b", "bob");
+        reg.bind(Arc::from("bob"), &one);
+        assert!(reached(&reg, "a").is_empty());
+        assert_eq!(reached(&reg, "b"), [1]);
     }
 }

@@ -148,7 +148,7 @@ impl Server {
     pub fn room_members(&self, room: &Room) -> Vec<String> {
         self.read_registry()
             .room_members(&room.namespace, &room.id)
-            .map(|m| m.iter().map(|id| id.to_string()).collect())
+            .map(|m| m.keys().map(|id| id.to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -163,7 +163,7 @@ impl Server {
     pub fn is_joined(&self, room: &Room, id: &str) -> bool {
         self.read_registry()
             .room_members(&room.namespace, &room.id)
-            .is_some_and(|m| m.contains(id))
+            .is_some_and(|m| m.contains_key(id))
     }
 
     /// Distinct local ids in every room of the namespaces matching `namespace`.

@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::ack::Acks;
 use crate::config::SlowClientPolicy;
@@ -40,16 +40,17 @@ use crate::stats::Counters as NodeCounters;
 use crate::sync::lock;
 use crosswire_protocol::{frame, ws};
 
-/// Most frames handed to one vectored write.
-const MAX_IOVECS: usize = 64;
+/// Most frames handed to one vectored write: a burst to a socket goes out in few, large
+/// writes, and every write the kernel takes costs it a segment to build and acknowledge.
+/// (Linux's `IOV_MAX` is 1,024.)
+const MAX_IOVECS: usize = 512;
 
-/// Per-socket counters.
+/// Per-socket counters of the read side (the outgoing ones are kept in [`Outbound`], under
+/// the lock every delivery takes anyway).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) messages_in: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
-    pub(crate) messages_out: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
 }
 
 /// Snapshot of a socket's traffic counters.
@@ -70,6 +71,12 @@ pub struct SocketStats {
 pub(crate) struct Outbound {
     queue: VecDeque<Bytes>,
     queued_bytes: usize,
+    /// The socket sits in some thread's dirty list (a flush of it is pending).
+    dirty: bool,
+    /// Frames queued, ever.
+    messages_out: u64,
+    /// Bytes written, ever.
+    bytes_out: u64,
     /// The kernel buffer was full: the socket's task flushes when it is writable again.
     pub(crate) blocked: bool,
     /// No more frames are accepted (close frame queued, or the socket failed).
@@ -82,6 +89,42 @@ pub(crate) struct Outbound {
     pub(crate) failed: bool,
     /// Close code and reason to report when terminated on purpose (e.g. queue full).
     pub(crate) terminate_reason: Option<(u16, String)>,
+}
+
+/// Wakes a connection's task: a single-waiter, lock-free notification with a stored permit
+/// (a `notify` before the task waits makes its next wait return at once). Lighter than a
+/// `tokio::sync::Notify`, whose waiter list takes a lock on every wait.
+#[derive(Default)]
+pub(crate) struct Wake {
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Wake {
+    /// Wakes the waiting task, or makes its next wait return at once.
+    pub(crate) fn notify(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Waits for a [`Wake::notify`] (only the connection's own task waits).
+    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.take() {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A notify between the check and the registration is seen here.
+            if self.take() {
+                return std::task::Poll::Ready(());
+            }
+            std::task::Poll::Pending
+        })
+    }
+
+    fn take(&self) -> bool {
+        self.pending.load(Ordering::Acquire) && self.pending.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// Who a connection is, from its upgrade request.
@@ -115,10 +158,8 @@ pub(crate) struct SocketShared {
     pub(crate) conn_id: u64,
     pub(crate) stream: TcpStream,
     pub(crate) out: Mutex<Outbound>,
-    /// Set while the socket sits in some thread's dirty list.
-    dirty: AtomicBool,
     /// Wakes the socket's task: blocked write, close or terminate requested.
-    pub(crate) wake: Notify,
+    pub(crate) wake: Wake,
     /// A ping was sent and no pong has come back yet.
     pub(crate) awaiting_pong: AtomicBool,
     /// Incremented by every `set_background` call, so a stale timer does nothing.
@@ -259,9 +300,6 @@ fn flush_dirty() {
         if batch.is_empty() {
             return;
         }
-        for socket in &batch {
-            socket.dirty.store(false, Ordering::Release);
-        }
         if batch.len() >= PARALLEL_FLUSH_MIN {
             if let Some(helpers) = flush_helpers() {
                 let half = batch.split_off(batch.len() / 2);
@@ -302,8 +340,7 @@ impl SocketShared {
             conn_id,
             stream,
             out: Mutex::new(Outbound::default()),
-            dirty: AtomicBool::new(false),
-            wake: Notify::new(),
+            wake: Wake::default(),
             awaiting_pong: AtomicBool::new(false),
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
@@ -346,11 +383,13 @@ impl SocketShared {
             }
             out.queued_bytes += frame.len();
             out.queue.push_back(frame);
+            out.messages_out += 1;
+            if out.dirty {
+                return Ok(());
+            }
+            out.dirty = true;
         }
-        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
-        if !self.dirty.swap(true, Ordering::AcqRel) {
-            DIRTY.with(|d| d.borrow_mut().push(Arc::clone(self)));
-        }
+        DIRTY.with(|d| d.borrow_mut().push(Arc::clone(self)));
         Ok(())
     }
 
@@ -380,7 +419,7 @@ impl SocketShared {
                         .slow_disconnects
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.wake.notify_one();
+                self.wake.notify();
             }
         }
         SendError::QueueFull
@@ -389,6 +428,9 @@ impl SocketShared {
     /// Writes as much of the queue as the kernel takes, without waiting.
     pub(crate) fn flush(&self) {
         let mut out = lock(&self.out);
+        // Cleared under the lock: a frame queued from now on makes its queuer schedule a
+        // new flush; one queued before is written here.
+        out.dirty = false;
         if out.blocked || out.failed {
             return;
         }
@@ -402,25 +444,36 @@ impl SocketShared {
         self.write_queued(&mut out);
     }
 
+    /// One write of the queue's first frames: a plain write for one frame, a vectored write
+    /// (slices on the stack when few) otherwise.
+    fn write_frames(&self, queue: &VecDeque<Bytes>) -> io::Result<usize> {
+        const ON_STACK: usize = 32;
+        match queue.len() {
+            1 => self.stream.try_write(&queue[0]),
+            n if n <= ON_STACK => {
+                let mut slices = [IoSlice::new(&[]); ON_STACK];
+                for (slot, frame) in slices.iter_mut().zip(queue) {
+                    *slot = IoSlice::new(frame);
+                }
+                self.stream.try_write_vectored(&slices[..n])
+            }
+            _ => {
+                let slices: Vec<IoSlice<'_>> = queue
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|f| IoSlice::new(f))
+                    .collect();
+                self.stream.try_write_vectored(&slices)
+            }
+        }
+    }
+
     fn write_queued(&self, out: &mut Outbound) {
         while !out.queue.is_empty() {
-            let result = if out.queue.len() == 1 {
-                // The common case at moderate load: one frame, a plain write.
-                self.stream.try_write(&out.queue[0])
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, frame) in slices.iter_mut().zip(out.queue.iter()) {
-                    *slot = IoSlice::new(frame);
-                    count += 1;
-                }
-                self.stream.try_write_vectored(&slices[..count])
-            };
+            let result = self.write_frames(&out.queue);
             match result {
                 Ok(written) => {
-                    self.counters
-                        .bytes_out
-                        .fetch_add(written as u64, Ordering::Relaxed);
+                    out.bytes_out += written as u64;
                     out.queued_bytes -= written;
                     let mut left = written;
                     while left > 0 {
@@ -437,13 +490,13 @@ impl SocketShared {
                     }
                     if written == 0 {
                         out.failed = true;
-                        self.wake.notify_one();
+                        self.wake.notify();
                         return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     out.blocked = true;
-                    self.wake.notify_one();
+                    self.wake.notify();
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -452,7 +505,7 @@ impl SocketShared {
                     out.failed = true;
                     out.queue.clear();
                     out.queued_bytes = 0;
-                    self.wake.notify_one();
+                    self.wake.notify();
                     return;
                 }
             }
@@ -470,7 +523,7 @@ impl SocketShared {
             out.close_request = Some((code, reason.into()));
         }
         drop(out);
-        self.wake.notify_one();
+        self.wake.notify();
     }
 
     /// Asks the socket's task to drop the connection without a close handshake.
@@ -479,7 +532,7 @@ impl SocketShared {
         out.terminate = true;
         out.closed = true;
         drop(out);
-        self.wake.notify_one();
+        self.wake.notify();
     }
 
     pub(crate) fn bound_id(&self) -> Option<Arc<str>> {
@@ -601,11 +654,15 @@ impl Socket {
     /// Traffic counters.
     pub fn stats(&self) -> SocketStats {
         let c = &self.shared.counters;
+        let (messages_out, bytes_out) = {
+            let out = lock(&self.shared.out);
+            (out.messages_out, out.bytes_out)
+        };
         SocketStats {
             messages_in: c.messages_in.load(Ordering::Relaxed),
             bytes_in: c.bytes_in.load(Ordering::Relaxed),
-            messages_out: c.messages_out.load(Ordering::Relaxed),
-            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            messages_out,
+            bytes_out,
         }
     }
 
