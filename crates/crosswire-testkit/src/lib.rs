@@ -331,6 +331,23 @@ impl RawClient {
         }
     }
 
+    /// Every text message before `marker` (which is consumed), in order; panics, naming the
+    /// client `who` and what it got, when `marker` does not come within `timeout` of each
+    /// message.
+    pub async fn recv_until(&mut self, marker: &str, timeout: Duration, who: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            let text = self
+                .recv_text(timeout)
+                .await
+                .unwrap_or_else(|| panic!("{who}: no {marker}; got {got:?}"));
+            if text == marker {
+                return got;
+            }
+            got.push(text);
+        }
+    }
+
     /// The next text message parsed as JSON (panics if it is not JSON).
     pub async fn recv_json(&mut self, timeout: Duration) -> Option<Value> {
         let text = self.recv_text(timeout).await?;

@@ -5,19 +5,22 @@
 //! connection's task holds no read buffer. Only a frame split across reads is kept, in `pending`, which
 //! is released as soon as it is consumed.
 
+use std::future::Future;
 use std::io::{self, Read};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::handler::Context;
 use crate::node::{Server, ServerInner};
-use crate::socket::{Batch, Socket};
+use crate::socket::{Batch, Socket, SocketShared};
 use crate::sync::lock;
 use crate::system::{self, SystemEvent};
 use crosswire_protocol::frame::{self, Incoming};
@@ -109,6 +112,77 @@ pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
     conn.finish(code, reason);
 }
 
+/// What woke a connection's task.
+enum Woke {
+    /// [`crate::socket::Wake::notify`]: a close or terminate request, a blocked write.
+    Notified,
+    /// The socket can take more bytes (it was blocked).
+    Writable,
+    /// The socket has bytes to read.
+    Readable,
+    /// Waiting for the socket failed.
+    Failed,
+    /// The close handshake took too long.
+    Deadline,
+}
+
+/// Polls what a connection waits for, in priority order. Readiness is polled in place (no
+/// future per wait), so an idle connection's task stays small.
+fn poll_woke(
+    shared: &SocketShared,
+    cx: &mut std::task::Context<'_>,
+    blocked: bool,
+    wants_read: bool,
+    deadline: &mut Deadline,
+) -> Poll<Woke> {
+    if shared.wake.poll_wait(cx).is_ready() {
+        return Poll::Ready(Woke::Notified);
+    }
+    let ready = |r: io::Result<()>| {
+        if r.is_ok() {
+            Woke::Writable
+        } else {
+            Woke::Failed
+        }
+    };
+    if blocked {
+        if let Poll::Ready(r) = shared.stream.poll_write_ready(cx) {
+            return Poll::Ready(ready(r));
+        }
+    }
+    if wants_read {
+        if let Poll::Ready(r) = shared.stream.poll_read_ready(cx) {
+            return Poll::Ready(if r.is_ok() {
+                Woke::Readable
+            } else {
+                Woke::Failed
+            });
+        }
+    }
+    deadline.poll(cx).map(|()| Woke::Deadline)
+}
+
+/// The end of the close handshake, once one started: a timer allocated only then, so open
+/// connections carry none.
+#[derive(Default)]
+struct Deadline(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Deadline {
+    /// Starts the timer, unless it runs already.
+    fn arm(&mut self, after: Duration) {
+        if self.0.is_none() {
+            self.0 = Some(Box::pin(tokio::time::sleep(after)));
+        }
+    }
+
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
 /// What the read side is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
@@ -132,7 +206,7 @@ impl Conn {
         // The close code to report: ours when we closed first, the client's otherwise.
         let mut outcome: Option<(u16, String)> = None;
         let mut reading = ReadState::Open;
-        let mut deadline: Option<Instant> = None;
+        let mut deadline = Deadline::default();
         let mut fin_sent = false;
         let dropped = || (1006, String::new());
 
@@ -140,7 +214,7 @@ impl Conn {
             if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
                 return done;
             }
-            deadline.get_or_insert(Instant::now() + close_timeout);
+            deadline.arm(close_timeout);
         }
 
         loop {
@@ -157,7 +231,7 @@ impl Conn {
                     if !self.close_sent {
                         self.send_close(code, &reason);
                         outcome.get_or_insert((code, reason.into()));
-                        deadline.get_or_insert(Instant::now() + close_timeout);
+                        deadline.arm(close_timeout);
                         continue;
                     }
                 }
@@ -172,20 +246,15 @@ impl Conn {
                 }
                 blocked
             };
-            let sleep_to = deadline.unwrap_or_else(|| Instant::now() + close_timeout);
-            tokio::select! {
-                biased;
-                _ = shared.wake.wait() => {}
-                ready = shared.stream.writable(), if blocked => {
-                    if ready.is_err() {
-                        return outcome.unwrap_or_else(dropped);
-                    }
-                    shared.on_writable();
-                }
-                ready = shared.stream.readable(), if reading != ReadState::Done => {
-                    if ready.is_err() {
-                        return outcome.unwrap_or_else(dropped);
-                    }
+            let wants_read = reading != ReadState::Done;
+            let woke = std::future::poll_fn(|cx| {
+                poll_woke(&shared, cx, blocked, wants_read, &mut deadline)
+            })
+            .await;
+            match woke {
+                Woke::Notified => {}
+                Woke::Writable => shared.on_writable(),
+                Woke::Readable => {
                     let flow = if reading == ReadState::Open {
                         self.on_readable()
                     } else {
@@ -195,12 +264,10 @@ impl Conn {
                         return done;
                     }
                     if reading != ReadState::Open {
-                        deadline.get_or_insert(Instant::now() + close_timeout);
+                        deadline.arm(close_timeout);
                     }
                 }
-                _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => {
-                    return outcome.unwrap_or_else(dropped);
-                }
+                Woke::Failed | Woke::Deadline => return outcome.unwrap_or_else(dropped),
             }
         }
     }

@@ -50,8 +50,8 @@
 //! headers, the client's address and typed extensions stay on the [`Socket`].
 //!
 //! # How it works
-//! - **One task per connection** ([`connection`](crate::Socket)) reads frames into a stack
-//!   buffer and dispatches them to handlers.
+//! - **One task per connection** ([`connection`](crate::Socket)) reads frames into a buffer
+//!   shared by the thread's connections and dispatches them to handlers.
 //! - **Encode once**: a send serialises the client frame once into [`bytes::Bytes`]; every
 //!   local recipient and the broker share those bytes.
 //! - **Batched writes**: a delivery queues the frame and marks the socket dirty; when the
@@ -67,14 +67,14 @@
 //!   the nodes that are up; duplicates (e.g. from publishing on two Redis nodes) are dropped.
 //!
 //! # Layout
-//! `server` (building a node, handlers, ids, life cycle), `emit` (targets and local
-//! delivery), `rooms` (joining and room queries), `server_events` (server-to-server events
-//! and cluster queries), `handler` (extractors and the handler traits), `events` (handler
-//! tables and dispatch), `system` (system event types), `socket` (a connection handle and the
-//! write path), `connection` (the per-connection task), `registry` (ids and rooms),
-//! `cluster` (envelopes over the broker), `upgrade` (hyper/axum integration), `handshake`
-//! (kept request headers, forwarded addresses), `params` (query parsing). The broker seam
-//! lives in `crosswire-core`.
+//! Modules use only the ones below them (docs/ARCHITECTURE.md has the table): at the bottom
+//! `events` (handler tables), `system` (system event types), `requests` (pending
+//! server-to-server requests), `handshake` and `params` (the upgrade request); then `socket`
+//! (a connection handle and the write path), `registry` (ids and rooms), `cluster`
+//! (envelopes over the broker, talking up through a `Host` trait), `node` (the node's state,
+//! [`Server`], [`handler::Context`]), `handler` (extractors, answers, dispatch), the features
+//! `rooms`, `emit` and `server_events`, then `connection` and `upgrade`, and on top `server`
+//! (builder, registration, life cycle). The broker seam lives in `crosswire-core`.
 #![warn(missing_docs)]
 
 mod ack;

@@ -107,19 +107,17 @@ impl Wake {
         self.waker.wake();
     }
 
-    /// Waits for a [`Wake::notify`] (only the connection's own task waits).
-    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.take() {
-                return std::task::Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // A notify between the check and the registration is seen here.
-            if self.take() {
-                return std::task::Poll::Ready(());
-            }
-            std::task::Poll::Pending
-        })
+    /// Ready once a [`Wake::notify`] came (only the connection's own task waits).
+    pub(crate) fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.take() {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A notify between the check and the registration is seen here.
+        if self.take() {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
     }
 
     fn take(&self) -> bool {

@@ -74,17 +74,7 @@ impl Clients {
         from.server.to_all().emit("barrier", &self.barrier).unwrap();
         let mut out = BTreeMap::new();
         for (id, client) in self.by_id.iter_mut() {
-            let mut got = Vec::new();
-            loop {
-                let text = client
-                    .recv_text(TIMEOUT)
-                    .await
-                    .unwrap_or_else(|| panic!("{id}: no barrier; got {got:?}"));
-                if text == barrier {
-                    break;
-                }
-                got.push(text);
-            }
+            let got = client.recv_until(&barrier, TIMEOUT, id).await;
             if !got.is_empty() {
                 out.insert(*id, got);
             }

@@ -1155,17 +1155,7 @@ async fn to_all_except_skips_the_listed_ids_on_every_node() {
         let barrier = format!(r#"{{"event":"barrier","payload":{n}}}"#);
         from.server.to_all().emit("barrier", &n).unwrap();
         for (id, client) in clients.iter_mut() {
-            let mut got = Vec::new();
-            loop {
-                let text = client
-                    .recv_text(TIMEOUT)
-                    .await
-                    .unwrap_or_else(|| panic!("{id}: no barrier; got {got:?}"));
-                if text == barrier {
-                    break;
-                }
-                got.push(text);
-            }
+            let got = client.recv_until(&barrier, TIMEOUT, id).await;
             let want = if reached.contains(id) {
                 vec![msg(n)]
             } else {
