@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use crosswire::{Server, ServerConfig};
+use crosswire::{IpNet, Server, ServerConfig};
 use crosswire_cli::http::HttpOptions;
 use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
 use tracing_subscriber::EnvFilter;
@@ -108,6 +108,17 @@ struct ServeArgs {
     /// than the cores, at most 3.
     #[arg(long, env = "CROSSWIRE_FLUSH_THREADS")]
     flush_threads: Option<usize>,
+    /// A reverse proxy (address or CIDR network, e.g. 127.0.0.1 or 10.0.0.0/8) whose
+    /// `Forwarded` / `X-Forwarded-For` headers are believed for the client's address; repeat
+    /// or separate with commas. Default: none (the peer address is the client's).
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "NET",
+        env = "CROSSWIRE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    trusted_proxies: Vec<IpNet>,
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -130,6 +141,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
     }
+}
+
+/// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`).
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an address nor a network (a.b.c.d/n)"))
 }
 
 /// The TLS settings of `rediss://` nodes from the certificate files named on the command line.
@@ -155,6 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))
         .with_max_message_size(args.max_message_size)
         .with_max_queue_bytes(args.max_queue_bytes);
+    let config = config.with_trusted_proxies(args.trusted_proxies.iter().copied());
     let server = if args.redis.is_empty() {
         Server::new(config)?
     } else {
