@@ -4,7 +4,7 @@
 //!   for backends in any language. Protected by a bearer token; with no token configured the
 //!   API is off (404).
 //! - `GET /healthz` — node name, connections, live nodes and broker health (503 while the
-//!   broker is unhealthy).
+//!   broker is unhealthy, or while another live node uses this node's name).
 //! - `GET /` — the demo page (when built in); any path upgrades to a WebSocket.
 //!
 //! ```text
@@ -105,9 +105,11 @@ async fn fallback(
 async fn healthz(State(state): State<AppState>) -> Response {
     let server = &state.server;
     let broker = server.broker_health();
-    let healthy = broker.is_none_or(|b| b.healthy);
+    let name_conflict = server.node_name_conflict();
+    let healthy = broker.is_none_or(|b| b.healthy) && !name_conflict;
     let body = json!({
         "node": server.node_name(),
+        "name_conflict": name_conflict,
         "connections": server.connection_count(),
         "nodes": server.nodes(),
         "broker": broker.map(|b| json!({

@@ -47,9 +47,10 @@ struct ServeArgs {
     /// Port to listen on (0 picks a free one; the bound address is logged).
     #[arg(long, default_value_t = 9000, env = "CROSSWIRE_PORT")]
     port: u16,
-    /// This node's name, unique in a cluster.
-    #[arg(long, default_value = "node-1", env = "CROSSWIRE_NAME")]
-    name: String,
+    /// This node's name, unique in a cluster. Default: `node-1` on a single node; with
+    /// --redis, a generated one (host name and a random suffix, logged at start).
+    #[arg(long, env = "CROSSWIRE_NAME")]
+    name: Option<String>,
     /// Seconds between protocol pings; sockets that miss a pong are dropped. 0 disables.
     #[arg(long, default_value_t = 20)]
     ping_interval: u64,
@@ -168,8 +169,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.flush_threads {
         crosswire::set_flush_threads(threads);
     }
-    let config = ServerConfig::default()
-        .with_node_name(args.name.clone())
+    let mut config = ServerConfig::default();
+    if let Some(name) = &args.name {
+        config = config.with_node_name(name.clone());
+    }
+    let config = config
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))
         .with_max_message_size(args.max_message_size)
         .with_max_queue_bytes(args.max_queue_bytes);

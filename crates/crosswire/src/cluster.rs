@@ -184,9 +184,11 @@ pub(crate) struct Cluster {
     deliveries: AtomicU64,
     /// Operations not queued because the outgoing queue was full.
     dropped: AtomicU64,
+    /// When an envelope of another run with this node's own name was last seen.
+    name_conflict: Mutex<Option<Instant>>,
 }
 
-fn random_incarnation() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -208,7 +210,7 @@ impl Cluster {
             Self {
                 broker,
                 node: Arc::from(config.node_name.as_str()),
-                incarnation: random_incarnation(),
+                incarnation: random_u64(),
                 seq: AtomicU64::new(0),
                 tx,
                 channels: Channels::new(config),
@@ -227,6 +229,7 @@ impl Cluster {
                 duplicates: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
+                name_conflict: Mutex::new(None),
             },
             rx,
         )
@@ -433,6 +436,8 @@ pub(crate) trait Host: Send + Sync + Sized + 'static {
     fn channel_message(self: &Arc<Self>, message: &BrokerMessage);
     /// A peer joined (`true`) or left (`false`).
     fn peer_changed(self: &Arc<Self>, node: &str, joined: bool);
+    /// Another live node uses this node's name.
+    fn name_conflict(self: &Arc<Self>, node: &str);
     /// A broker or envelope problem worth a `ServerError` event.
     fn report(self: &Arc<Self>, message: String);
     /// Handling one broker message panicked outside any handler.
@@ -666,6 +671,9 @@ fn handle<H: Host>(host: &Arc<H>, cluster: &Cluster, message: &BrokerMessage) {
         }
     };
     if envelope.origin == *cluster.node {
+        if envelope.incarnation != cluster.incarnation {
+            cluster.saw_own_name(host, envelope.incarnation);
+        }
         return;
     }
     let origin: Arc<str> = Arc::from(envelope.origin.as_str());
@@ -737,6 +745,27 @@ fn apply<H: Host>(
 }
 
 impl Cluster {
+    /// Another run uses this node's name: said loudly once per episode (an episode ends
+    /// when that run has been silent for the node time to live).
+    fn saw_own_name<H: Host>(&self, host: &Arc<H>, incarnation: u64) {
+        let now = Instant::now();
+        let previous = lock(&self.name_conflict).replace(now);
+        if previous.is_some_and(|at| now.duration_since(at) <= self.node_ttl) {
+            return;
+        }
+        tracing::error!(
+            node = %self.node,
+            other_incarnation = incarnation,
+            "another live node uses this node's name: messages for either reach both and each drops the other's as its own; give every node its own name"
+        );
+        host.name_conflict(&self.node);
+    }
+
+    /// Whether another run with this node's name was heard within the node time to live.
+    pub(crate) fn has_name_conflict(&self) -> bool {
+        lock(&self.name_conflict).is_some_and(|at| at.elapsed() <= self.node_ttl)
+    }
+
     /// Whether this is the first time sequence number `seq` of `origin`'s run `incarnation`
     /// is seen (the broker may deliver a message twice).
     fn first_sight(&self, origin: &Arc<str>, incarnation: u64, seq: u64) -> bool {

@@ -29,6 +29,8 @@ pub enum SlowClientPolicy {
 #[non_exhaustive]
 pub struct ServerConfig {
     pub(crate) node_name: String,
+    /// Whether [`ServerConfig::with_node_name`] was called.
+    pub(crate) name_given: bool,
     pub(crate) server_ping_interval: Duration,
     pub(crate) heartbeat_message: String,
     pub(crate) enter_background_close_time: Duration,
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             node_name: "node-1".to_string(),
+            name_given: false,
             server_ping_interval: Duration::from_secs(20),
             heartbeat_message: String::new(),
             enter_background_close_time: Duration::from_secs(10),
@@ -80,9 +83,12 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The node's name, unique in a cluster. Default: `node-1`.
+    /// The node's name, unique in a cluster. Default: `node-1` on a single node; a node
+    /// built with a broker and no name gets a generated one (the host's name and a random
+    /// suffix, logged at start), so that two nodes started alike cannot collide.
     pub fn with_node_name(mut self, name: impl Into<String>) -> Self {
         self.node_name = name.into();
+        self.name_given = true;
         self
     }
 

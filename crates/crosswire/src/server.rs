@@ -83,7 +83,11 @@ impl ServerBuilder {
     /// Validates the configuration and starts the node's background tasks. Must be called
     /// inside a tokio runtime.
     pub fn build(self) -> Result<Server, ConfigError> {
-        let config = self.config;
+        let mut config = self.config;
+        if self.broker.is_some() && !config.name_given {
+            config.node_name = generated_node_name();
+            tracing::info!(node = %config.node_name, "no node name given: using a generated one");
+        }
         config.validate()?;
         let heartbeat_frame =
             ws::server_frame(ws::OpCode::Text, config.heartbeat_message.as_bytes());
@@ -268,6 +272,15 @@ impl Server {
             cluster.add_stats(&mut stats);
         }
         stats
+    }
+
+    /// Whether another live node of the cluster uses this node's name (heard within the
+    /// node time to live); see [`system::NodeNameConflict`]. Always false on a single node.
+    pub fn node_name_conflict(&self) -> bool {
+        self.inner
+            .cluster
+            .as_ref()
+            .is_some_and(Cluster::has_name_conflict)
     }
 
     /// Health of the broker, `None` on a single node.
@@ -514,6 +527,10 @@ impl Host for ServerInner {
         }
     }
 
+    fn name_conflict(self: &Arc<Self>, node: &str) {
+        server(self).emit_system(&system::NodeNameConflict::new(node), None);
+    }
+
     fn report(self: &Arc<Self>, message: String) {
         server(self).emit_system(&system::ServerError::new(message), None);
     }
@@ -521,6 +538,21 @@ impl Host for ServerInner {
     fn panicked(self: &Arc<Self>, channel: &str, panic: &(dyn std::any::Any + Send)) {
         handler_panicked(&server(self), None, channel, panic);
     }
+}
+
+/// A node name unique with overwhelming likelihood: the host's name and a random suffix
+/// (`web-3-5f2c9a1e`).
+fn generated_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| {
+            h.trim()
+                .replace(|c: char| c.is_whitespace() || c == ':', "-")
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    format!("{host}-{:08x}", crate::cluster::random_u64() as u32)
 }
 
 /// A handle to the node, for the layers that take one.

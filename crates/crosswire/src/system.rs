@@ -121,6 +121,16 @@ system_events! {
         /// Its name.
         pub node: String,
     } = "node-left";
+
+    /// Another live node uses this node's name (a different process run with the same
+    /// name): messages meant for either node reach both, and each drops the other's as its
+    /// own echo. Raised once per episode (again only after the other node was silent for the
+    /// node time to live); [`crate::Server::node_name_conflict`] tells whether it lasts.
+    /// Give every node its own name, or none to have one generated.
+    NodeNameConflict {
+        /// The shared name.
+        pub node: String,
+    } = "node-name-conflict";
 }
 
 impl Close {
@@ -146,6 +156,12 @@ impl ServerError {
 }
 
 impl NodeJoined {
+    pub(crate) fn new(node: impl Into<String>) -> Self {
+        Self { node: node.into() }
+    }
+}
+
+impl NodeNameConflict {
     pub(crate) fn new(node: impl Into<String>) -> Self {
         Self { node: node.into() }
     }
