@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use crosswire::{IpNet, Server, ServerConfig};
+use crosswire::{IpNet, RateLimit, RateLimitPolicy, Server, ServerConfig};
 use crosswire_cli::http::HttpOptions;
 use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
 use tracing_subscriber::EnvFilter;
@@ -120,6 +120,37 @@ struct ServeArgs {
         value_parser = parse_net
     )]
     trusted_proxies: Vec<IpNet>,
+    /// A browser origin allowed to connect (`https://app.example.com`, `https://*.example.com`);
+    /// repeat or separate with commas. Upgrades from other origins get 403; requests without
+    /// `Origin` (not from a browser) are allowed. Default: every origin.
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        env = "CROSSWIRE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Most connections this node holds; past it upgrades get 503. Default: the open-file
+    /// limit minus 64.
+    #[arg(long, env = "CROSSWIRE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a socket may stay unbound to an id before it is closed with 1008 (the relay
+    /// binds from `?id=` at once). Default: no limit.
+    #[arg(long, value_name = "SECS")]
+    unbound_timeout: Option<f64>,
+    /// Messages per second each connection may send, sustained. Default: no limit.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    rate_limit: Option<f64>,
+    /// Messages a connection may send at once under --rate-limit. Default: twice the rate.
+    #[arg(long, value_name = "MSGS", requires = "rate_limit")]
+    rate_burst: Option<u32>,
+    /// Bytes per second each connection may send under --rate-limit (bursts of twice that).
+    #[arg(long, value_name = "BYTES_PER_SEC", requires = "rate_limit")]
+    rate_limit_bytes: Option<f64>,
+    /// Close a connection over its rate limit with 1008, instead of dropping the message
+    /// with an error event.
+    #[arg(long, requires = "rate_limit")]
+    rate_limit_close: bool,
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -142,6 +173,32 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
     }
+}
+
+/// The connection limits named on the command line.
+fn limits(mut config: ServerConfig, args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    if !args.allowed_origins.is_empty() {
+        config = config.with_allowed_origins(args.allowed_origins.iter().cloned());
+    }
+    if let Some(max) = args.max_connections {
+        config = config.with_max_connections(max);
+    }
+    if let Some(secs) = args.unbound_timeout {
+        let timeout = Duration::try_from_secs_f64(secs).context("--unbound-timeout")?;
+        config = config.with_unbound_timeout(Some(timeout));
+    }
+    if let Some(rate) = args.rate_limit {
+        let burst = args.rate_burst.unwrap_or((rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
+        let mut limit = RateLimit::new(rate, burst);
+        if let Some(bytes) = args.rate_limit_bytes {
+            limit = limit.with_bytes(bytes, (bytes * 2.0).ceil() as u64);
+        }
+        if args.rate_limit_close {
+            limit = limit.with_policy(RateLimitPolicy::Close);
+        }
+        config = config.with_rate_limit(limit);
+    }
+    Ok(config)
 }
 
 /// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`).
@@ -177,7 +234,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))
         .with_max_message_size(args.max_message_size)
         .with_max_queue_bytes(args.max_queue_bytes);
-    let config = config.with_trusted_proxies(args.trusted_proxies.iter().copied());
+    let config = limits(
+        config.with_trusted_proxies(args.trusted_proxies.iter().copied()),
+        &args,
+    )?;
     let server = if args.redis.is_empty() {
         Server::new(config)?
     } else {

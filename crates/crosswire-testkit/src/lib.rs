@@ -86,6 +86,9 @@ pub struct RawOptions {
     /// `SO_RCVBUF` of the client socket, to make a stalled client fill up sooner.
     /// Default: the system's.
     pub recv_buffer: Option<u32>,
+    /// Extra request headers of the upgrade (`("Origin", "https://a.example")`).
+    /// Default: none.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl Default for RawOptions {
@@ -94,6 +97,7 @@ impl Default for RawOptions {
             auto_pong: true,
             reading: true,
             recv_buffer: None,
+            headers: &[],
         }
     }
 }
@@ -212,9 +216,12 @@ impl RawClient {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        let leftover = tokio::time::timeout(TIMEOUT, handshake(&mut stream, addr, target))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+        let leftover = tokio::time::timeout(
+            TIMEOUT,
+            handshake(&mut stream, addr, target, options.headers),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
         let (read, write) = stream.into_split();
         let writer = Arc::new(Mutex::new(write));
         let (tx, events) = mpsc::unbounded_channel();
@@ -432,10 +439,15 @@ async fn handshake(
     stream: &mut TcpStream,
     addr: SocketAddr,
     target: &str,
+    headers: &[(&str, &str)],
 ) -> Result<BytesMut, ConnectError> {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut buf = BytesMut::with_capacity(1024);

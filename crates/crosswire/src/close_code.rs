@@ -6,6 +6,8 @@ pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 /// The client broke RFC 6455.
 pub const PROTOCOL_ERROR: u16 = 1002;
+/// The client broke a policy: over its rate limit, or not bound to an id in time.
+pub const POLICY_VIOLATION: u16 = 1008;
 /// The socket's send queue was full (a client too slow to read).
 pub const SEND_QUEUE_FULL: u16 = 1008;
 /// A message larger than the configured maximum.

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 
 use crate::error::ConfigError;
 use crate::handshake::HeaderRetention;
+use crate::limits::RateLimit;
 
 /// What to do when a socket's outbound queue is full (the client reads slower than the
 /// server sends).
@@ -51,6 +52,10 @@ pub struct ServerConfig {
     pub(crate) strip_leading_slash: bool,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) header_retention: HeaderRetention,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) unbound_timeout: Option<Duration>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +83,10 @@ impl Default for ServerConfig {
             strip_leading_slash: true,
             trusted_proxies: Vec::new(),
             header_retention: HeaderRetention::All,
+            allowed_origins: Vec::new(),
+            max_connections: None,
+            unbound_timeout: None,
+            rate_limit: None,
         }
     }
 }
@@ -233,6 +242,46 @@ impl ServerConfig {
         self
     }
 
+    /// Browser origins allowed to connect (`https://app.example.com`, or `https://*.example.com`
+    /// for every subdomain); an upgrade from any other `Origin` is refused with 403 before
+    /// the upgrade. A request without `Origin` (not from a browser) is always allowed: the
+    /// list protects users' browsers from other sites' pages, which always send it.
+    /// Default: empty, every origin allowed.
+    pub fn with_allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Most connections this node holds (open or being upgraded); past it an upgrade is
+    /// refused with 503 before the 101, and the refusals are logged once per burst.
+    /// Default: the process's open-file limit minus 64 (read when the server is built), so
+    /// the node keeps descriptors for its broker, logs and new requests; unlimited where the
+    /// limit cannot be read.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// Closes a socket not bound to an id this long after it opened (code 1008, reason `not
+    /// bound in time`): for apps that authenticate in a handler after connecting.
+    /// Default: `None`, no limit.
+    pub fn with_unbound_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.unbound_timeout = timeout;
+        self
+    }
+
+    /// A rate limit on every connection's messages ([`RateLimit`]: messages and bytes per
+    /// second, burst, and what happens over it). Control frames (ping, pong, close) are not
+    /// counted. Default: `None`, no limit.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
     /// The node name.
     pub fn node_name(&self) -> &str {
         &self.node_name
@@ -273,6 +322,9 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "announce_interval must be > 0 and node_ttl longer than announce_interval",
             ));
+        }
+        if self.rate_limit.is_some_and(|l| !l.is_valid()) {
+            return Err(ConfigError::Invalid("rate limits must be > 0"));
         }
         if self.heartbeat_message.len() > 1024 {
             return Err(ConfigError::Invalid("heartbeat_message longer than 1 KiB"));

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::handler::Context;
+use crate::limits::{Admitted, Buckets, RateLimitPolicy};
 use crate::node::{Server, ServerInner};
 use crate::socket::{Batch, Socket, SocketShared};
 use crate::sync::lock;
@@ -89,9 +90,13 @@ struct Conn {
     need: usize,
     /// We sent a close frame.
     close_sent: bool,
+    /// The rate limit's buckets, when one is set.
+    buckets: Option<Buckets>,
+    /// The connection's slot under the node's maximum, freed when the task ends.
+    _admitted: Admitted,
 }
 
-pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
+pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut, admitted: Admitted) {
     let inner: Arc<ServerInner> = Arc::clone(&server.inner);
     let mut conn = Conn {
         decoder: Decoder::new(Role::Server, inner.config.max_message_size),
@@ -100,6 +105,8 @@ pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut) {
         pending: leftover,
         need: 0,
         close_sent: false,
+        buckets: inner.config.rate_limit.map(Buckets::new),
+        _admitted: admitted,
     };
     let span =
         tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
@@ -272,6 +279,26 @@ impl Conn {
         }
     }
 
+    /// A message over the rate limit: counted, then dropped with an `error` event, or the
+    /// connection closed with 1008 (`Err`), per the policy.
+    fn rate_limited(&mut self, policy: RateLimitPolicy) -> Result<(), Flow> {
+        let stats = &self.server.inner.stats;
+        stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        match policy {
+            RateLimitPolicy::Close => {
+                let (code, reason) = (crate::close_code::POLICY_VIOLATION, "rate limit exceeded");
+                tracing::debug!(conn = self.socket.conn_id(), "rate limit exceeded, closing");
+                self.send_close(code, reason);
+                Err(Flow::ProtocolError(code, reason.to_string()))
+            }
+            _ => {
+                let error = system::SocketError::new("rate limit exceeded; message dropped");
+                emit_if_handled(&self.server, &self.socket, || error);
+                Ok(())
+            }
+        }
+    }
+
     /// Processes the bytes that arrived with the upgrade request, before the first read.
     fn process_leftover(&mut self) -> Result<(), Flow> {
         if self.pending.is_empty() {
@@ -344,6 +371,9 @@ impl Conn {
 
     fn on_readable(&mut self) -> Flow {
         let _batch = Batch::begin();
+        if let Some(buckets) = &mut self.buckets {
+            buckets.refill(std::time::Instant::now());
+        }
         for _ in 0..READS_PER_WAKE {
             let read = if self.pending.is_empty() {
                 self.read_direct()
@@ -426,6 +456,14 @@ impl Conn {
             match self.decoder.decode(&mut buf[pos..]) {
                 Ok(Decoded::Message(message, used)) => {
                     pos += used;
+                    let over = match (&mut self.buckets, data_len(&message)) {
+                        (Some(buckets), Some(len)) => (!buckets.take(len)).then(|| buckets.policy()),
+                        _ => None,
+                    };
+                    if let Some(policy) = over {
+                        self.rate_limited(policy)?;
+                        continue;
+                    }
                     let flow = dispatch(&self.server, &self.socket, message, &mut self.close_sent);
                     if !matches!(flow, Flow::Continue) {
                         return Err(flow);
@@ -466,6 +504,15 @@ impl Conn {
         tracing::debug!(conn = shared.conn_id, code, "connection closed");
         self.server
             .emit_system(&system::Close::new(code, reason), Some(&self.socket));
+    }
+}
+
+/// The size a data message counts for against the rate limit (`None`: a control frame).
+fn data_len(message: &Message<'_>) -> Option<usize> {
+    match message {
+        Message::Text(text) => Some(text.len()),
+        Message::Binary(data) => Some(data.len()),
+        _ => None,
     }
 }
 

@@ -86,6 +86,7 @@ mod error;
 mod events;
 pub mod handler;
 mod handshake;
+mod limits;
 mod node;
 mod params;
 mod registry;
@@ -112,6 +113,7 @@ pub use handler::{
 };
 pub use handshake::HeaderRetention;
 pub use ipnet::IpNet;
+pub use limits::{RateLimit, RateLimitPolicy};
 pub use node::Server;
 pub use params::{ParseOptions, RequestParams};
 pub use registry::Match;

@@ -22,6 +22,7 @@ use crate::ack::Acks;
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::events::Listeners;
+use crate::limits::Admission;
 use crate::registry::Registry;
 use crate::requests::Requests;
 use crate::socket::{Socket, SocketHost};
@@ -62,6 +63,8 @@ pub(crate) struct ServerInner {
     /// Signalled whenever a connection is removed.
     pub(crate) conn_removed: Notify,
     pub(crate) preset: HashSet<String>,
+    /// Connections held or being upgraded, against the maximum.
+    pub(crate) admission: Arc<Admission>,
 }
 
 /// A crosswire node: WebSocket connections, ids, rooms and events. Cheap to clone.

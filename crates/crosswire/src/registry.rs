@@ -70,6 +70,9 @@ impl Registry {
         id: Arc<str>,
         socket: &Arc<SocketShared>,
     ) -> Option<Arc<SocketShared>> {
+        socket
+            .ever_bound
+            .store(true, std::sync::atomic::Ordering::Release);
         let previous_id = {
             let mut slot = crate::sync::lock(&socket.id);
             slot.replace(Arc::clone(&id))

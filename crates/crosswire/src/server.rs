@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::error::{ConfigError, ServeError};
 use crate::events::{HandlerId, On};
 use crate::handler::{erase, handler_panicked, Handler};
+use crate::limits::Admission;
 use crate::node::{Server, ServerInner};
 use crate::registry::Registry;
 use crate::socket::{Batch, Socket, SocketShared};
@@ -99,6 +100,9 @@ impl ServerBuilder {
             }
             None => (None, None),
         };
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(default_max_connections);
         let inner = Arc::new(ServerInner {
             config,
             registry: RwLock::new(Registry::default()),
@@ -118,6 +122,7 @@ impl ServerBuilder {
             shutdown: Notify::new(),
             conn_removed: Notify::new(),
             preset,
+            admission: Admission::new(max_connections),
         });
         if let Some(rx) = outgoing_rx {
             crate::cluster::start(Arc::downgrade(&inner), &inner.config, rx);
@@ -266,6 +271,10 @@ impl Server {
             dropped_messages: load(&c.dropped_messages),
             slow_disconnects: load(&c.slow_disconnects),
             ping_timeouts: load(&c.ping_timeouts),
+            refused_origin: load(&c.refused_origin),
+            refused_capacity: self.inner.admission.refused(),
+            rate_limited: load(&c.rate_limited),
+            unbound_timeouts: load(&c.unbound_timeouts),
             ..Stats::default()
         };
         if let Some(cluster) = &self.inner.cluster {
@@ -538,6 +547,18 @@ impl Host for ServerInner {
     fn panicked(self: &Arc<Self>, channel: &str, panic: &(dyn std::any::Any + Send)) {
         handler_panicked(&server(self), None, channel, panic);
     }
+}
+
+/// The default maximum of connections: the process's open-file limit minus 64 descriptors
+/// kept for everything else; unlimited where the limit cannot be read (not Linux).
+fn default_max_connections() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<usize>().ok())
+        .map_or(usize::MAX, |soft| soft.saturating_sub(64).max(16))
 }
 
 /// A node name unique with overwhelming likelihood: the host's name and a random suffix

@@ -163,6 +163,8 @@ pub(crate) struct SocketShared {
     /// Incremented by every `set_background` call, so a stale timer does nothing.
     pub(crate) background_generation: AtomicU64,
     pub(crate) background: AtomicBool,
+    /// Set by the first binding to an id (for the unbound timeout).
+    pub(crate) ever_bound: AtomicBool,
     pub(crate) id: Mutex<Option<Arc<str>>>,
     pub(crate) params: RequestParams,
     pub(crate) remote_addr: Option<SocketAddr>,
@@ -342,6 +344,7 @@ impl SocketShared {
             awaiting_pong: AtomicBool::new(false),
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
+            ever_bound: AtomicBool::new(false),
             id: Mutex::new(None),
             params: identity.params,
             remote_addr: identity.remote,
@@ -537,6 +540,16 @@ impl SocketShared {
         lock(&self.id).clone()
     }
 
+    /// Whether the socket was ever bound to an id.
+    pub(crate) fn was_bound(&self) -> bool {
+        self.ever_bound.load(Ordering::Acquire)
+    }
+
+    /// Whether the socket no longer accepts messages.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.out).closed
+    }
+
     fn read_handshake(&self) -> RwLockReadGuard<'_, Handshake> {
         self.handshake.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -666,7 +679,7 @@ impl Socket {
 
     /// Whether the socket no longer accepts messages.
     pub fn is_closed(&self) -> bool {
-        lock(&self.shared.out).closed
+        self.shared.is_closed()
     }
 
     /// Sends an event to this socket.

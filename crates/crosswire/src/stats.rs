@@ -16,6 +16,9 @@ pub(crate) struct Counters {
     pub(crate) dropped_messages: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) ping_timeouts: AtomicU64,
+    pub(crate) refused_origin: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) unbound_timeouts: AtomicU64,
 }
 
 /// A snapshot of a node's counters.
@@ -45,6 +48,15 @@ pub struct Stats {
     pub slow_disconnects: u64,
     /// Sockets terminated for missing a protocol pong.
     pub ping_timeouts: u64,
+    /// Upgrades refused with 403: `Origin` not in the allowlist.
+    pub refused_origin: u64,
+    /// Upgrades refused with 503: the node held its maximum of connections.
+    pub refused_capacity: u64,
+    /// Client messages over their connection's rate limit (dropped, or the connection
+    /// closed, per the policy).
+    pub rate_limited: u64,
+    /// Sockets closed for not being bound to an id in time.
+    pub unbound_timeouts: u64,
     /// Broker messages not published because the publish queue was full.
     pub broker_dropped: u64,
     /// Envelopes received from other nodes and handled.

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::limits::{origin_allowed, Admitted};
 use crate::node::Server;
 use crate::params::{ParseOptions, RequestParams};
 use crate::socket::{Batch, Socket, SocketShared};
@@ -60,6 +62,8 @@ pub(crate) struct Accepted {
     pub(crate) headers: HeaderMap,
     pub(crate) extensions: http::Extensions,
     pub(crate) bind: Option<String>,
+    /// The connection's slot under the node's maximum, held until it ends.
+    pub(crate) admitted: Admitted,
 }
 
 impl std::fmt::Debug for WsUpgrade {
@@ -203,14 +207,16 @@ impl WsUpgrade {
     /// extensions and binding set here, and the [`crate::system::Connection`] event fires.
     pub fn accept(self, server: &Server) -> Response {
         let server = server.clone();
-        if server.is_shutting_down() {
-            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-        }
+        let admitted = match admit(&server, &self.headers) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal.into_response(),
+        };
         let accepted = Accepted {
             params: RequestParams::parse(&self.target, parse_options(&server)),
             headers: self.headers,
             extensions: self.extensions,
             bind: self.bind,
+            admitted,
         };
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
@@ -253,6 +259,46 @@ impl WsUpgrade {
     }
 }
 
+/// Why an upgrade was refused before the 101.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    ShuttingDown,
+    Origin,
+    Capacity,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            Self::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
+            Self::Capacity => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
+        }
+        .into_response()
+    }
+}
+
+/// Checks an upgrade against the node's limits before the 101: shutting down (503), an
+/// `Origin` not allowed (403), the maximum of connections reached (503).
+fn admit(server: &Server, headers: &HeaderMap) -> Result<Admitted, Refusal> {
+    if server.is_shutting_down() {
+        return Err(Refusal::ShuttingDown);
+    }
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    if !origin_allowed(origin, &server.config().allowed_origins) {
+        server
+            .inner
+            .stats
+            .refused_origin
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(origin = origin.unwrap_or(""), "upgrade refused: origin not allowed");
+        return Err(Refusal::Origin);
+    }
+    server.inner.admission.admit().ok_or(Refusal::Capacity)
+}
+
 fn parse_options(server: &Server) -> ParseOptions {
     let c = server.config();
     ParseOptions {
@@ -272,37 +318,14 @@ impl Server {
         if self.is_shutting_down() {
             return;
         }
-        let _ = stream.set_nodelay(true);
-        let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let Accepted {
             params,
             headers,
             extensions,
             bind,
+            admitted,
         } = accepted;
-        let remote = stream.peer_addr().ok();
-        let client_ip =
-            crate::handshake::client_ip(remote, &headers, &self.inner.config.trusted_proxies);
-        let shared = Arc::new(SocketShared::new(
-            conn_id,
-            stream,
-            crate::socket::Identity {
-                params,
-                remote,
-                client_ip,
-                headers: crate::handshake::HeaderBlock::new(&headers),
-                extensions,
-            },
-            Arc::downgrade(&self.inner) as Weak<dyn crate::socket::SocketHost>,
-            self.inner.config.max_queue_bytes,
-            self.inner.config.slow_client_policy,
-        ));
-        self.write_registry().insert_conn(Arc::clone(&shared));
-        self.inner
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
-        let socket = Socket { shared };
+        let socket = self.open_socket(stream, params, &headers, extensions);
         // Bind and announce before the connection task starts, so the socket is reachable by
         // its id as early as possible after the 101 response.
         {
@@ -316,8 +339,66 @@ impl Server {
         socket
             .shared
             .retain_headers(&self.inner.config.header_retention);
+        if let Some(after) = self.inner.config.unbound_timeout {
+            self.close_if_unbound(&socket, after);
+        }
         let server = self.clone();
-        tokio::spawn(crate::connection::run(server, socket, leftover));
+        tokio::spawn(crate::connection::run(server, socket, leftover, admitted));
+    }
+
+    /// A registered socket for an upgraded stream.
+    fn open_socket(
+        &self,
+        stream: tokio::net::TcpStream,
+        params: RequestParams,
+        headers: &HeaderMap,
+        extensions: http::Extensions,
+    ) -> Socket {
+        let _ = stream.set_nodelay(true);
+        let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let remote = stream.peer_addr().ok();
+        let client_ip =
+            crate::handshake::client_ip(remote, headers, &self.inner.config.trusted_proxies);
+        let shared = Arc::new(SocketShared::new(
+            conn_id,
+            stream,
+            crate::socket::Identity {
+                params,
+                remote,
+                client_ip,
+                headers: crate::handshake::HeaderBlock::new(headers),
+                extensions,
+            },
+            Arc::downgrade(&self.inner) as Weak<dyn crate::socket::SocketHost>,
+            self.inner.config.max_queue_bytes,
+            self.inner.config.slow_client_policy,
+        ));
+        self.write_registry().insert_conn(Arc::clone(&shared));
+        self.inner
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Socket { shared }
+    }
+
+    /// Closes `socket` with 1008 if it was never bound to an id `after` it opened.
+    fn close_if_unbound(&self, socket: &Socket, after: Duration) {
+        if socket.shared.was_bound() {
+            return;
+        }
+        let shared = Arc::downgrade(&socket.shared);
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let (Some(shared), Some(inner)) = (shared.upgrade(), inner.upgrade()) else {
+                return;
+            };
+            if !shared.was_bound() && !shared.is_closed() {
+                inner.stats.unbound_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(conn = shared.conn_id, "not bound in time, closing");
+                shared.request_close(crate::close_code::POLICY_VIOLATION, "not bound in time");
+            }
+        });
     }
 
     /// A handler for an axum route that accepts WebSocket upgrades into this server, e.g.
