@@ -518,18 +518,10 @@ fn data_len(message: &Message<'_>) -> Option<usize> {
 
 /// Handles one complete message from a client.
 fn dispatch(server: &Server, socket: &Socket, message: Message<'_>, close_sent: &mut bool) -> Flow {
-    let inner = &server.inner;
     let shared = &socket.shared;
     match message {
         Message::Text(text) => on_text(server, socket, text),
-        Message::Binary(_) => {
-            shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-            inner.stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
-            server.emit_system(
-                &system::SocketError::new("binary frames are not part of the protocol; dropped"),
-                Some(socket),
-            );
-        }
+        Message::Binary(data) => on_binary(server, socket, data),
         Message::Ping(data) => {
             let _ = shared.enqueue_in_batch(ws::server_frame(ws::OpCode::Pong, data));
         }
@@ -559,6 +551,38 @@ fn dispatch(server: &Server, socket: &Socket, message: Message<'_>, close_sent: 
 fn emit_if_handled<E: SystemEvent>(server: &Server, socket: &Socket, event: impl FnOnce() -> E) {
     if server.inner.system.has(E::NAME) {
         server.emit_system(&event(), Some(socket));
+    }
+}
+
+/// A binary message: to the application's `binary` handlers when there are some, else
+/// handled like text when it is UTF-8 (as the seed does), else dropped.
+fn on_binary(server: &Server, socket: &Socket, data: &[u8]) {
+    if server.inner.system.has(<system::Binary as SystemEvent>::NAME) {
+        socket
+            .shared
+            .counters
+            .messages_in
+            .fetch_add(1, Ordering::Relaxed);
+        let data = bytes::Bytes::copy_from_slice(data);
+        server.emit_system(&system::Binary { data }, Some(socket));
+        return;
+    }
+    match std::str::from_utf8(data) {
+        Ok(text) => on_text(server, socket, text),
+        Err(_) => {
+            socket
+                .shared
+                .counters
+                .messages_in
+                .fetch_add(1, Ordering::Relaxed);
+            server
+                .inner
+                .stats
+                .malformed_frames
+                .fetch_add(1, Ordering::Relaxed);
+            let error = system::SocketError::new("binary message that is not UTF-8; dropped");
+            server.emit_system(&error, Some(socket));
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::error::EmitError;
 use crate::node::Server;
 use crate::rooms::Room;
 use crate::socket::{Batch, SocketShared};
+use crosswire_protocol::ws;
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::frame;
 
@@ -166,6 +167,16 @@ impl<K> Emit<'_, K> {
     /// Sends event `event` with a payload that is already JSON text (never re-parsed).
     pub fn emit_raw(self, event: &str, payload: &RawValue) -> Result<usize, EmitError> {
         self.send_frame(frame::encode_event_raw(event, payload))
+    }
+
+    /// Sends a text message as it is, outside the event protocol (encoded once).
+    pub fn send_text(self, text: &str) -> Result<usize, EmitError> {
+        self.send_frame(ws::server_frame(ws::OpCode::Text, text.as_bytes()))
+    }
+
+    /// Sends a binary message (encoded once, shared by every recipient).
+    pub fn send_binary(self, data: impl AsRef<[u8]>) -> Result<usize, EmitError> {
+        self.send_frame(ws::server_frame(ws::OpCode::Binary, data.as_ref()))
     }
 
     /// Sends a complete, pre-encoded WebSocket frame.

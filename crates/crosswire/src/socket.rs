@@ -693,6 +693,19 @@ impl Socket {
         self.shared.enqueue(frame::encode_event_raw(event, payload))
     }
 
+    /// Sends a text message as it is (outside the event protocol: the client gets exactly
+    /// `text`).
+    pub fn send_text(&self, text: &str) -> Result<(), SendError> {
+        self.shared
+            .enqueue(ws::server_frame(ws::OpCode::Text, text.as_bytes()))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&self, data: impl AsRef<[u8]>) -> Result<(), SendError> {
+        self.shared
+            .enqueue(ws::server_frame(ws::OpCode::Binary, data.as_ref()))
+    }
+
     /// Sends a pre-encoded WebSocket frame (for example one built with
     /// [`crosswire_protocol::frame::encode_event`] and shared between many sockets).
     pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {

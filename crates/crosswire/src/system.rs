@@ -92,6 +92,15 @@ system_events! {
         pub text: String,
     } = "message";
 
+    /// A binary message, for applications that handle binary payloads. With a handler for
+    /// this event every binary message comes here; without one, binary messages are handled
+    /// as the seed does: one carrying UTF-8 is processed like a text message, any other is
+    /// dropped (counted as malformed, with an `error` event).
+    Binary {
+        /// The message's bytes.
+        pub data: bytes::Bytes,
+    } = "binary";
+
     /// A client sent the application heartbeat.
     ClientPing {} = "client-ping";
 

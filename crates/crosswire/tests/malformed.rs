@@ -102,7 +102,7 @@ async fn dropped_frames_leave_the_connection_and_others_working() {
         assert_eq!(who.as_deref(), Some("bad"), "{name}");
         assert_echo(&mut bystander, n as u32).await;
     }
-    // Binary frames are not part of the protocol: dropped and counted.
+    // A binary frame that is not UTF-8 is dropped and counted.
     let before = server.stats().malformed_frames;
     bad.send_binary(&[0, 159, 146, 150]).await.unwrap();
     assert_echo(&mut bad, 100).await;
