@@ -28,6 +28,17 @@ if ! command -v redis-server >/dev/null; then
   apt_install redis-server
 fi
 # The tests start their own redis-server processes on free ports; never the system service.
+# nginx: Debian's binary is /usr/sbin/nginx, not on an unprivileged user's PATH.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "== installing nginx"
+  apt_install nginx
+  # Under systemd the package starts (and enables) the system service on port 80; the tests
+  # never use it, so it is stopped and disabled again.
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+fi
+# The reverse-proxy test starts its own nginx process on a free port; never the system service.
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -130,6 +130,10 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Seconds a new connection may take to send its upgrade request (silent or slow clients
+    /// are closed then).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    handshake_timeout: f64,
     /// Most connections this node holds; past it upgrades get 503. Default: the open-file
     /// limit minus 64.
     #[arg(long, env = "CROSSWIRE_MAX_CONNECTIONS")]
@@ -177,6 +181,8 @@ fn main() -> anyhow::Result<()> {
 
 /// The connection limits named on the command line.
 fn limits(mut config: ServerConfig, args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let handshake = Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;
+    config = config.with_handshake_timeout(handshake);
     if !args.allowed_origins.is_empty() {
         config = config.with_allowed_origins(args.allowed_origins.iter().cloned());
     }

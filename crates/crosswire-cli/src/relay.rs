@@ -7,7 +7,12 @@
 //! - `echo <any>`: replies with the same payload;
 //! - `room {"room", "data"}`: event `msg` with `data` to every member of the room on every
 //!   node; `all {"data"}`: to every socket; `to {"id", "data"}`: to one client; `ids {"ids",
-//!   "data"}`: to each listed client. Each replies `{"ok": true}` when asked.
+//!   "data"}`: to each listed client. Each replies `{"ok": true}` when asked;
+//! - `whoami` (any payload): replies `{"id": <bound id or null>, "node": <this node's name>,
+//!   "addr": <the client's address or null>}`, the address being `Socket::client_addr` as
+//!   text (`203.0.113.7`, `2001:db8::1`): the TCP peer's, or behind a proxy given to
+//!   `--trusted-proxy`, the one it forwarded. It tells which node serves a client behind a
+//!   load balancer, and what that node takes the client's address to be.
 //!
 //! A payload of the wrong shape is answered (when a reply was asked for) with
 //! `{"ok": false, "error": "<what was wrong>"}` and sends nothing.
@@ -105,6 +110,22 @@ fn leave(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
     })
 }
 
+/// The answer of `whoami`.
+#[derive(Serialize)]
+struct WhoAmI {
+    id: Option<String>,
+    node: String,
+    addr: Option<String>,
+}
+
+fn whoami(server: Server, socket: Socket) -> Ack<WhoAmI> {
+    Ack(WhoAmI {
+        id: socket.id(),
+        node: server.node_name().to_string(),
+        addr: socket.client_addr().map(|ip| ip.to_string()),
+    })
+}
+
 fn to_room(server: Server, payload: Payload) -> Ack<Answer> {
     relay(&payload, |m: ToRoom<'_>| {
         let _ = server
@@ -141,4 +162,5 @@ pub fn install(server: &Server) {
     server.on("all", to_all);
     server.on("to", to_id);
     server.on("ids", to_ids);
+    server.on("whoami", whoami);
 }

@@ -73,3 +73,65 @@ async fn serve_closes_a_flooding_client_with_the_close_policy() {
         .expect("connect");
     calm.sync("").await.expect("calm client served");
 }
+
+/// CPU ticks (user + system, 1/100 s) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc stat");
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_file_limit_the_accept_loop_backs_off_logs_once_and_recovers() {
+    // A node allowed 48 descriptors, whose silent connections are closed after 1 s.
+    let relay = Relay::start_limited(48, &["--handshake-timeout", "1"]).await;
+    let started = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..80 {
+        silent.push(
+            tokio::net::TcpStream::connect(relay.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    relay
+        .wait_log("the accept error", |l| {
+            l.contains("accepting connections fails")
+        })
+        .await;
+    // At the limit, the loop backs off instead of spinning on EMFILE.
+    let before = cpu_ticks(relay.pid());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let used = cpu_ticks(relay.pid()) - before;
+    assert!(
+        used < 25,
+        "{used} ticks in 0.5 s at the file limit: the accept loop spins"
+    );
+    // Logged once for the burst, not once per attempt.
+    let logged = relay
+        .lines()
+        .iter()
+        .filter(|l| l.contains("accepting connections fails"))
+        .count();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(logged, 1, "the accept error was logged {logged} times");
+    // The silent ones time out (or are dropped here); then a real client is served.
+    drop(silent);
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = RawClient::connect_bound(relay.addr, "real").await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("no client served after the burst");
+    client.sync("").await.expect("served");
+    let (_, health) = relay.healthz().await;
+    assert!(
+        health["stats"]["accept_errors"].as_u64() > Some(0),
+        "{health}"
+    );
+}

@@ -56,6 +56,7 @@ pub struct ServerConfig {
     pub(crate) max_connections: Option<usize>,
     pub(crate) unbound_timeout: Option<Duration>,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +88,7 @@ impl Default for ServerConfig {
             max_connections: None,
             unbound_timeout: None,
             rate_limit: None,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -282,6 +284,15 @@ impl ServerConfig {
         self
     }
 
+    /// How long a new connection may take to send its whole HTTP request head (the upgrade
+    /// request) on the server's own listener ([`crate::Server::serve`] and friends); a
+    /// silent or slow client is closed then, and so is an HTTP keep-alive connection idle
+    /// this long between requests. Default: 10 s.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// The node name.
     pub fn node_name(&self) -> &str {
         &self.node_name
@@ -322,6 +333,9 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "announce_interval must be > 0 and node_ttl longer than announce_interval",
             ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid("handshake_timeout must be > 0"));
         }
         if self.rate_limit.is_some_and(|l| !l.is_valid()) {
             return Err(ConfigError::Invalid("rate limits must be > 0"));

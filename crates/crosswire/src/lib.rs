@@ -87,6 +87,7 @@ mod events;
 pub mod handler;
 mod handshake;
 mod limits;
+mod listener;
 mod node;
 mod params;
 mod registry;

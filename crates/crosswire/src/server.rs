@@ -275,6 +275,8 @@ impl Server {
             refused_capacity: self.inner.admission.refused(),
             rate_limited: load(&c.rate_limited),
             unbound_timeouts: load(&c.unbound_timeouts),
+            handshake_timeouts: load(&c.handshake_timeouts),
+            accept_errors: load(&c.accept_errors),
             ..Stats::default()
         };
         if let Some(cluster) = &self.inner.cluster {
@@ -431,7 +433,7 @@ impl Server {
         self.emit_system(&system::Listening { addr }, None);
         tracing::info!(%addr, node = %self.node_name(), "listening");
         let inner = Arc::clone(&self.inner);
-        let shutdown = async move {
+        let shutdown = async {
             let notified = inner.shutdown.notified();
             tokio::pin!(notified);
             // Registered before the flag is checked, so a shutdown in between is not missed.
@@ -440,9 +442,13 @@ impl Server {
                 notified.await;
             }
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::select! {
+            () = crate::listener::accept_loop(&inner, listener, router, stop.clone()) => {}
+            () = shutdown => {}
+        }
+        // Stops accepting; open HTTP connections finish their request and close.
+        stop.cancel();
         Ok(())
     }
 

@@ -19,6 +19,8 @@ pub(crate) struct Counters {
     pub(crate) refused_origin: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) unbound_timeouts: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
 }
 
 /// A snapshot of a node's counters.
@@ -57,6 +59,11 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Sockets closed for not being bound to an id in time.
     pub unbound_timeouts: u64,
+    /// Connections closed for not sending their request head in time (silent or slow).
+    pub handshake_timeouts: u64,
+    /// Failed accepts on the server's listener (e.g. at the file limit), each followed by a
+    /// 100 ms pause.
+    pub accept_errors: u64,
     /// Broker messages not published because the publish queue was full.
     pub broker_dropped: u64,
     /// Envelopes received from other nodes and handled.

@@ -77,7 +77,21 @@ impl Relay {
 
     /// Like [`start`](Self::start) with extra environment variables (e.g. `RUST_LOG`).
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Relay {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_crosswire"));
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_crosswire")), args, env).await
+    }
+
+    /// Like [`Relay::start`], with the process's open-file limit set to `nofile` (through
+    /// util-linux's `prlimit`).
+    pub async fn start_limited(nofile: u32, args: &[&str]) -> Relay {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_crosswire"));
+        Self::spawn(command, args, &[]).await
+    }
+
+    async fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Relay {
         command.arg("serve");
         if !args.contains(&"--port") {
             command.args(["--port", "0"]);
@@ -651,5 +665,85 @@ pub async fn sync_room(sender: &mut Raw, room: &str, receivers: &mut [&mut Raw])
         if all {
             return;
         }
+    }
+}
+
+// ----- behind a reverse proxy (nginx_proxy.rs) -----
+
+/// The `nginx` binary: `nginx` on `PATH`, else Debian's `/usr/sbin/nginx` (not on an
+/// unprivileged user's `PATH`).
+pub fn nginx_binary() -> Option<std::path::PathBuf> {
+    ["nginx", "/usr/sbin/nginx"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|bin| {
+            Command::new(bin)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// Panics unless `nginx` is installed, like [`require_redis_server`]; returns its path.
+pub fn require_nginx() -> std::path::PathBuf {
+    nginx_binary().unwrap_or_else(|| {
+        panic!(
+            "nginx is neither on PATH nor /usr/sbin/nginx: install it (scripts/test.sh does) — tests that need it fail rather than skip"
+        )
+    })
+}
+
+impl Raw {
+    /// Connects to `url` from the local address `from` (any `127.x.y.z` is a loopback
+    /// address on Linux, so a test can be a client other than `127.0.0.1`), adding the
+    /// request headers `headers`; then checks the connection is bound, like
+    /// [`connect`](Self::connect).
+    pub async fn connect_from(
+        url: &str,
+        id: &str,
+        from: std::net::IpAddr,
+        headers: &[(&str, &str)],
+    ) -> Raw {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let uri = request.uri();
+        let to = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap_or(80));
+        let to: SocketAddr = to.parse().unwrap();
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("{id}: binding {from}: {e}"));
+        let connect = async {
+            let stream = socket.connect(to).await?;
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+                .await
+                .map_err(std::io::Error::other)
+        };
+        let (ws, _) = tokio::time::timeout(STEP, connect)
+            .await
+            .unwrap_or_else(|_| panic!("{id}: connect to {url} from {from} timed out"))
+            .unwrap_or_else(|e| panic!("{id}: connect to {url} from {from} failed: {e}"));
+        let mut raw = Raw {
+            id: id.to_string(),
+            ws,
+            backlog: VecDeque::new(),
+            next_callback: 0,
+        };
+        let reply = raw.request("echo", json!("hello")).await;
+        assert_eq!(reply, json!("hello"), "{id}: first echo");
+        raw
     }
 }
