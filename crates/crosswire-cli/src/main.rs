@@ -155,6 +155,23 @@ struct ServeArgs {
     /// with an error event.
     #[arg(long, requires = "rate_limit")]
     rate_limit_close: bool,
+    /// PEM certificate chain to serve `wss://` (and `https://`) with; needs --tls-key. Reloaded
+    /// on SIGHUP and when the file changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CROSSWIRE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CROSSWIRE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -179,9 +196,80 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `--tls-cert` / `--tls-key`: loading, and reloading on SIGHUP or when a file changes.
+mod tls {
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, SystemTime};
+
+    use anyhow::Context;
+    use crosswire::Tls;
+
+    /// How often the files are checked for changes.
+    const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+    fn read(cert: &Path, key: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let cert_pem =
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key_pem = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+        Ok((cert_pem, key_pem))
+    }
+
+    pub(crate) fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
+        let (cert_pem, key_pem) = read(cert, key)?;
+        Tls::from_pem(&cert_pem, &key_pem).context("--tls-cert / --tls-key")
+    }
+
+    fn modified(paths: &[&Path]) -> Vec<Option<SystemTime>> {
+        paths
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// Reloads the pair on SIGHUP and when either file's modification time changes; a pair
+    /// that does not load is logged and the current one kept.
+    pub(crate) fn watch(tls: Tls, cert: Option<PathBuf>, key: Option<PathBuf>) {
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut hangup =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(signal) => Some(signal),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no SIGHUP reload of the certificate");
+                        None
+                    }
+                };
+            let mut seen = modified(&[&cert, &key]);
+            let mut tick = tokio::time::interval(CHECK_EVERY);
+            loop {
+                let why = tokio::select! {
+                    Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => None } } => "SIGHUP",
+                    _ = tick.tick() => {
+                        let now = modified(&[&cert, &key]);
+                        if now == seen {
+                            continue;
+                        }
+                        seen = now;
+                        "file change"
+                    }
+                };
+                match read(&cert, &key).and_then(|(c, k)| Ok(tls.reload_pem(&c, &k)?)) {
+                    Ok(()) => tracing::info!(trigger = why, "TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(trigger = why, error = %e, "TLS certificate not reloaded; keeping the current one")
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// The connection limits named on the command line.
 fn limits(mut config: ServerConfig, args: &ServeArgs) -> anyhow::Result<ServerConfig> {
-    let handshake = Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;
+    let handshake =
+        Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;
     config = config.with_handshake_timeout(handshake);
     if !args.allowed_origins.is_empty() {
         config = config.with_allowed_origins(args.allowed_origins.iter().cloned());
@@ -194,7 +282,9 @@ fn limits(mut config: ServerConfig, args: &ServeArgs) -> anyhow::Result<ServerCo
         config = config.with_unbound_timeout(Some(timeout));
     }
     if let Some(rate) = args.rate_limit {
-        let burst = args.rate_burst.unwrap_or((rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
+        let burst = args
+            .rate_burst
+            .unwrap_or((rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
         let mut limit = RateLimit::new(rate, burst);
         if let Some(bytes) = args.rate_limit_bytes {
             limit = limit.with_bytes(bytes, (bytes * 2.0).ceil() as u64);
@@ -279,9 +369,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
     let router = crosswire_cli::http::router(server.clone(), http);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
+        _ => None,
+    };
     let serving = {
         let server = server.clone();
-        tokio::spawn(async move { server.serve_router(listener, router).await })
+        match tls {
+            Some(tls) => {
+                tls::watch(tls.clone(), args.tls_cert.clone(), args.tls_key.clone());
+                tokio::spawn(async move { server.serve_router_tls(listener, router, tls).await })
+            }
+            None => tokio::spawn(async move { server.serve_router(listener, router).await }),
+        }
     };
     tracing::info!(%addr, node = %server.node_name(), "crosswire relay ready");
     shutdown_signal().await;

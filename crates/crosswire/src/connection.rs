@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::handler::Context;
 use crate::limits::{Admitted, Buckets, RateLimitPolicy};
 use crate::node::{Server, ServerInner};
-use crate::socket::{Batch, Socket, SocketShared};
+use crate::socket::{Batch, Io, Socket, SocketShared};
 use crate::sync::lock;
 use crate::system::{self, SystemEvent};
 use crosswire_protocol::frame::{self, Incoming};
@@ -94,9 +94,18 @@ struct Conn {
     buckets: Option<Buckets>,
     /// The connection's slot under the node's maximum, freed when the task ends.
     _admitted: Admitted,
+    /// The stream, when it is not plain TCP (TLS, a Unix socket, …): the task reads and
+    /// writes it.
+    io: Option<Pin<Box<dyn Io>>>,
 }
 
-pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut, admitted: Admitted) {
+pub(crate) async fn run(
+    server: Server,
+    socket: Socket,
+    leftover: BytesMut,
+    admitted: Admitted,
+    io: Option<Pin<Box<dyn Io>>>,
+) {
     let inner: Arc<ServerInner> = Arc::clone(&server.inner);
     let mut conn = Conn {
         decoder: Decoder::new(Role::Server, inner.config.max_message_size),
@@ -107,6 +116,7 @@ pub(crate) async fn run(server: Server, socket: Socket, leftover: BytesMut, admi
         close_sent: false,
         buckets: inner.config.rate_limit.map(Buckets::new),
         _admitted: admitted,
+        io,
     };
     let span =
         tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
@@ -129,44 +139,94 @@ enum Woke {
     Readable,
     /// Waiting for the socket failed.
     Failed,
+    /// `n` bytes were read into `pending` from a stream the task owns.
+    Read(usize),
+    /// A stream the task owns ended.
+    Eof,
     /// The close handshake took too long.
     Deadline,
 }
 
 /// Polls what a connection waits for, in priority order. Readiness is polled in place (no
-/// future per wait), so an idle connection's task stays small.
+/// future per wait), so an idle connection's task stays small. A stream the task owns
+/// (`io`) is written here and read into `pending`.
 fn poll_woke(
     shared: &SocketShared,
     cx: &mut std::task::Context<'_>,
-    blocked: bool,
-    wants_read: bool,
+    wait: Wait<'_>,
     deadline: &mut Deadline,
 ) -> Poll<Woke> {
     if shared.wake.poll_wait(cx).is_ready() {
         return Poll::Ready(Woke::Notified);
     }
-    let ready = |r: io::Result<()>| {
-        if r.is_ok() {
-            Woke::Writable
-        } else {
-            Woke::Failed
-        }
+    let woke = match (shared.tcp(), wait.io) {
+        (Some(stream), _) => poll_tcp(stream, cx, wait.blocked, wait.wants_read),
+        (None, Some(io)) => poll_task_io(shared, io, cx, wait.wants_read, wait.pending),
+        (None, None) => Poll::Ready(Woke::Failed),
     };
+    if woke.is_ready() {
+        return woke;
+    }
+    deadline.poll(cx).map(|()| Woke::Deadline)
+}
+
+/// What one wait of the connection's task is for.
+struct Wait<'a> {
+    /// The kernel buffer was full (plain TCP).
+    blocked: bool,
+    wants_read: bool,
+    /// The stream the task owns, when not plain TCP.
+    io: Option<Pin<&'a mut (dyn Io + 'static)>>,
+    /// Where a read from `io` goes.
+    pending: &'a mut BytesMut,
+}
+
+fn poll_tcp(
+    stream: &TcpStream,
+    cx: &mut std::task::Context<'_>,
+    blocked: bool,
+    wants_read: bool,
+) -> Poll<Woke> {
     if blocked {
-        if let Poll::Ready(r) = shared.stream.poll_write_ready(cx) {
-            return Poll::Ready(ready(r));
+        if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+            return Poll::Ready(if r.is_ok() { Woke::Writable } else { Woke::Failed });
         }
     }
     if wants_read {
-        if let Poll::Ready(r) = shared.stream.poll_read_ready(cx) {
-            return Poll::Ready(if r.is_ok() {
-                Woke::Readable
-            } else {
-                Woke::Failed
-            });
+        if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+            return Poll::Ready(if r.is_ok() { Woke::Readable } else { Woke::Failed });
         }
     }
-    deadline.poll(cx).map(|()| Woke::Deadline)
+    Poll::Pending
+}
+
+/// Writes the queue to a stream the task owns, then reads from it into `pending`.
+fn poll_task_io(
+    shared: &SocketShared,
+    mut io: Pin<&mut (dyn Io + 'static)>,
+    cx: &mut std::task::Context<'_>,
+    wants_read: bool,
+    pending: &mut BytesMut,
+) -> Poll<Woke> {
+    let had_queued = !lock(&shared.out).is_drained();
+    match shared.poll_write_task(io.as_mut(), cx) {
+        Poll::Ready(Err(_)) => return Poll::Ready(Woke::Failed),
+        // The queue went out: the task looks at its state again (a close may be done).
+        Poll::Ready(Ok(())) if had_queued => return Poll::Ready(Woke::Notified),
+        _ => {}
+    }
+    if !wants_read {
+        return Poll::Pending;
+    }
+    if pending.capacity() - pending.len() < READ_BUF {
+        pending.reserve(READ_BUF);
+    }
+    match tokio_util::io::poll_read_buf(io, cx, pending) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Woke::Eof),
+        Poll::Ready(Ok(n)) => Poll::Ready(Woke::Read(n)),
+        Poll::Ready(Err(_)) => Poll::Ready(Woke::Failed),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// The end of the close handshake, once one started: a timer allocated only then, so open
@@ -255,12 +315,37 @@ impl Conn {
             };
             let wants_read = reading != ReadState::Done;
             let woke = std::future::poll_fn(|cx| {
-                poll_woke(&shared, cx, blocked, wants_read, &mut deadline)
+                let wait = Wait {
+                    blocked,
+                    wants_read,
+                    io: self.io.as_mut().map(|io| io.as_mut()),
+                    pending: &mut self.pending,
+                };
+                poll_woke(&shared, cx, wait, &mut deadline)
             })
             .await;
             match woke {
                 Woke::Notified => {}
                 Woke::Writable => shared.on_writable(),
+                Woke::Eof => {
+                    let flow = self.on_flow(Flow::Eof, &mut outcome, &mut reading);
+                    return flow.unwrap_or_else(dropped);
+                }
+                Woke::Read(n) => {
+                    self.count_in(n);
+                    let flow = if reading == ReadState::Open {
+                        self.process_task_read()
+                    } else {
+                        self.pending.clear();
+                        Flow::Continue
+                    };
+                    if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
+                        return done;
+                    }
+                    if reading != ReadState::Open {
+                        deadline.arm(close_timeout);
+                    }
+                }
                 Woke::Readable => {
                     let flow = if reading == ReadState::Open {
                         self.on_readable()
@@ -339,9 +424,25 @@ impl Conn {
         }
     }
 
+    /// Processes what a read from a stream the task owns put into `pending`.
+    fn process_task_read(&mut self) -> Flow {
+        let _batch = Batch::begin();
+        let mut pending = std::mem::take(&mut self.pending);
+        match self.process(&mut pending[..]) {
+            Ok(used) => {
+                pending.advance(used);
+                self.pending = if pending.is_empty() { BytesMut::new() } else { pending };
+                Flow::Continue
+            }
+            Err(flow) => flow,
+        }
+    }
+
     /// Reads and drops whatever the client still sends after a protocol error.
     fn discard_readable(&mut self) -> Flow {
-        let stream = &self.socket.shared.stream;
+        let Some(stream) = self.socket.shared.tcp() else {
+            return Flow::Continue;
+        };
         for _ in 0..READS_PER_WAKE {
             let mut buf = [0u8; READ_BUF];
             match stream.try_read(&mut buf) {
@@ -404,7 +505,8 @@ impl Conn {
                     &mut fresh
                 }
             };
-            let (n, drained) = read_some(&self.socket.shared.stream, buf)?;
+            let stream = self.socket.shared.tcp().ok_or(Flow::Eof)?;
+            let (n, drained) = read_some(stream, buf)?;
             self.count_in(n);
             let used = self.process(&mut buf[..n])?;
             if used < n {
@@ -424,7 +526,8 @@ impl Conn {
             .saturating_sub(start)
             .clamp(READ_BUF, MAX_READ_STEP);
         self.pending.resize(start + want, 0);
-        let read = read_some(&self.socket.shared.stream, &mut self.pending[start..]);
+        let stream = self.socket.shared.tcp().ok_or(Flow::Eof)?;
+        let read = read_some(stream, &mut self.pending[start..]);
         let n = read.as_ref().map_or(0, |(n, _)| *n);
         self.pending.truncate(start + n);
         let (n, drained) = read?;

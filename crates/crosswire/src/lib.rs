@@ -88,6 +88,7 @@ pub mod handler;
 mod handshake;
 mod limits;
 mod listener;
+mod tls;
 mod node;
 mod params;
 mod registry;
@@ -115,6 +116,7 @@ pub use handler::{
 pub use handshake::HeaderRetention;
 pub use ipnet::IpNet;
 pub use limits::{RateLimit, RateLimitPolicy};
+pub use tls::{Tls, TlsError};
 pub use node::Server;
 pub use params::{ParseOptions, RequestParams};
 pub use registry::Match;

@@ -339,7 +339,7 @@ mod tests {
         };
         Arc::new(SocketShared::new(
             conn_id,
-            accepted.unwrap().0,
+            crate::socket::Transport::Tcp(accepted.unwrap().0),
             identity,
             std::sync::Weak::<crate::node::ServerInner>::new(),
             1 << 20,

@@ -21,6 +21,7 @@ use crate::error::{ConfigError, ServeError};
 use crate::events::{HandlerId, On};
 use crate::handler::{erase, handler_panicked, Handler};
 use crate::limits::Admission;
+use crate::tls::Tls;
 use crate::node::{Server, ServerInner};
 use crate::registry::Registry;
 use crate::socket::{Batch, Socket, SocketShared};
@@ -277,6 +278,7 @@ impl Server {
             unbound_timeouts: load(&c.unbound_timeouts),
             handshake_timeouts: load(&c.handshake_timeouts),
             accept_errors: load(&c.accept_errors),
+            tls_failures: load(&c.tls_failures),
             ..Stats::default()
         };
         if let Some(cluster) = &self.inner.cluster {
@@ -429,9 +431,38 @@ impl Server {
         listener: tokio::net::TcpListener,
         router: axum::Router,
     ) -> Result<(), ServeError> {
+        self.accept(listener, router, None).await
+    }
+
+    /// Like [`Server::serve`], over TLS (`wss://`).
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Tls,
+    ) -> Result<(), ServeError> {
+        self.accept(listener, self.router(), Some(tls)).await
+    }
+
+    /// Like [`Server::serve_router`], over TLS.
+    pub async fn serve_router_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: axum::Router,
+        tls: Tls,
+    ) -> Result<(), ServeError> {
+        self.accept(listener, router, Some(tls)).await
+    }
+
+    async fn accept(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: axum::Router,
+        tls: Option<Tls>,
+    ) -> Result<(), ServeError> {
         let addr = listener.local_addr()?;
         self.emit_system(&system::Listening { addr }, None);
-        tracing::info!(%addr, node = %self.node_name(), "listening");
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(%addr, scheme, node = %self.node_name(), "listening");
         let inner = Arc::clone(&self.inner);
         let shutdown = async {
             let notified = inner.shutdown.notified();
@@ -444,7 +475,7 @@ impl Server {
         };
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::select! {
-            () = crate::listener::accept_loop(&inner, listener, router, stop.clone()) => {}
+            () = crate::listener::accept_loop(&inner, listener, router, tls, stop.clone()) => {}
             () = shutdown => {}
         }
         // Stops accepting; open HTTP connections finish their request and close.
@@ -458,11 +489,28 @@ impl Server {
         &self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<SocketAddr, ServeError> {
+        self.listen_with(addr, None).await
+    }
+
+    /// Like [`Server::listen`], over TLS (`wss://`).
+    pub async fn listen_tls(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        tls: Tls,
+    ) -> Result<SocketAddr, ServeError> {
+        self.listen_with(addr, Some(tls)).await
+    }
+
+    async fn listen_with(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        tls: Option<Tls>,
+    ) -> Result<SocketAddr, ServeError> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let server = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = server.serve(listener).await {
+            if let Err(e) = server.accept(listener, server.router(), tls).await {
                 server.emit_system(&system::ServerError::new(e.to_string()), None);
             }
         });

@@ -27,6 +27,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
+use std::pin::Pin;
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncWrite};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
@@ -125,6 +128,64 @@ impl Wake {
     }
 }
 
+impl Outbound {
+    /// Drops the first `written` bytes of the queue (whole frames, then part of one).
+    fn consume(&mut self, written: usize) {
+        self.bytes_out += written as u64;
+        self.queued_bytes -= written;
+        let mut left = written;
+        while left > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            if front.len() <= left {
+                left -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+
+    /// Gives back the memory a burst made the emptied queue grow: idle sockets hold nothing.
+    fn release_queue(&mut self) {
+        if self.queue.capacity() > 16 {
+            self.queue = VecDeque::new();
+        }
+    }
+}
+
+/// The frames at the front of `queue` as I/O slices (on the stack when few), for one
+/// vectored write.
+fn with_slices<R>(queue: &VecDeque<Bytes>, write: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+    const ON_STACK: usize = 32;
+    if queue.len() <= ON_STACK {
+        let mut slices = [IoSlice::new(&[]); ON_STACK];
+        for (slot, frame) in slices.iter_mut().zip(queue) {
+            *slot = IoSlice::new(frame);
+        }
+        write(&slices[..queue.len()])
+    } else {
+        let slices: Vec<IoSlice<'_>> = queue.iter().take(MAX_IOVECS).map(|f| IoSlice::new(f)).collect();
+        write(&slices)
+    }
+}
+
+/// A stream the socket's task owns and drives: TLS, a Unix socket, an in-memory duplex.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Send> Io for T {}
+
+/// How a socket's bytes move.
+pub(crate) enum Transport {
+    /// A plain TCP stream: written straight from whichever thread flushes (the zero-copy
+    /// path: no task wake-up per delivery).
+    Tcp(TcpStream),
+    /// Any other stream, owned by the socket's task, which writes the queue when woken.
+    Task,
+}
+
 /// Who a connection is, from its upgrade request.
 pub(crate) struct Identity {
     pub(crate) params: RequestParams,
@@ -154,7 +215,7 @@ pub(crate) trait SocketHost: Send + Sync {
 
 pub(crate) struct SocketShared {
     pub(crate) conn_id: u64,
-    pub(crate) stream: TcpStream,
+    pub(crate) transport: Transport,
     pub(crate) out: Mutex<Outbound>,
     /// Wakes the socket's task: blocked write, close or terminate requested.
     pub(crate) wake: Wake,
@@ -330,7 +391,7 @@ fn flush_dirty() {
 impl SocketShared {
     pub(crate) fn new(
         conn_id: u64,
-        stream: TcpStream,
+        transport: Transport,
         identity: Identity,
         server: Weak<dyn SocketHost>,
         max_queue_bytes: usize,
@@ -338,7 +399,7 @@ impl SocketShared {
     ) -> Self {
         Self {
             conn_id,
-            stream,
+            transport,
             out: Mutex::new(Outbound::default()),
             wake: Wake::default(),
             awaiting_pong: AtomicBool::new(false),
@@ -447,73 +508,84 @@ impl SocketShared {
 
     /// One write of the queue's first frames: a plain write for one frame, a vectored write
     /// (slices on the stack when few) otherwise.
-    fn write_frames(&self, queue: &VecDeque<Bytes>) -> io::Result<usize> {
-        const ON_STACK: usize = 32;
+    fn write_frames(stream: &TcpStream, queue: &VecDeque<Bytes>) -> io::Result<usize> {
         match queue.len() {
-            1 => self.stream.try_write(&queue[0]),
-            n if n <= ON_STACK => {
-                let mut slices = [IoSlice::new(&[]); ON_STACK];
-                for (slot, frame) in slices.iter_mut().zip(queue) {
-                    *slot = IoSlice::new(frame);
-                }
-                self.stream.try_write_vectored(&slices[..n])
-            }
-            _ => {
-                let slices: Vec<IoSlice<'_>> = queue
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .map(|f| IoSlice::new(f))
-                    .collect();
-                self.stream.try_write_vectored(&slices)
-            }
+            1 => stream.try_write(&queue[0]),
+            _ => with_slices(queue, |slices| stream.try_write_vectored(slices)),
         }
     }
 
     fn write_queued(&self, out: &mut Outbound) {
+        let Transport::Tcp(stream) = &self.transport else {
+            // The socket's task owns the stream and writes the queue.
+            if !out.queue.is_empty() {
+                self.wake.notify();
+            }
+            return;
+        };
         while !out.queue.is_empty() {
-            let result = self.write_frames(&out.queue);
-            match result {
-                Ok(written) => {
-                    out.bytes_out += written as u64;
-                    out.queued_bytes -= written;
-                    let mut left = written;
-                    while left > 0 {
-                        let Some(front) = out.queue.front_mut() else {
-                            break;
-                        };
-                        if front.len() <= left {
-                            left -= front.len();
-                            out.queue.pop_front();
-                        } else {
-                            front.advance(left);
-                            left = 0;
-                        }
-                    }
-                    if written == 0 {
-                        out.failed = true;
-                        self.wake.notify();
-                        return;
-                    }
+            match Self::write_frames(stream, &out.queue) {
+                Ok(0) => {
+                    out.failed = true;
+                    self.wake.notify();
+                    return;
                 }
+                Ok(written) => out.consume(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     out.blocked = true;
                     self.wake.notify();
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(conn = self.conn_id, error = %e, "write failed");
-                    out.failed = true;
-                    out.queue.clear();
-                    out.queued_bytes = 0;
-                    self.wake.notify();
-                    return;
-                }
+                Err(e) => return self.write_failed(out, &e),
             }
         }
-        if out.queue.capacity() > 16 {
-            // Give back memory a burst made the queue grow; idle sockets hold nothing.
-            out.queue = VecDeque::new();
+        out.release_queue();
+    }
+
+    fn write_failed(&self, out: &mut Outbound, e: &io::Error) {
+        tracing::debug!(conn = self.conn_id, error = %e, "write failed");
+        out.failed = true;
+        out.queue.clear();
+        out.queued_bytes = 0;
+        self.wake.notify();
+    }
+
+    /// Writes the queue to a stream the socket's task owns (TLS, a Unix socket, …), as far
+    /// as it takes without waiting; `Ready(Err)` when the connection failed.
+    pub(crate) fn poll_write_task(
+        &self,
+        mut io: Pin<&mut (dyn Io + 'static)>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut out = lock(&self.out);
+        if out.failed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        while !out.queue.is_empty() {
+            let written = with_slices(&out.queue, |slices| {
+                io.as_mut().poll_write_vectored(cx, slices)
+            });
+            match written {
+                Poll::Ready(Ok(0)) => {
+                    out.failed = true;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => out.consume(n),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(&mut out, &e);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        out.release_queue();
+        drop(out);
+        // TLS keeps records in its own buffer until flushed.
+        match io.poll_flush(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
         }
     }
 
@@ -830,13 +902,27 @@ impl SocketShared {
         }
     }
 
-    /// Sends FIN: no more bytes from us; reading goes on.
+    /// Sends FIN: no more bytes from us; reading goes on (plain TCP; the task shuts down a
+    /// stream it owns itself).
     pub(crate) fn shutdown_write(&self) {
-        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+        if let Transport::Tcp(stream) = &self.transport {
+            let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+        }
     }
 
-    /// Ends the TCP connection now, even while other handles to this socket live on.
+    /// Ends the TCP connection now, even while other handles to this socket live on (a
+    /// stream the task owns ends when the task drops it).
     pub(crate) fn shutdown_stream(&self) {
-        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Both);
+        if let Transport::Tcp(stream) = &self.transport {
+            let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// The plain TCP stream, when the socket has one.
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match &self.transport {
+            Transport::Tcp(stream) => Some(stream),
+            Transport::Task => None,
+        }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub(crate) unbound_timeouts: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
+    pub(crate) tls_failures: AtomicU64,
 }
 
 /// A snapshot of a node's counters.
@@ -64,6 +65,8 @@ pub struct Stats {
     /// Failed accepts on the server's listener (e.g. at the file limit), each followed by a
     /// 100 ms pause.
     pub accept_errors: u64,
+    /// TLS handshakes that failed (bad client hello, unknown protocol, …).
+    pub tls_failures: u64,
     /// Broker messages not published because the publish queue was full.
     pub broker_dropped: u64,
     /// Envelopes received from other nodes and handled.

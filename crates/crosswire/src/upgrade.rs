@@ -3,9 +3,12 @@
 //! Three ways in, one path: [`crate::Server::listen`] (own port, every path), a route mounted
 //! in an existing axum `Router` ([`crate::Server::ws_handler`]), or the application's own
 //! handler that authenticates first and then accepts ([`WsUpgrade`], the seed's "noServer"
-//! mode). After the 101 response the connection is taken out of hyper as a plain
-//! `TcpStream` and served by crosswire's own codec.
+//! mode). After the 101 response the connection is taken out of hyper and served by
+//! crosswire's own codec: a plain `TcpStream` on the zero-copy path, any other stream (TLS,
+//! a Unix socket, an in-memory duplex) through the socket's own task.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,9 +24,8 @@ use tokio::net::TcpStream;
 use crate::limits::{origin_allowed, Admitted};
 use crate::node::Server;
 use crate::params::{ParseOptions, RequestParams};
-use crate::socket::{Batch, Socket, SocketShared};
+use crate::socket::{Batch, Io, Socket, SocketShared, Transport};
 use crate::system;
-use crate::system::ServerError;
 use crosswire_protocol::ws;
 
 /// A WebSocket upgrade request, as an axum extractor. Authenticate first (from
@@ -54,6 +56,9 @@ pub struct WsUpgrade {
     headers: HeaderMap,
     extensions: http::Extensions,
     bind: Option<String>,
+    /// The peer's address, when the server in front put it in the request (axum's
+    /// `ConnectInfo`): a stream other than plain TCP cannot be asked.
+    remote: Option<SocketAddr>,
 }
 
 /// What an accepted upgrade hands to the new socket.
@@ -64,6 +69,32 @@ pub(crate) struct Accepted {
     pub(crate) bind: Option<String>,
     /// The connection's slot under the node's maximum, held until it ends.
     pub(crate) admitted: Admitted,
+    pub(crate) remote: Option<SocketAddr>,
+}
+
+/// An upgraded connection, as crosswire serves it.
+pub(crate) enum Stream {
+    /// Plain TCP: crosswire's zero-copy path.
+    Tcp(TcpStream, BytesMut),
+    /// Anything else (TLS, a Unix socket, …), driven by the socket's task.
+    Other(Pin<Box<dyn Io>>),
+}
+
+impl Stream {
+    /// Takes the stream out of hyper: the `TcpStream` itself when it is one (under
+    /// hyper-util's auto builder, as `axum::serve` uses, or hyper's own HTTP/1 server), else
+    /// hyper's upgraded stream as it is.
+    fn from_upgraded(upgraded: hyper::upgrade::Upgraded) -> Self {
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(parts) => Self::Tcp(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    Self::Tcp(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]))
+                }
+                Err(upgraded) => Self::Other(Box::pin(TokioIo::new(upgraded))),
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for WsUpgrade {
@@ -164,6 +195,10 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             headers: parts.headers.clone(),
             extensions: http::Extensions::new(),
             bind: None,
+            remote: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|info| info.0),
         })
     }
 }
@@ -217,6 +252,7 @@ impl WsUpgrade {
             extensions: self.extensions,
             bind: self.bind,
             admitted,
+            remote: self.remote,
         };
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
@@ -227,28 +263,7 @@ impl WsUpgrade {
                     return;
                 }
             };
-            // axum::serve (hyper-util's auto builder) wraps the stream; a plain hyper http1
-            // server does not. Take the TcpStream out either way.
-            let parts = match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(
-                upgraded,
-            ) {
-                Ok(p) => Some((p.io, p.read_buf)),
-                Err(upgraded) => upgraded
-                    .downcast::<TokioIo<TcpStream>>()
-                    .ok()
-                    .map(|p| (p.io, p.read_buf)),
-            };
-            match parts {
-                Some((io, read_buf)) => {
-                    let leftover = BytesMut::from(&read_buf[..]);
-                    server.adopt(io.into_inner(), leftover, accepted);
-                }
-                None => {
-                    let message = "upgraded connection is not a plain TcpStream; terminate TLS in front of crosswire";
-                    tracing::warn!(message);
-                    server.emit_system(&ServerError::new(message), None);
-                }
-            }
+            server.adopt(Stream::from_upgraded(upgraded), accepted);
         });
         let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
         let h = res.headers_mut();
@@ -309,12 +324,7 @@ fn parse_options(server: &Server) -> ParseOptions {
 
 impl Server {
     /// Takes a freshly upgraded connection in. Used by the upgrade paths.
-    pub(crate) fn adopt(
-        &self,
-        stream: tokio::net::TcpStream,
-        leftover: bytes::BytesMut,
-        accepted: Accepted,
-    ) {
+    pub(crate) fn adopt(&self, stream: Stream, accepted: Accepted) {
         if self.is_shutting_down() {
             return;
         }
@@ -324,8 +334,17 @@ impl Server {
             extensions,
             bind,
             admitted,
+            remote,
         } = accepted;
-        let socket = self.open_socket(stream, params, &headers, extensions);
+        let (transport, remote, leftover, io) = match stream {
+            Stream::Tcp(tcp, leftover) => {
+                let _ = tcp.set_nodelay(true);
+                let remote = tcp.peer_addr().ok().or(remote);
+                (Transport::Tcp(tcp), remote, leftover, None)
+            }
+            Stream::Other(io) => (Transport::Task, remote, BytesMut::new(), Some(io)),
+        };
+        let socket = self.open_socket(transport, remote, params, &headers, extensions);
         // Bind and announce before the connection task starts, so the socket is reachable by
         // its id as early as possible after the 101 response.
         {
@@ -343,25 +362,24 @@ impl Server {
             self.close_if_unbound(&socket, after);
         }
         let server = self.clone();
-        tokio::spawn(crate::connection::run(server, socket, leftover, admitted));
+        tokio::spawn(crate::connection::run(server, socket, leftover, admitted, io));
     }
 
     /// A registered socket for an upgraded stream.
     fn open_socket(
         &self,
-        stream: tokio::net::TcpStream,
+        transport: Transport,
+        remote: Option<SocketAddr>,
         params: RequestParams,
         headers: &HeaderMap,
         extensions: http::Extensions,
     ) -> Socket {
-        let _ = stream.set_nodelay(true);
         let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        let remote = stream.peer_addr().ok();
         let client_ip =
             crate::handshake::client_ip(remote, headers, &self.inner.config.trusted_proxies);
         let shared = Arc::new(SocketShared::new(
             conn_id,
-            stream,
+            transport,
             crate::socket::Identity {
                 params,
                 remote,
