@@ -57,6 +57,7 @@ pub struct ServerConfig {
     pub(crate) unbound_timeout: Option<Duration>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) subprotocols: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +90,7 @@ impl Default for ServerConfig {
             unbound_timeout: None,
             rate_limit: None,
             handshake_timeout: Duration::from_secs(10),
+            subprotocols: Vec::new(),
         }
     }
 }
@@ -290,6 +292,20 @@ impl ServerConfig {
     /// this long between requests. Default: 10 s.
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The WebSocket subprotocols this server speaks, in its order of preference: the 101
+    /// names the first one the client offers (`Sec-WebSocket-Protocol`), and
+    /// [`crate::Socket::protocol`] tells it; a client offering none of them is accepted
+    /// without one (it may then close). [`crate::WsUpgrade::with_protocol`] chooses per
+    /// request. Default: none.
+    pub fn with_subprotocols<I, S>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.subprotocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 

@@ -226,6 +226,8 @@ pub(crate) struct SocketShared {
     pub(crate) background: AtomicBool,
     /// Set by the first binding to an id (for the unbound timeout).
     pub(crate) ever_bound: AtomicBool,
+    /// The negotiated subprotocol (set once, before the socket is shared).
+    protocol: std::sync::OnceLock<Box<str>>,
     pub(crate) id: Mutex<Option<Arc<str>>>,
     pub(crate) params: RequestParams,
     pub(crate) remote_addr: Option<SocketAddr>,
@@ -406,6 +408,7 @@ impl SocketShared {
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
             ever_bound: AtomicBool::new(false),
+            protocol: std::sync::OnceLock::new(),
             id: Mutex::new(None),
             params: identity.params,
             remote_addr: identity.remote,
@@ -612,6 +615,12 @@ impl SocketShared {
         lock(&self.id).clone()
     }
 
+    pub(crate) fn set_protocol(&self, protocol: Option<Box<str>>) {
+        if let Some(protocol) = protocol {
+            let _ = self.protocol.set(protocol);
+        }
+    }
+
     /// Whether the socket was ever bound to an id.
     pub(crate) fn was_bound(&self) -> bool {
         self.ever_bound.load(Ordering::Acquire)
@@ -763,6 +772,11 @@ impl Socket {
     /// Sends an event whose payload is already JSON text.
     pub fn emit_raw(&self, event: &str, payload: &RawValue) -> Result<(), SendError> {
         self.shared.enqueue(frame::encode_event_raw(event, payload))
+    }
+
+    /// The subprotocol negotiated at the upgrade (`Sec-WebSocket-Protocol`), if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.shared.protocol.get().map(|p| &**p)
     }
 
     /// Sends a text message as it is (outside the event protocol: the client gets exactly

@@ -59,6 +59,8 @@ pub struct WsUpgrade {
     /// The peer's address, when the server in front put it in the request (axum's
     /// `ConnectInfo`): a stream other than plain TCP cannot be asked.
     remote: Option<SocketAddr>,
+    /// The subprotocol chosen with [`WsUpgrade::with_protocol`].
+    protocol: Option<String>,
 }
 
 /// What an accepted upgrade hands to the new socket.
@@ -70,6 +72,8 @@ pub(crate) struct Accepted {
     /// The connection's slot under the node's maximum, held until it ends.
     pub(crate) admitted: Admitted,
     pub(crate) remote: Option<SocketAddr>,
+    /// The negotiated subprotocol.
+    pub(crate) protocol: Option<Box<str>>,
 }
 
 /// An upgraded connection, as crosswire serves it.
@@ -199,8 +203,20 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
                 .extensions
                 .get::<axum::extract::ConnectInfo<SocketAddr>>()
                 .map(|info| info.0),
+            protocol: None,
         })
     }
+}
+
+/// The subprotocols a request offers (`Sec-WebSocket-Protocol`), in its order.
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
 }
 
 impl WsUpgrade {
@@ -238,6 +254,33 @@ impl WsUpgrade {
         self
     }
 
+    /// The subprotocols the client offers (`Sec-WebSocket-Protocol`), in its order of
+    /// preference.
+    pub fn protocols(&self) -> Vec<&str> {
+        offered_protocols(&self.headers).collect()
+    }
+
+    /// Chooses the subprotocol to answer with, instead of the server's
+    /// [`crate::ServerConfig::with_subprotocols`] choice; ignored unless the client offered
+    /// it (the 101 may only name an offered one).
+    pub fn with_protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// The subprotocol the 101 will name: the one chosen with [`WsUpgrade::with_protocol`]
+    /// if the client offered it, else the first of the server's list that it offered.
+    fn negotiate(&self, supported: &[String]) -> Option<String> {
+        let offered: Vec<&str> = offered_protocols(&self.headers).collect();
+        match &self.protocol {
+            Some(chosen) => offered.contains(&chosen.as_str()).then(|| chosen.clone()),
+            None => supported
+                .iter()
+                .find(|s| offered.contains(&s.as_str()))
+                .cloned(),
+        }
+    }
+
     /// Accepts the connection into `server`: answers 101, then the socket opens with the
     /// extensions and binding set here, and the [`crate::system::Connection`] event fires.
     pub fn accept(self, server: &Server) -> Response {
@@ -246,7 +289,12 @@ impl WsUpgrade {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal.into_response(),
         };
+        let protocol = self.negotiate(&server.config().subprotocols);
+        let protocol_header = protocol
+            .as_deref()
+            .and_then(|p| HeaderValue::from_str(p).ok());
         let accepted = Accepted {
+            protocol: protocol.map(String::into_boxed_str),
             params: RequestParams::parse(&self.target, parse_options(&server)),
             headers: self.headers,
             extensions: self.extensions,
@@ -270,6 +318,9 @@ impl WsUpgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        if let Some(protocol) = protocol_header {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
         res
     }
 }
@@ -335,6 +386,7 @@ impl Server {
             bind,
             admitted,
             remote,
+            protocol,
         } = accepted;
         let (transport, remote, leftover, io) = match stream {
             Stream::Tcp(tcp, leftover) => {
@@ -345,6 +397,7 @@ impl Server {
             Stream::Other(io) => (Transport::Task, remote, BytesMut::new(), Some(io)),
         };
         let socket = self.open_socket(transport, remote, params, &headers, extensions);
+        socket.shared.set_protocol(protocol);
         // Bind and announce before the connection task starts, so the socket is reachable by
         // its id as early as possible after the 101 response.
         {
