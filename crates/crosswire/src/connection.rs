@@ -189,12 +189,20 @@ fn poll_tcp(
 ) -> Poll<Woke> {
     if blocked {
         if let Poll::Ready(r) = stream.poll_write_ready(cx) {
-            return Poll::Ready(if r.is_ok() { Woke::Writable } else { Woke::Failed });
+            return Poll::Ready(if r.is_ok() {
+                Woke::Writable
+            } else {
+                Woke::Failed
+            });
         }
     }
     if wants_read {
         if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-            return Poll::Ready(if r.is_ok() { Woke::Readable } else { Woke::Failed });
+            return Poll::Ready(if r.is_ok() {
+                Woke::Readable
+            } else {
+                Woke::Failed
+            });
         }
     }
     Poll::Pending
@@ -431,7 +439,11 @@ impl Conn {
         match self.process(&mut pending[..]) {
             Ok(used) => {
                 pending.advance(used);
-                self.pending = if pending.is_empty() { BytesMut::new() } else { pending };
+                self.pending = if pending.is_empty() {
+                    BytesMut::new()
+                } else {
+                    pending
+                };
                 Flow::Continue
             }
             Err(flow) => flow,
@@ -560,7 +572,9 @@ impl Conn {
                 Ok(Decoded::Message(message, used)) => {
                     pos += used;
                     let over = match (&mut self.buckets, data_len(&message)) {
-                        (Some(buckets), Some(len)) => (!buckets.take(len)).then(|| buckets.policy()),
+                        (Some(buckets), Some(len)) => {
+                            (!buckets.take(len)).then(|| buckets.policy())
+                        }
                         _ => None,
                     };
                     if let Some(policy) = over {
@@ -660,7 +674,11 @@ fn emit_if_handled<E: SystemEvent>(server: &Server, socket: &Socket, event: impl
 /// A binary message: to the application's `binary` handlers when there are some, else
 /// handled like text when it is UTF-8 (as the seed does), else dropped.
 fn on_binary(server: &Server, socket: &Socket, data: &[u8]) {
-    if server.inner.system.has(<system::Binary as SystemEvent>::NAME) {
+    if server
+        .inner
+        .system
+        .has(<system::Binary as SystemEvent>::NAME)
+    {
         socket
             .shared
             .counters

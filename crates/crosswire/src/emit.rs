@@ -16,9 +16,9 @@ use crate::error::EmitError;
 use crate::node::Server;
 use crate::rooms::Room;
 use crate::socket::{Batch, SocketShared};
-use crosswire_protocol::ws;
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::frame;
+use crosswire_protocol::ws;
 
 /// The kinds of target, which decide the options an [`Emit`] offers.
 pub mod target {

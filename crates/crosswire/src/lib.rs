@@ -88,7 +88,6 @@ pub mod handler;
 mod handshake;
 mod limits;
 mod listener;
-mod tls;
 mod node;
 mod params;
 mod registry;
@@ -100,6 +99,7 @@ mod socket;
 mod stats;
 mod sync;
 pub mod system;
+mod tls;
 mod upgrade;
 
 pub use config::{ServerConfig, SlowClientPolicy};
@@ -116,7 +116,6 @@ pub use handler::{
 pub use handshake::HeaderRetention;
 pub use ipnet::IpNet;
 pub use limits::{RateLimit, RateLimitPolicy};
-pub use tls::{Tls, TlsError};
 pub use node::Server;
 pub use params::{ParseOptions, RequestParams};
 pub use registry::Match;
@@ -126,6 +125,7 @@ pub use server::{ServerBuilder, Tagged};
 pub use server_events::ServerEmitOptions;
 pub use socket::{set_flush_threads, Socket, SocketStats};
 pub use stats::Stats;
+pub use tls::{Tls, TlsError};
 pub use upgrade::{UpgradeRejection, WsUpgrade};
 
 /// Re-exported wire formats.

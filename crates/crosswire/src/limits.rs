@@ -231,7 +231,10 @@ mod tests {
         assert!(!origin_allowed(Some("https://example.org"), &allowed));
         assert!(!origin_allowed(Some("http://a.example.org"), &allowed));
         assert!(!origin_allowed(Some("https://evilexample.org"), &allowed));
-        assert!(!origin_allowed(Some("https://app.example.com.evil.net"), &allowed));
+        assert!(!origin_allowed(
+            Some("https://app.example.com.evil.net"),
+            &allowed
+        ));
         assert!(!origin_allowed(Some("null"), &allowed));
     }
 

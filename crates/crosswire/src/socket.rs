@@ -27,11 +27,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 
 use crate::ack::Acks;
@@ -167,7 +167,11 @@ fn with_slices<R>(queue: &VecDeque<Bytes>, write: impl FnOnce(&[IoSlice<'_>]) ->
         }
         write(&slices[..queue.len()])
     } else {
-        let slices: Vec<IoSlice<'_>> = queue.iter().take(MAX_IOVECS).map(|f| IoSlice::new(f)).collect();
+        let slices: Vec<IoSlice<'_>> = queue
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|f| IoSlice::new(f))
+            .collect();
         write(&slices)
     }
 }

@@ -92,9 +92,7 @@ impl Stream {
         match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
             Ok(parts) => Self::Tcp(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
             Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    Self::Tcp(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]))
-                }
+                Ok(parts) => Self::Tcp(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
                 Err(upgraded) => Self::Other(Box::pin(TokioIo::new(upgraded))),
             },
         }
@@ -359,7 +357,10 @@ fn admit(server: &Server, headers: &HeaderMap) -> Result<Admitted, Refusal> {
             .stats
             .refused_origin
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(origin = origin.unwrap_or(""), "upgrade refused: origin not allowed");
+        tracing::debug!(
+            origin = origin.unwrap_or(""),
+            "upgrade refused: origin not allowed"
+        );
         return Err(Refusal::Origin);
     }
     server.inner.admission.admit().ok_or(Refusal::Capacity)
@@ -415,7 +416,9 @@ impl Server {
             self.close_if_unbound(&socket, after);
         }
         let server = self.clone();
-        tokio::spawn(crate::connection::run(server, socket, leftover, admitted, io));
+        tokio::spawn(crate::connection::run(
+            server, socket, leftover, admitted, io,
+        ));
     }
 
     /// A registered socket for an upgraded stream.
