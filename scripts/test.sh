@@ -40,6 +40,29 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
 fi
 # The reverse-proxy test starts its own nginx process on a free port; never the system service.
 
+# The Autobahn TestSuite (RFC 6455 conformance, examples/autobahn-echo/tests/autobahn.rs, run
+# by `cargo test` below): its case files are driven by kosoku (PyPI) from a venv of its own,
+# reused while it has this version. A venv given in AUTOBAHN_VENV is used as it is.
+KOSOKU_VERSION=0.1.0
+if [ -z "${AUTOBAHN_VENV:-}" ]; then
+  autobahn_venv="${CARGO_TARGET_DIR:-target}/autobahn-venv"
+  if [ "$("$autobahn_venv/bin/python" -c \
+    'import importlib.metadata as m; print(m.version("kosoku"))' 2>/dev/null)" != "$KOSOKU_VERSION" ]; then
+    echo "== installing kosoku $KOSOKU_VERSION in $autobahn_venv"
+    command -v python3 >/dev/null || apt_install python3
+    rm -rf "$autobahn_venv"
+    # Debian's python3 makes venvs (with pip) only with python3-venv installed.
+    if ! python3 -m venv "$autobahn_venv" >/dev/null 2>&1; then
+      rm -rf "$autobahn_venv"
+      apt_install python3-venv
+      python3 -m venv "$autobahn_venv"
+    fi
+    "$autobahn_venv/bin/pip" install --quiet --disable-pip-version-check "kosoku==$KOSOKU_VERSION"
+  fi
+  AUTOBAHN_VENV="$(realpath "$autobahn_venv")"
+  export AUTOBAHN_VENV
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -198,6 +198,28 @@ pub struct Decoder {
 struct Fragments {
     text: bool,
     buf: Vec<u8>,
+    /// For text: how many bytes at the front of `buf` are known to be valid UTF-8 ending on
+    /// a character boundary.
+    valid: usize,
+}
+
+impl Fragments {
+    /// Checks a text message's UTF-8 as its fragments arrive, so that invalid text fails the
+    /// connection at the fragment that makes it invalid, not only at the last one (RFC 6455
+    /// §8.1 "fail fast"; Autobahn 6.4.1–6.4.2). A character cut between two fragments waits
+    /// for the next. Costs one extra pass over the text at most, besides the final check.
+    fn check_utf8(&mut self) -> Result<(), ProtocolError> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.buf[self.valid..]) {
+            Ok(_) => self.valid = self.buf.len(),
+            // Only the end is an unfinished character: valid so far.
+            Err(e) if e.error_len().is_none() => self.valid += e.valid_up_to(),
+            Err(_) => return Err(ProtocolError::InvalidUtf8),
+        }
+        Ok(())
+    }
 }
 
 impl Decoder {
@@ -289,10 +311,13 @@ impl Decoder {
             OpCode::Text | OpCode::Binary => {
                 let mut assembled = Vec::with_capacity(payload.len().max(256));
                 assembled.extend_from_slice(payload);
-                self.fragments = Some(Fragments {
+                let mut fragments = Fragments {
                     text: head.opcode == OpCode::Text,
                     buf: assembled,
-                });
+                    valid: 0,
+                };
+                fragments.check_utf8()?;
+                self.fragments = Some(fragments);
                 return Ok(Decoded::Fragment(total));
             }
             OpCode::Continuation => {
@@ -301,6 +326,7 @@ impl Decoder {
                 };
                 fragments.buf.extend_from_slice(payload);
                 if !head.fin {
+                    fragments.check_utf8()?;
                     return Ok(Decoded::Fragment(total));
                 }
                 self.completed = true;
@@ -602,6 +628,66 @@ mod tests {
             vec!["Ping([112])".to_string(), "Text(\"Hello\")".to_string()]
         );
         assert!(!d.in_fragmented_message());
+    }
+
+    /// Feeds `frames` one at a time; the outcome of each (`Ok(None)` for a fragment taken in).
+    fn decode_each(frames: &[Vec<u8>]) -> Vec<Result<Option<String>, ProtocolError>> {
+        let mut d = Decoder::new(Role::Server, 1024);
+        frames
+            .iter()
+            .map(|frame| {
+                let mut frame = frame.clone();
+                match d.decode(&mut frame) {
+                    Ok(Decoded::Fragment(_)) => Ok(None),
+                    Ok(Decoded::Message(m, _)) => Ok(Some(format!("{m:?}"))),
+                    Ok(Decoded::Incomplete { .. }) => panic!("incomplete"),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_makes_it_invalid() {
+        // Autobahn 6.4.1: valid first fragment, invalid second one (U+110000 and more),
+        // never-sent third: the error comes with the second, not at the end.
+        let got = decode_each(&[
+            masked(OpCode::Text, false, "κόσμε".as_bytes()),
+            masked(OpCode::Continuation, false, &[0xf4, 0x90, 0x80, 0x80]),
+        ]);
+        assert_eq!(got, vec![Ok(None), Err(ProtocolError::InvalidUtf8)]);
+        // 6.4.2: the fragment ends right on the octet that makes the text invalid.
+        let got = decode_each(&[
+            masked(OpCode::Text, false, b"ab"),
+            masked(OpCode::Continuation, false, &[0xf4, 0x90]),
+        ]);
+        assert_eq!(got, vec![Ok(None), Err(ProtocolError::InvalidUtf8)]);
+        // Invalid already in the first fragment.
+        let got = decode_each(&[masked(OpCode::Text, false, &[b'a', 0xff])]);
+        assert_eq!(got, vec![Err(ProtocolError::InvalidUtf8)]);
+        // A character cut between fragments (even byte by byte) is fine.
+        let euro = "€".as_bytes();
+        let got = decode_each(&[
+            masked(OpCode::Text, false, &[b'x', euro[0]]),
+            masked(OpCode::Continuation, false, &euro[1..2]),
+            masked(OpCode::Continuation, true, &euro[2..]),
+        ]);
+        assert_eq!(
+            got,
+            vec![Ok(None), Ok(None), Ok(Some("Text(\"x€\")".into()))]
+        );
+        // ... but a message that ends inside a character is not.
+        let got = decode_each(&[
+            masked(OpCode::Text, false, b"x"),
+            masked(OpCode::Continuation, true, &euro[..2]),
+        ]);
+        assert_eq!(got, vec![Ok(None), Err(ProtocolError::InvalidUtf8)]);
+        // Binary fragments are not text.
+        let got = decode_each(&[
+            masked(OpCode::Binary, false, &[0xff]),
+            masked(OpCode::Continuation, true, &[0xfe]),
+        ]);
+        assert_eq!(got, vec![Ok(None), Ok(Some("Binary([255, 254])".into()))]);
     }
 
     #[test]

@@ -277,6 +277,17 @@ async fn protocol_violations_close_with_their_code() {
             client_frame(OpCode::Text, &[0xff, 0xfe, b'a']),
             1007,
         ),
+        (
+            // Refused at the fragment that makes it invalid, the last one never sent
+            // (Autobahn 6.4.1).
+            "a fragment that makes the text not UTF-8",
+            [
+                client_frame_with(false, OpCode::Text, "κόσμε".as_bytes(), true),
+                client_frame_with(false, OpCode::Continuation, &[0xf4, 0x90, 0x80], true),
+            ]
+            .concat(),
+            1007,
+        ),
     ];
     for (n, (name, frame, code)) in cases.into_iter().enumerate() {
         let before: Stats = server.stats();
