@@ -6,27 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::Relay;
-use crosswire_testkit::{connect_wss, TestCerts, WssStream, TIMEOUT};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-async fn echo(ws: &mut WssStream, payload: Value) -> Value {
-    let frame = json!({"event": "echo", "payload": payload, "callbackId": "1"});
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-    loop {
-        match tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("reply in time")
-        {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str::<Value>(&text).unwrap()["payload"].clone()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("no reply: {other:?}"),
-        }
-    }
-}
+use crosswire_testkit::{connect_wss, wss_echo, TestCerts};
+use serde_json::json;
 
 /// Copies a generated pair to the files the relay was started with.
 fn install(from: &TestCerts, cert: &std::path::Path, key: &std::path::Path) {
@@ -51,7 +32,10 @@ async fn serve_speaks_wss_and_reloads_its_certificate() {
     let mut ws = connect_wss(relay.addr, &first.ca_pem, "/?id=a")
         .await
         .unwrap();
-    assert_eq!(echo(&mut ws, json!("over wss")).await, json!("over wss"));
+    assert_eq!(
+        wss_echo(&mut ws, json!("over wss")).await,
+        json!("over wss")
+    );
 
     // SIGHUP with a new pair in place: new connections get it.
     let second = TestCerts::generate().unwrap();
@@ -65,12 +49,12 @@ async fn serve_speaks_wss_and_reloads_its_certificate() {
     let mut renewed = connect_wss(relay.addr, &second.ca_pem, "/?id=b")
         .await
         .unwrap();
-    assert_eq!(echo(&mut renewed, json!(2)).await, json!(2));
+    assert_eq!(wss_echo(&mut renewed, json!(2)).await, json!(2));
     assert!(connect_wss(relay.addr, &first.ca_pem, "/?id=c")
         .await
         .is_err());
     assert_eq!(
-        echo(&mut ws, json!("still open")).await,
+        wss_echo(&mut ws, json!("still open")).await,
         json!("still open")
     );
 
@@ -86,5 +70,5 @@ async fn serve_speaks_wss_and_reloads_its_certificate() {
     let mut third_client = connect_wss(relay.addr, &third.ca_pem, "/?id=d")
         .await
         .unwrap();
-    assert_eq!(echo(&mut third_client, json!(3)).await, json!(3));
+    assert_eq!(wss_echo(&mut third_client, json!(3)).await, json!(3));
 }

@@ -994,6 +994,30 @@ pub fn free_port() -> io::Result<u16> {
 pub type WssStream =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
+/// Sends the relay's `echo` request over `ws` and returns the reply's payload (panics when
+/// none comes within [`TIMEOUT`]).
+pub async fn wss_echo(ws: &mut WssStream, payload: Value) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let frame = serde_json::json!({"event": "echo", "payload": payload, "callbackId": "echo"});
+    ws.send(Message::text(frame.to_string()))
+        .await
+        .expect("sending over wss");
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("reply in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                let reply: Value = serde_json::from_str(&text).expect("a JSON reply");
+                return reply["payload"].clone();
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no reply over wss: {other:?}"),
+        }
+    }
+}
+
 /// Opens `wss://localhost<target>` on `addr`, trusting only the authority `ca_pem` (e.g.
 /// [`TestCerts::ca_pem`]).
 pub async fn connect_wss(addr: SocketAddr, ca_pem: &str, target: &str) -> io::Result<WssStream> {

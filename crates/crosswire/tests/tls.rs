@@ -2,71 +2,22 @@
 //! refused at the TLS layer (counted), and a certificate reload taking effect for new
 //! connections while an open one carries on.
 
-use std::sync::Arc;
-
 use crosswire::{Server, ServerConfig, Tls};
-use crosswire_testkit::{install_relay, wait_until, TestCerts, TIMEOUT};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use crosswire_testkit::{
+    connect_wss, install_relay, wait_until, wss_echo, TestCerts, WssStream, TIMEOUT,
+};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::Message;
 
 fn read(certs: &TestCerts, name: &str) -> Vec<u8> {
     std::fs::read(certs.path(name)).expect("test certificate file")
 }
 
-fn connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA certificate");
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
-
-type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
-
-async fn connect(addr: std::net::SocketAddr, ca_pem: &str, id: &str) -> Wss {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = tokio::time::timeout(TIMEOUT, connector(ca_pem).connect(name, tcp))
+async fn connect(addr: std::net::SocketAddr, ca_pem: &str, id: &str) -> WssStream {
+    connect_wss(addr, ca_pem, &format!("/?id={id}"))
         .await
-        .expect("TLS handshake in time")
-        .expect("TLS handshake");
-    let url = format!("wss://localhost/?id={id}");
-    let (ws, response) = tokio_tungstenite::client_async(url, tls)
-        .await
-        .expect("upgrade");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-async fn echo(ws: &mut Wss, payload: Value) -> Value {
-    let frame = json!({"event": "echo", "payload": payload, "callbackId": "1"});
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-    loop {
-        match tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("reply in time")
-        {
-            Some(Ok(Message::Text(text))) => {
-                let reply: Value = serde_json::from_str(&text).unwrap();
-                return reply["payload"].clone();
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("no reply: {other:?}"),
-        }
-    }
+        .expect("wss connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,11 +34,11 @@ async fn wss_serves_events_refuses_plain_clients_and_reloads_its_certificate() {
 
     let mut ws = connect(addr, &first.ca_pem, "a").await;
     assert_eq!(
-        echo(&mut ws, json!({"over": "tls"})).await,
+        wss_echo(&mut ws, json!({"over": "tls"})).await,
         json!({"over": "tls"})
     );
     let big = "y".repeat(1 << 20);
-    assert_eq!(echo(&mut ws, json!(big)).await, json!(big));
+    assert_eq!(wss_echo(&mut ws, json!(big)).await, json!(big));
     assert!(server.socket("a").is_some());
     // The socket knows the client's address although the stream is TLS.
     let addr_seen = server.socket("a").unwrap().remote_addr().map(|a| a.ip());
@@ -120,19 +71,17 @@ async fn wss_serves_events_refuses_plain_clients_and_reloads_its_certificate() {
     .unwrap();
     let mut renewed = connect(addr, &second.ca_pem, "b").await;
     assert_eq!(
-        echo(&mut renewed, json!("new cert")).await,
+        wss_echo(&mut renewed, json!("new cert")).await,
         json!("new cert")
     );
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let old_trust = connector(&first.ca_pem).connect(name, tcp).await;
+    let old_trust = connect_wss(addr, &first.ca_pem, "/?id=old").await;
     assert!(old_trust.is_err(), "the old certificate is still served");
     assert_eq!(
-        echo(&mut ws, json!("still here")).await,
+        wss_echo(&mut ws, json!("still here")).await,
         json!("still here")
     );
     // A bad pair is refused and the current one stays.
     assert!(tls.reload_pem(b"not a certificate", b"nor a key").is_err());
     let mut again = connect(addr, &second.ca_pem, "c").await;
-    assert_eq!(echo(&mut again, json!(3)).await, json!(3));
+    assert_eq!(wss_echo(&mut again, json!(3)).await, json!(3));
 }
