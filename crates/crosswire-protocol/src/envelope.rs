@@ -16,6 +16,17 @@ pub const MARKER_PLAIN: u8 = 0x01;
 /// First byte of an encoded envelope: LZ4-compressed MessagePack follows (size-prefixed).
 pub const MARKER_LZ4: u8 = 0x02;
 
+/// Largest decompressed size a [`Codec`] accepts by default: 64 MiB.
+///
+/// A compressed envelope states its decompressed size in its first four bytes; a peer could
+/// claim up to 4 GiB there, and the buffer is allocated from that claim, so it is checked
+/// against this limit first. Envelopes larger than the limit are sent uncompressed.
+pub const DEFAULT_MAX_DECOMPRESSED: usize = 64 << 20;
+
+/// The most an LZ4 block can expand: every byte of a match-length extension stands for at
+/// most 255 bytes of output, so `n` compressed bytes never decompress to more than `255 * n`.
+const LZ4_MAX_RATIO: usize = 255;
+
 /// Why an envelope could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,6 +52,16 @@ pub enum EnvelopeError {
     /// Compressed data that does not decompress.
     #[error("corrupt compressed envelope: {0}")]
     Decompress(String),
+    /// A compressed envelope claims a decompressed size above the codec's limit
+    /// ([`Codec::max_decompressed`]); it is refused before any buffer is allocated. Drop it:
+    /// a node with the same limit never compresses envelopes that large.
+    #[error("compressed envelope claims {claimed} bytes decompressed, the limit is {max}")]
+    TooLarge {
+        /// Decompressed size claimed by the sender.
+        claimed: u64,
+        /// The codec's limit.
+        max: usize,
+    },
     /// Neither a plain nor a compressed envelope.
     #[error("unknown envelope marker {0:#04x}")]
     Marker(u8),
@@ -50,12 +71,26 @@ pub enum EnvelopeError {
 }
 
 /// How envelopes are encoded on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Codec {
     /// Compress envelopes whose MessagePack form is at least this many bytes; `None`
-    /// disables compression (and makes compressed envelopes an error).
+    /// disables compression (and makes compressed envelopes an error). Default: `None`.
     pub compress_above: Option<usize>,
+    /// Largest decompressed size accepted from a compressed envelope (checked before
+    /// allocating), and largest envelope this codec compresses: bigger ones go uncompressed.
+    /// Capped at 4 GiB, the most the size prefix can state. Default:
+    /// [`DEFAULT_MAX_DECOMPRESSED`] (64 MiB).
+    pub max_decompressed: usize,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Self {
+            compress_above: None,
+            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
+        }
+    }
 }
 
 impl Codec {
@@ -63,7 +98,20 @@ impl Codec {
     pub fn compressed(threshold: usize) -> Self {
         Self {
             compress_above: Some(threshold),
+            ..Self::default()
         }
+    }
+
+    /// Sets [`Codec::max_decompressed`].
+    pub fn with_max_decompressed(mut self, bytes: usize) -> Self {
+        self.max_decompressed = bytes;
+        self
+    }
+
+    /// The effective decompression limit: the configured one, within what the 4-byte size
+    /// prefix can state.
+    fn decompressed_limit(&self) -> usize {
+        self.max_decompressed.min(u32::MAX as usize)
     }
 
     /// Encodes an envelope: a marker byte, then MessagePack, compressed when large enough.
@@ -72,7 +120,9 @@ impl Codec {
         out.push(MARKER_PLAIN);
         rmp_serde::encode::write(&mut out, envelope)?;
         match self.compress_above {
-            Some(threshold) if out.len() > threshold => {
+            Some(threshold)
+                if out.len() > threshold && out.len() - 1 <= self.decompressed_limit() =>
+            {
                 let mut compressed = Vec::with_capacity(out.len() / 2 + 8);
                 compressed.push(MARKER_LZ4);
                 compressed.extend_from_slice(&lz4_flex::compress_prepend_size(&out[1..]));
@@ -92,8 +142,7 @@ impl Codec {
                 if self.compress_above.is_none() {
                     return Err(EnvelopeError::CompressionMismatch);
                 }
-                let plain = lz4_flex::decompress_size_prepended(rest)
-                    .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
+                let plain = self.decompress(rest)?;
                 rmp_serde::from_slice(&plain)?
             }
             other => return Err(EnvelopeError::Marker(other)),
@@ -105,6 +154,43 @@ impl Codec {
             });
         }
         Ok(envelope)
+    }
+
+    /// Decompresses a size-prefixed LZ4 block, checking the claimed size against the limit
+    /// and against what the compressed bytes can hold before allocating the buffer.
+    fn decompress(&self, input: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        let Some((size, block)) = input.split_first_chunk::<4>() else {
+            return Err(EnvelopeError::Decompress("missing size prefix".into()));
+        };
+        let claimed = u32::from_le_bytes(*size);
+        let max = self.decompressed_limit();
+        let Ok(claimed_len) = usize::try_from(claimed) else {
+            return Err(EnvelopeError::TooLarge {
+                claimed: claimed.into(),
+                max,
+            });
+        };
+        if claimed_len > max {
+            return Err(EnvelopeError::TooLarge {
+                claimed: claimed.into(),
+                max,
+            });
+        }
+        if claimed_len > block.len().saturating_mul(LZ4_MAX_RATIO) {
+            return Err(EnvelopeError::Decompress(format!(
+                "{} compressed bytes cannot hold the {claimed} bytes claimed",
+                block.len()
+            )));
+        }
+        let plain = lz4_flex::decompress(block, claimed_len)
+            .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
+        if plain.len() != claimed_len {
+            return Err(EnvelopeError::Decompress(format!(
+                "decompressed to {} bytes, {claimed} claimed",
+                plain.len()
+            )));
+        }
+        Ok(plain)
     }
 }
 
@@ -328,6 +414,69 @@ mod tests {
             on.decode(&corrupt),
             Err(EnvelopeError::Decompress(_))
         ));
+    }
+
+    #[test]
+    fn hostile_claimed_size_is_refused_before_allocating() {
+        // A 6-byte envelope claiming 4 GiB of decompressed data. The decoder used to allocate
+        // a zeroed buffer of the claimed size before looking at the data (lz4_flex's
+        // `decompress_size_prepended`); now the claim is refused from the size prefix alone,
+        // with its own error, before any buffer exists.
+        let hostile = [MARKER_LZ4, 0xff, 0xff, 0xff, 0xff, 0x00];
+        assert!(matches!(
+            Codec::compressed(1024).decode(&hostile),
+            Err(EnvelopeError::TooLarge {
+                claimed: 0xffff_ffff,
+                max: DEFAULT_MAX_DECOMPRESSED,
+            })
+        ));
+        // Within the limit but more than the compressed bytes can expand to: refused too.
+        let mut overclaim = vec![MARKER_LZ4];
+        overclaim.extend_from_slice(&1_000_000u32.to_le_bytes());
+        overclaim.extend_from_slice(&[0x00; 8]);
+        assert!(matches!(
+            Codec::compressed(1024).decode(&overclaim),
+            Err(EnvelopeError::Decompress(_))
+        ));
+        // A genuine envelope whose stated size is off by one is corrupt.
+        let mut env = deliver();
+        if let Body::Deliver { frame, .. } = &mut env.body {
+            *frame = Bytes::from(vec![b'a'; 10_000]);
+        }
+        let codec = Codec::compressed(1024);
+        let good = codec.encode(&env).unwrap();
+        let mut bumped = good.clone();
+        let size = u32::from_le_bytes([good[1], good[2], good[3], good[4]]);
+        bumped[1..5].copy_from_slice(&(size + 1).to_le_bytes());
+        assert!(matches!(
+            codec.decode(&bumped),
+            Err(EnvelopeError::Decompress(_))
+        ));
+        // A lower limit refuses what a default codec accepts.
+        assert!(matches!(
+            codec.with_max_decompressed(1000).decode(&good),
+            Err(EnvelopeError::TooLarge { max: 1000, .. })
+        ));
+    }
+
+    #[test]
+    fn envelopes_above_the_limit_travel_uncompressed() {
+        let mut env = deliver();
+        if let Body::Deliver { frame, .. } = &mut env.body {
+            *frame = Bytes::from(vec![b'a'; 10_000]);
+        }
+        let small_limit = Codec::compressed(16).with_max_decompressed(1000);
+        let bytes = small_limit.encode(&env).unwrap();
+        assert_eq!(bytes[0], MARKER_PLAIN);
+        assert_eq!(small_limit.decode(&bytes).unwrap(), env);
+        // The best case of LZ4 (a long run of one byte) stays within the expansion bound.
+        if let Body::Deliver { frame, .. } = &mut env.body {
+            *frame = Bytes::from(vec![0; 4 << 20]);
+        }
+        let codec = Codec::compressed(1024);
+        let bytes = codec.encode(&env).unwrap();
+        assert_eq!(bytes[0], MARKER_LZ4);
+        assert_eq!(codec.decode(&bytes).unwrap(), env);
     }
 
     #[test]

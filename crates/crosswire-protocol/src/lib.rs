@@ -22,8 +22,13 @@
 //! - [`frame`]: the JSON frames of the client protocol (`{"event", "payload", "callbackId"}`),
 //!   parsed with borrowed fields and raw payloads, encoded straight into WebSocket frames.
 //! - [`envelope`]: the MessagePack envelope that crosses the broker between nodes.
+//!
+//! A hidden `fuzzing` module holds the per-input checks run by the fuzz targets and the
+//! bounded fuzz tests (`docs/FUZZING.md`); it is not part of the API.
 #![warn(missing_docs)]
 
 pub mod envelope;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ws;

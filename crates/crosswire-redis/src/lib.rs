@@ -153,3 +153,186 @@ pub use broker::{AddNodeError, RedisBroker};
 pub use config::{ConfigError, PublishStrategy, RedisConfig, RedisNodeConfig};
 pub use health::{HealthCallback, HealthEvent, HealthEventKind, NodeStatus, Role};
 pub use tls::{ClientCertificate, RedisTls};
+
+/// The per-input check run by the `resp` fuzz target (`fuzz/` at the repository root) and by
+/// `tests/fuzz_bounded.rs`. **Not part of the API**: hidden from the docs and free to change
+/// in any release. It panics when an invariant of the RESP decoder is broken; the decoder
+/// itself never panics on input. See `docs/FUZZING.md`.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::{BufMut, BytesMut};
+
+    use crate::resp::{decode_with, Frame, Limits, RespError};
+
+    /// Limits small enough for inputs of a few kilobytes to reach every one of them.
+    const SMALL: Limits = Limits {
+        bulk: 64,
+        array: 8,
+        depth: 3,
+        line: 24,
+        reply: 256,
+    };
+
+    /// No limits but the nesting depth: used to decode the canonical form of a reply.
+    const UNBOUNDED: Limits = Limits {
+        bulk: usize::MAX,
+        array: usize::MAX,
+        depth: Limits::REDIS.depth,
+        line: usize::MAX,
+        reply: usize::MAX,
+    };
+
+    /// What decoding one stream within one set of limits produced.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RespSummary {
+        /// Replies decoded.
+        pub replies: usize,
+        /// Why the stream was refused (the error's message), if it was.
+        pub error: Option<String>,
+        /// Bytes left over at the end, an incomplete reply (0 when the stream was refused).
+        pub leftover: usize,
+    }
+
+    /// The outcome of [`resp`] under both sets of limits.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RespOutcome {
+        /// Within the limits of the subscribe connection.
+        pub redis: RespSummary,
+        /// Within small limits (bulk 64, array 8, depth 3, line 24, reply 256 bytes).
+        pub small: RespSummary,
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    struct Trace {
+        replies: Vec<Frame>,
+        error: Option<RespError>,
+        leftover: usize,
+    }
+
+    /// Fuzzes the RESP2 decoder of the subscribe connection. Byte 0 sets a read size (1–256),
+    /// the rest is the stream, decoded within Redis's limits and within small ones, each in
+    /// one read, in reads of that size and (up to 4 KiB) one byte per read, decoding until
+    /// more bytes are needed, as the subscriber does. Checked: each reply consumes bytes (decoding ends) and
+    /// respects every limit; the decoder never waits with more than the reply limit
+    /// buffered (claimed lengths cannot make the buffer grow past it); a reply's canonical
+    /// encoding decodes to the same reply; and the three runs agree exactly.
+    pub fn resp(data: &[u8]) -> RespOutcome {
+        let (read, stream) = match data.split_first() {
+            Some((&first, rest)) => (usize::from(first) + 1, rest),
+            None => (1, data),
+        };
+        RespOutcome {
+            redis: check(stream, read, &Limits::REDIS),
+            small: check(stream, read, &SMALL),
+        }
+    }
+
+    /// Longest stream also decoded one byte per read: the decoder re-parses a reply from its
+    /// start on every read, so long lines fed byte by byte would take quadratic time.
+    const BYTEWISE_MAX: usize = 4096;
+
+    fn check(stream: &[u8], read: usize, limits: &Limits) -> RespSummary {
+        let whole = run(stream, stream.len().max(1), limits);
+        assert_eq!(whole, run(stream, read, limits), "depends on the read size");
+        if stream.len() <= BYTEWISE_MAX {
+            assert_eq!(whole, run(stream, 1, limits), "differs byte by byte");
+        }
+        RespSummary {
+            replies: whole.replies.len(),
+            error: whole.error.map(|e| e.to_string()),
+            leftover: whole.leftover,
+        }
+    }
+
+    fn run(stream: &[u8], read: usize, limits: &Limits) -> Trace {
+        let mut buf = BytesMut::new();
+        let mut replies = Vec::new();
+        for chunk in stream.chunks(read) {
+            buf.extend_from_slice(chunk);
+            loop {
+                let before = buf.len();
+                match decode_with(&mut buf, limits) {
+                    Ok(Some(reply)) => {
+                        let used = before - buf.len();
+                        assert!(used > 0, "a reply consumed no bytes");
+                        assert!(used <= limits.reply, "reply of {used} bytes");
+                        within(&reply, limits, 0);
+                        let mut canonical = BytesMut::new();
+                        encode(&reply, &mut canonical);
+                        let again = decode_with(&mut canonical, &UNBOUNDED);
+                        assert_eq!(again, Ok(Some(reply.clone())), "canonical form differs");
+                        assert!(canonical.is_empty(), "canonical form has trailing bytes");
+                        replies.push(reply);
+                    }
+                    Ok(None) => {
+                        assert_eq!(buf.len(), before, "consumed bytes without a reply");
+                        assert!(buf.len() <= limits.reply, "waits with {before} bytes");
+                        break;
+                    }
+                    Err(error) => {
+                        // How much had been read when the error showed depends on the reads:
+                        // the leftover is not compared.
+                        return Trace {
+                            replies,
+                            error: Some(error),
+                            leftover: 0,
+                        };
+                    }
+                }
+            }
+        }
+        Trace {
+            replies,
+            error: None,
+            leftover: buf.len(),
+        }
+    }
+
+    /// Asserts that `frame`, at nesting `depth`, respects `limits`.
+    fn within(frame: &Frame, limits: &Limits, depth: usize) {
+        match frame {
+            Frame::Bulk(Some(b)) => assert!(b.len() <= limits.bulk, "bulk of {}", b.len()),
+            Frame::Simple(s) | Frame::Error(s) => {
+                assert!(s.len() < limits.line, "line of {}", s.len());
+                assert!(!s.contains(&b'\n'), "line with a line feed");
+            }
+            Frame::Array(Some(items)) => {
+                assert!(depth < limits.depth, "arrays nested {} deep", depth + 1);
+                assert!(items.len() <= limits.array, "array of {}", items.len());
+                for item in items {
+                    within(item, limits, depth + 1);
+                }
+            }
+            Frame::Integer(_) | Frame::Bulk(None) | Frame::Array(None) => {}
+        }
+    }
+
+    /// Writes the canonical RESP2 form of `frame`.
+    fn encode(frame: &Frame, out: &mut BytesMut) {
+        match frame {
+            Frame::Simple(s) | Frame::Error(s) => {
+                out.put_u8(if matches!(frame, Frame::Simple(_)) {
+                    b'+'
+                } else {
+                    b'-'
+                });
+                out.put_slice(s);
+                out.put_slice(b"\r\n");
+            }
+            Frame::Integer(n) => out.put_slice(format!(":{n}\r\n").as_bytes()),
+            Frame::Bulk(None) => out.put_slice(b"$-1\r\n"),
+            Frame::Bulk(Some(b)) => {
+                out.put_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.put_slice(b);
+                out.put_slice(b"\r\n");
+            }
+            Frame::Array(None) => out.put_slice(b"*-1\r\n"),
+            Frame::Array(Some(items)) => {
+                out.put_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    encode(item, out);
+                }
+            }
+        }
+    }
+}
