@@ -189,7 +189,9 @@ pub fn is_valid_close_code(code: u16) -> bool {
 pub struct Decoder {
     role: Role,
     max_message: usize,
-    fragments: Option<Fragments>,
+    /// The fragmented message being assembled (boxed: most connections never have one, and
+    /// every idle connection holds a decoder).
+    fragments: Option<Box<Fragments>>,
     /// A fragmented message completed on the previous call; its buffer is released now.
     completed: bool,
 }
@@ -317,7 +319,7 @@ impl Decoder {
                     valid: 0,
                 };
                 fragments.check_utf8()?;
-                self.fragments = Some(fragments);
+                self.fragments = Some(Box::new(fragments));
                 return Ok(Decoded::Fragment(total));
             }
             OpCode::Continuation => {

@@ -90,8 +90,9 @@ struct Conn {
     need: usize,
     /// We sent a close frame.
     close_sent: bool,
-    /// The rate limit's buckets, when one is set.
-    buckets: Option<Buckets>,
+    /// The rate limit's buckets, when one is set (boxed: a connection without a limit pays
+    /// one pointer).
+    buckets: Option<Box<Buckets>>,
     /// The connection's slot under the node's maximum, freed when the task ends.
     _admitted: Admitted,
     /// The stream, when it is not plain TCP (TLS, a Unix socket, …): the task reads and
@@ -114,17 +115,19 @@ pub(crate) async fn run(
         pending: leftover,
         need: 0,
         close_sent: false,
-        buckets: inner.config.rate_limit.map(Buckets::new),
+        buckets: inner.config.rate_limit.map(|l| Box::new(Buckets::new(l))),
         _admitted: admitted,
         io,
     };
     let span =
         tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
-    // A disabled span is not entered on every poll.
+    // A disabled span is not entered on every poll, nor kept in the task; an enabled one is
+    // (boxed, so the common case does not carry its room).
     let (code, reason) = if span.is_disabled() {
+        drop(span);
         conn.drive(&inner).await
     } else {
-        conn.drive(&inner).instrument(span).await
+        Box::pin(conn.drive(&inner).instrument(span)).await
     };
     conn.finish(code, reason);
 }
@@ -296,10 +299,10 @@ impl Conn {
             let blocked = {
                 let mut out = lock(&shared.out);
                 if out.terminate || out.failed {
-                    let terminated = out.terminate_reason.take();
+                    let terminated = out.terminate_reason.take().map(|b| *b);
                     return outcome.or(terminated).unwrap_or_else(dropped);
                 }
-                let request = out.close_request.take();
+                let request = out.close_request.take().map(|b| *b);
                 let (blocked, drained) = (out.blocked, out.is_drained());
                 drop(out);
                 if let Some((code, reason)) = request {
@@ -760,4 +763,34 @@ fn remove_socket(server: &Server, socket: &Socket) {
         server.namespace_changed(change);
     }
     server.inner.conn_removed.notify_waiters();
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        fn fut_size<F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(
+                super::Server,
+                super::Socket,
+                bytes::BytesMut,
+                crate::limits::Admitted,
+                Option<std::pin::Pin<Box<dyn crate::socket::Io>>>,
+            ) -> Fut,
+            Fut: std::future::Future,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        eprintln!("RunFuture {}", fut_size(super::run));
+        eprintln!("Conn {}", std::mem::size_of::<super::Conn>());
+        eprintln!(
+            "SocketShared {}",
+            std::mem::size_of::<crate::socket::SocketShared>()
+        );
+        eprintln!(
+            "Outbound {}",
+            std::mem::size_of::<crate::socket::Outbound>()
+        );
+    }
 }

@@ -16,7 +16,9 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum HeaderRetention {
-    /// Keep every header for the socket's whole life. The default.
+    /// Keep every header for the socket's whole life, but the handshake's own
+    /// (`Connection`, `Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`,
+    /// `Sec-WebSocket-Extensions`), which mean nothing once the socket is open. The default.
     #[default]
     All,
     /// Keep none (saves their memory on every idle socket).
@@ -24,6 +26,16 @@ pub enum HeaderRetention {
     /// Keep only these.
     Only(Vec<HeaderName>),
 }
+
+/// Headers of the WebSocket handshake itself, not kept after it (lower case, as
+/// `HeaderName::as_str` gives them).
+const HANDSHAKE_ONLY: [&str; 5] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+];
 
 /// The request headers, as one block of `name: value\n` lines.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +113,15 @@ impl HeaderBlock {
     /// What `retention` keeps of this block.
     pub(crate) fn retain(&mut self, retention: &HeaderRetention) {
         match retention {
-            HeaderRetention::All => {}
+            HeaderRetention::All => {
+                if HANDSHAKE_ONLY.iter().any(|name| self.get(name).is_some()) {
+                    let map = self.to_map();
+                    let kept = map
+                        .iter()
+                        .filter(|(n, _)| !HANDSHAKE_ONLY.contains(&n.as_str()));
+                    *self = Self::from_pairs(kept);
+                }
+            }
             HeaderRetention::None => self.0 = None,
             HeaderRetention::Only(names) => {
                 let map = self.to_map();

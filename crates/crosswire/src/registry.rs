@@ -336,6 +336,7 @@ mod tests {
             client_ip: None,
             headers: HeaderBlock::default(),
             extensions: http::Extensions::new(),
+            protocol: None,
         };
         Arc::new(SocketShared::new(
             conn_id,

@@ -85,13 +85,13 @@ pub(crate) struct Outbound {
     /// No more frames are accepted (close frame queued, or the socket failed).
     pub(crate) closed: bool,
     /// A close was asked for: (code, reason) to send, for the socket's task.
-    pub(crate) close_request: Option<(u16, Box<str>)>,
+    pub(crate) close_request: Option<Box<(u16, Box<str>)>>,
     /// Drop the connection without a close handshake.
     pub(crate) terminate: bool,
     /// The peer's write side failed.
     pub(crate) failed: bool,
     /// Close code and reason to report when terminated on purpose (e.g. queue full).
-    pub(crate) terminate_reason: Option<(u16, String)>,
+    pub(crate) terminate_reason: Option<Box<(u16, String)>>,
 }
 
 /// Wakes a connection's task: a single-waiter, lock-free notification with a stored permit
@@ -197,6 +197,8 @@ pub(crate) struct Identity {
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) headers: HeaderBlock,
     pub(crate) extensions: http::Extensions,
+    /// The negotiated subprotocol.
+    pub(crate) protocol: Option<Box<str>>,
 }
 
 /// The parts of a socket's identity that change after the upgrade.
@@ -230,8 +232,8 @@ pub(crate) struct SocketShared {
     pub(crate) background: AtomicBool,
     /// Set by the first binding to an id (for the unbound timeout).
     pub(crate) ever_bound: AtomicBool,
-    /// The negotiated subprotocol (set once, before the socket is shared).
-    protocol: std::sync::OnceLock<Box<str>>,
+    /// The negotiated subprotocol.
+    protocol: Option<Box<str>>,
     pub(crate) id: Mutex<Option<Arc<str>>>,
     pub(crate) params: RequestParams,
     pub(crate) remote_addr: Option<SocketAddr>,
@@ -412,7 +414,7 @@ impl SocketShared {
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
             ever_bound: AtomicBool::new(false),
-            protocol: std::sync::OnceLock::new(),
+            protocol: identity.protocol,
             id: Mutex::new(None),
             params: identity.params,
             remote_addr: identity.remote,
@@ -476,10 +478,10 @@ impl SocketShared {
                 let mut out = lock(&self.out);
                 out.closed = true;
                 out.terminate = true;
-                out.terminate_reason = Some((
+                out.terminate_reason = Some(Box::new((
                     crate::close_code::SEND_QUEUE_FULL,
                     "send queue full".to_string(),
-                ));
+                )));
                 out.clear();
                 drop(out);
                 if let Some(server) = self.server.upgrade() {
@@ -600,7 +602,7 @@ impl SocketShared {
     pub(crate) fn request_close(&self, code: u16, reason: &str) {
         let mut out = lock(&self.out);
         if out.close_request.is_none() && !out.closed {
-            out.close_request = Some((code, reason.into()));
+            out.close_request = Some(Box::new((code, reason.into())));
         }
         drop(out);
         self.wake.notify();
@@ -617,12 +619,6 @@ impl SocketShared {
 
     pub(crate) fn bound_id(&self) -> Option<Arc<str>> {
         lock(&self.id).clone()
-    }
-
-    pub(crate) fn set_protocol(&self, protocol: Option<Box<str>>) {
-        if let Some(protocol) = protocol {
-            let _ = self.protocol.set(protocol);
-        }
     }
 
     /// Whether the socket was ever bound to an id.
@@ -645,9 +641,7 @@ impl SocketShared {
 
     /// Drops the request headers that `retention` does not keep.
     pub(crate) fn retain_headers(&self, retention: &HeaderRetention) {
-        if *retention != HeaderRetention::All {
-            self.write_handshake().headers.retain(retention);
-        }
+        self.write_handshake().headers.retain(retention);
     }
 }
 
@@ -780,7 +774,7 @@ impl Socket {
 
     /// The subprotocol negotiated at the upgrade (`Sec-WebSocket-Protocol`), if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.shared.protocol.get().map(|p| &**p)
+        self.shared.protocol.as_deref()
     }
 
     /// Sends a text message as it is (outside the event protocol: the client gets exactly

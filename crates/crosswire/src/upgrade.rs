@@ -397,8 +397,7 @@ impl Server {
             }
             Stream::Other(io) => (Transport::Task, remote, BytesMut::new(), Some(io)),
         };
-        let socket = self.open_socket(transport, remote, params, &headers, extensions);
-        socket.shared.set_protocol(protocol);
+        let socket = self.open_socket(transport, remote, params, &headers, extensions, protocol);
         // Bind and announce before the connection task starts, so the socket is reachable by
         // its id as early as possible after the 101 response.
         {
@@ -429,6 +428,7 @@ impl Server {
         params: RequestParams,
         headers: &HeaderMap,
         extensions: http::Extensions,
+        protocol: Option<Box<str>>,
     ) -> Socket {
         let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let client_ip =
@@ -442,6 +442,7 @@ impl Server {
                 client_ip,
                 headers: crate::handshake::HeaderBlock::new(headers),
                 extensions,
+                protocol,
             },
             Arc::downgrade(&self.inner) as Weak<dyn crate::socket::SocketHost>,
             self.inner.config.max_queue_bytes,

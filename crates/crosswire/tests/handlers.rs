@@ -770,6 +770,7 @@ fn header_view(socket: &Socket) -> Value {
         "cookieHeader": headers.get("cookie").and_then(|v| v.to_str().ok()),
         "hasHost": headers.contains_key("host"),
         "count": headers.len(),
+        "handshakeKey": socket.header("sec-websocket-key").is_some(),
     })
 }
 
@@ -809,7 +810,16 @@ async fn headers_and_cookies_reach_handlers() {
         assert_eq!(view["cookieHeader"], "session=abc; theme=dark", "{view}");
         assert_eq!(view["hasHost"], true, "{view}");
     }
-    assert_eq!(on_connect, later, "kept for the socket's life by default");
+    // The application's headers stay for the socket's life by default; the handshake's own
+    // (Connection, Upgrade, Sec-WebSocket-Key, -Version, -Extensions) are dropped.
+    assert_eq!(on_connect["handshakeKey"], true, "{on_connect}");
+    assert_eq!(later["handshakeKey"], false, "{later}");
+    assert!(later["count"].as_u64() < on_connect["count"].as_u64());
+    assert_eq!(
+        app_headers(&on_connect),
+        app_headers(&later),
+        "kept for the socket's life by default"
+    );
 
     // A client that sent none of them.
     let mut raw = RawClient::connect(addr, "/").await.unwrap();
@@ -823,7 +833,17 @@ async fn headers_and_cookies_reach_handlers() {
     );
     let got = exchange(&mut raw, "headers", "null", Some("r")).await;
     let v: Value = serde_json::from_str(&got[0]).unwrap();
-    assert_eq!(v["payload"], view);
+    assert_eq!(app_headers(&v["payload"]), app_headers(&view));
+}
+
+/// A [`header_view`] without what the handshake-header trimming changes.
+fn app_headers(view: &Value) -> Value {
+    let mut view = view.clone();
+    if let Some(fields) = view.as_object_mut() {
+        fields.remove("count");
+        fields.remove("handshakeKey");
+    }
+    view
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -841,7 +861,7 @@ async fn header_retention_drops_headers_after_the_connection_handler() {
         ws_ask(&mut ws, "headers").await,
         json!({
             "origin": null, "userAgent": null, "session": null, "theme": null,
-            "missing": null, "cookieHeader": null, "hasHost": false, "count": 0,
+            "missing": null, "cookieHeader": null, "hasHost": false, "count": 0, "handshakeKey": false,
         })
     );
 
@@ -859,7 +879,7 @@ async fn header_retention_drops_headers_after_the_connection_handler() {
         ws_ask(&mut ws, "headers").await,
         json!({
             "origin": null, "userAgent": "handlers-test/1.0", "session": null, "theme": null,
-            "missing": null, "cookieHeader": null, "hasHost": false, "count": 1,
+            "missing": null, "cookieHeader": null, "hasHost": false, "count": 1, "handshakeKey": false,
         })
     );
 }
