@@ -764,33 +764,3 @@ fn remove_socket(server: &Server, socket: &Socket) {
     }
     server.inner.conn_removed.notify_waiters();
 }
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        fn fut_size<F, Fut>(_: F) -> usize
-        where
-            F: FnOnce(
-                super::Server,
-                super::Socket,
-                bytes::BytesMut,
-                crate::limits::Admitted,
-                Option<std::pin::Pin<Box<dyn crate::socket::Io>>>,
-            ) -> Fut,
-            Fut: std::future::Future,
-        {
-            std::mem::size_of::<Fut>()
-        }
-        eprintln!("RunFuture {}", fut_size(super::run));
-        eprintln!("Conn {}", std::mem::size_of::<super::Conn>());
-        eprintln!(
-            "SocketShared {}",
-            std::mem::size_of::<crate::socket::SocketShared>()
-        );
-        eprintln!(
-            "Outbound {}",
-            std::mem::size_of::<crate::socket::Outbound>()
-        );
-    }
-}
