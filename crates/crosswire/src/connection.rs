@@ -261,6 +261,44 @@ impl Deadline {
     }
 }
 
+/// The close code and reason of a connection that dropped.
+fn dropped() -> (u16, String) {
+    (1006, String::new())
+}
+
+/// Where a connection stands on closing.
+struct Progress {
+    /// The close code to report: ours when we closed first, the client's otherwise.
+    outcome: Option<(u16, String)>,
+    reading: ReadState,
+    deadline: Deadline,
+    /// We ended our side of the stream (after a protocol error).
+    fin_sent: bool,
+    close_timeout: Duration,
+}
+
+impl Progress {
+    fn new(close_timeout: Duration) -> Self {
+        Self {
+            outcome: None,
+            reading: ReadState::Open,
+            deadline: Deadline::default(),
+            fin_sent: false,
+            close_timeout,
+        }
+    }
+}
+
+/// What [`Conn::check_out`] found.
+enum Step {
+    /// The connection is over.
+    Done((u16, String)),
+    /// Look again (a close frame was just queued).
+    Again,
+    /// Wait for the socket; `blocked`: the kernel buffer was full.
+    Wait { blocked: bool },
+}
+
 /// What the read side is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
@@ -280,51 +318,19 @@ impl Conn {
     /// the connection dropped.
     async fn drive(&mut self, inner: &Arc<ServerInner>) -> (u16, String) {
         let shared = Arc::clone(&self.socket.shared);
-        let close_timeout = inner.config.close_timeout;
-        // The close code to report: ours when we closed first, the client's otherwise.
-        let mut outcome: Option<(u16, String)> = None;
-        let mut reading = ReadState::Open;
-        let mut deadline = Deadline::default();
-        let mut fin_sent = false;
-        let dropped = || (1006, String::new());
-
+        let mut p = Progress::new(inner.config.close_timeout);
         if let Err(flow) = self.process_leftover() {
-            if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
+            if let Some(done) = self.after_read(flow, &mut p) {
                 return done;
             }
-            deadline.arm(close_timeout);
         }
-
         loop {
-            let blocked = {
-                let mut out = lock(&shared.out);
-                if out.terminate || out.failed {
-                    let terminated = out.terminate_reason.take().map(|b| *b);
-                    return outcome.or(terminated).unwrap_or_else(dropped);
-                }
-                let request = out.close_request.take().map(|b| *b);
-                let (blocked, drained) = (out.blocked, out.is_drained());
-                drop(out);
-                if let Some((code, reason)) = request {
-                    if !self.close_sent {
-                        self.send_close(code, &reason);
-                        outcome.get_or_insert((code, reason.into()));
-                        deadline.arm(close_timeout);
-                        continue;
-                    }
-                }
-                if reading == ReadState::Done && drained {
-                    return outcome.unwrap_or_else(dropped);
-                }
-                if reading == ReadState::Discard && drained && !fin_sent {
-                    // Our close frame is out: end our side, so the client sees the end of the
-                    // stream and closes too, instead of both waiting for the deadline.
-                    fin_sent = true;
-                    shared.shutdown_write();
-                }
-                blocked
+            let blocked = match self.check_out(&shared, &mut p) {
+                Step::Done(done) => return done,
+                Step::Again => continue,
+                Step::Wait { blocked } => blocked,
             };
-            let wants_read = reading != ReadState::Done;
+            let wants_read = p.reading != ReadState::Done;
             let woke = std::future::poll_fn(|cx| {
                 let wait = Wait {
                     blocked,
@@ -332,47 +338,92 @@ impl Conn {
                     io: self.io.as_mut().map(|io| io.as_mut()),
                     pending: &mut self.pending,
                 };
-                poll_woke(&shared, cx, wait, &mut deadline)
+                poll_woke(&shared, cx, wait, &mut p.deadline)
             })
             .await;
-            match woke {
-                Woke::Notified => {}
-                Woke::Writable => shared.on_writable(),
-                Woke::Eof => {
-                    let flow = self.on_flow(Flow::Eof, &mut outcome, &mut reading);
-                    return flow.unwrap_or_else(dropped);
-                }
-                Woke::Read(n) => {
-                    self.count_in(n);
-                    let flow = if reading == ReadState::Open {
-                        self.process_task_read()
-                    } else {
-                        self.pending.clear();
-                        Flow::Continue
-                    };
-                    if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
-                        return done;
-                    }
-                    if reading != ReadState::Open {
-                        deadline.arm(close_timeout);
-                    }
-                }
-                Woke::Readable => {
-                    let flow = if reading == ReadState::Open {
-                        self.on_readable()
-                    } else {
-                        self.discard_readable()
-                    };
-                    if let Some(done) = self.on_flow(flow, &mut outcome, &mut reading) {
-                        return done;
-                    }
-                    if reading != ReadState::Open {
-                        deadline.arm(close_timeout);
-                    }
-                }
-                Woke::Failed | Woke::Deadline => return outcome.unwrap_or_else(dropped),
+            if let Some(done) = self.on_woke(&shared, woke, &mut p) {
+                return done;
             }
         }
+    }
+
+    /// Looks at what other tasks asked of the socket (terminate, close) and whether the
+    /// close handshake is over.
+    fn check_out(&mut self, shared: &SocketShared, p: &mut Progress) -> Step {
+        let mut out = lock(&shared.out);
+        if out.terminate || out.failed {
+            let terminated = out.terminate_reason.take().map(|b| *b);
+            return Step::Done(p.outcome.take().or(terminated).unwrap_or_else(dropped));
+        }
+        let request = out.close_request.take().map(|b| *b);
+        let (blocked, drained) = (out.blocked, out.is_drained());
+        drop(out);
+        if let Some((code, reason)) = request {
+            if !self.close_sent {
+                self.send_close(code, &reason);
+                p.outcome.get_or_insert((code, reason.into()));
+                p.deadline.arm(p.close_timeout);
+                return Step::Again;
+            }
+        }
+        if p.reading == ReadState::Done && drained {
+            return Step::Done(p.outcome.take().unwrap_or_else(dropped));
+        }
+        if p.reading == ReadState::Discard && drained && !p.fin_sent {
+            // Our close frame is out: end our side, so the client sees the end of the stream
+            // and closes too, instead of both waiting for the deadline.
+            p.fin_sent = true;
+            shared.shutdown_write();
+        }
+        Step::Wait { blocked }
+    }
+
+    /// Handles what woke the task; the final result when the connection is over.
+    fn on_woke(
+        &mut self,
+        shared: &SocketShared,
+        woke: Woke,
+        p: &mut Progress,
+    ) -> Option<(u16, String)> {
+        match woke {
+            Woke::Notified => None,
+            Woke::Writable => {
+                shared.on_writable();
+                None
+            }
+            Woke::Eof => Some(
+                self.on_flow(Flow::Eof, &mut p.outcome, &mut p.reading)
+                    .unwrap_or_else(dropped),
+            ),
+            Woke::Read(n) => {
+                self.count_in(n);
+                let flow = if p.reading == ReadState::Open {
+                    self.process_task_read()
+                } else {
+                    self.pending.clear();
+                    Flow::Continue
+                };
+                self.after_read(flow, p)
+            }
+            Woke::Readable => {
+                let flow = if p.reading == ReadState::Open {
+                    self.on_readable()
+                } else {
+                    self.discard_readable()
+                };
+                self.after_read(flow, p)
+            }
+            Woke::Failed | Woke::Deadline => Some(p.outcome.take().unwrap_or_else(dropped)),
+        }
+    }
+
+    /// Reacts to what a read found; once reading stops, the close deadline runs.
+    fn after_read(&mut self, flow: Flow, p: &mut Progress) -> Option<(u16, String)> {
+        let done = self.on_flow(flow, &mut p.outcome, &mut p.reading);
+        if done.is_none() && p.reading != ReadState::Open {
+            p.deadline.arm(p.close_timeout);
+        }
+        done
     }
 
     /// A message over the rate limit: counted, then dropped with an `error` event, or the
