@@ -10,49 +10,21 @@ use crosswire_protocol::envelope::{
     MARKER_PLAIN,
 };
 use crosswire_protocol::frame::{FrameError, Incoming};
-use crosswire_protocol::fuzzing::{self, ENVELOPE_SMALL_LIMIT, WS_MAX_MESSAGES};
+use crosswire_protocol::fuzzing::{self, Rng, ENVELOPE_SMALL_LIMIT, WS_MAX_MESSAGES};
 use crosswire_protocol::ws::{apply_mask, encode_header, OpCode, ProtocolError, Role};
-
-/// A small deterministic generator (xorshift64*), so every run sees the same corpus.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 /// Flips, inserts, deletes or truncates a few bytes, as a mutating fuzzer would.
 fn mutate(rng: &mut Rng, data: &mut Vec<u8>) {
     for _ in 0..=rng.below(3) {
         if data.is_empty() {
-            data.push(rng.next() as u8);
+            data.push(rng.next_u64() as u8);
             continue;
         }
         let at = rng.below(data.len());
         match rng.below(5) {
             0 => data[at] ^= 1 << rng.below(8),
-            1 => data[at] = rng.next() as u8,
-            2 => data.insert(at, rng.next() as u8),
+            1 => data[at] = rng.next_u64() as u8,
+            2 => data.insert(at, rng.next_u64() as u8),
             3 => {
                 data.remove(at);
             }
@@ -111,7 +83,7 @@ fn ws_frame(out: &mut Vec<u8>, rng: &mut Rng, role: Role, fragmented: &mut bool)
         payload[at] = 0xff;
     }
     let masked = (role == Role::Server) != rng.chance(60);
-    let mask = masked.then(|| [rng.next() as u8, 0x5a, rng.next() as u8, 0xa5]);
+    let mask = masked.then(|| [rng.next_u64() as u8, 0x5a, rng.next_u64() as u8, 0xa5]);
     let mut header = [0u8; 14];
     let n = encode_header(&mut header, fin, opcode, payload.len(), mask);
     if rng.chance(60) {
@@ -306,7 +278,7 @@ fn json_value(rng: &mut Rng, depth: usize, out: &mut String) {
     match rng.below(if depth > 3 { 3 } else { 7 }) {
         0 => out.push_str(rng.pick(&["null", "true", "false", "0", "-1.5e3", "-0"])),
         1 => json_string(rng, out),
-        2 => out.push_str(&rng.next().to_string()),
+        2 => out.push_str(&rng.next_u64().to_string()),
         3 => {
             let n = rng.below(300);
             out.push_str(&"[".repeat(n));
@@ -511,22 +483,22 @@ fn random_envelope(rng: &mut Rng) -> Envelope {
         4 => Body::ServerEvent {
             event: random_string(rng),
             payload: bytes(rng),
-            request: rng.chance(2).then(|| rng.next()),
+            request: rng.chance(2).then(|| rng.next_u64()),
             targets: ids(rng),
         },
         5 => Body::ServerReply {
-            request: rng.next(),
+            request: rng.next_u64(),
             to: random_string(rng),
             payload: bytes(rng),
         },
         6 => Body::Announce {
-            ttl_ms: rng.next(),
+            ttl_ms: rng.next_u64(),
             compression: rng.chance(2),
             hello: rng.chance(2),
         },
         _ => Body::Leave,
     };
-    Envelope::new(random_string(rng), rng.next(), rng.next(), body)
+    Envelope::new(random_string(rng), rng.next_u64(), rng.next_u64(), body)
 }
 
 #[test]

@@ -5,34 +5,15 @@
 //! the tests also assert what the hostile inputs must produce and that the corpus reaches
 //! deep into the decoder.
 
+use crosswire_protocol::fuzzing::Rng;
 use crosswire_redis::fuzzing::{resp, RespOutcome};
-
-/// A small deterministic generator (xorshift64*), so every run sees the same corpus.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-}
 
 /// One RESP2 reply, nested up to `depth` more levels.
 fn reply(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
     match rng.below(if depth == 0 { 6 } else { 8 }) {
         0 => out.extend_from_slice(b"+OK\r\n"),
         1 => out.extend_from_slice(b"-ERR unknown command\r\n"),
-        2 => out.extend_from_slice(format!(":{}\r\n", rng.next() as i64).as_bytes()),
+        2 => out.extend_from_slice(format!(":{}\r\n", rng.next_u64() as i64).as_bytes()),
         3 => out.extend_from_slice(if rng.chance(2) {
             b"$-1\r\n"
         } else {
@@ -63,14 +44,14 @@ fn reply(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
 fn mutate(rng: &mut Rng, data: &mut Vec<u8>) {
     for _ in 0..=rng.below(3) {
         if data.len() < 2 {
-            data.push(rng.next() as u8);
+            data.push(rng.next_u64() as u8);
             continue;
         }
         let at = 1 + rng.below(data.len() - 1);
         match rng.below(5) {
             0 => data[at] ^= 1 << rng.below(8),
             1 => data[at] = b"*$:+-\r\n0123456789"[rng.below(17)],
-            2 => data.insert(at, rng.next() as u8),
+            2 => data.insert(at, rng.next_u64() as u8),
             3 => {
                 data.remove(at);
             }
@@ -85,7 +66,7 @@ fn resp_pseudo_random_corpus() {
     let (mut replies, mut small_replies, mut errors) = (0, 0, std::collections::BTreeSet::new());
     for _ in 0..2000 {
         // Byte 0 is the read size of the fuzz target's input.
-        let mut data = vec![rng.next() as u8];
+        let mut data = vec![rng.next_u64() as u8];
         for _ in 0..rng.below(6) {
             let depth = 1 + rng.below(4);
             reply(&mut rng, depth, &mut data);
@@ -124,7 +105,7 @@ fn resp_pseudo_random_corpus() {
                 if rng.chance(2) {
                     b"*$:+-\r\n0123456789"[rng.below(17)]
                 } else {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 }
             })
             .collect();

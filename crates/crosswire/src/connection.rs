@@ -451,11 +451,21 @@ impl Conn {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut pending = std::mem::take(&mut self.pending);
         let _batch = Batch::begin();
+        self.process_pending()
+    }
+
+    /// Decodes and dispatches the complete frames in `pending`, keeping the bytes of an
+    /// incomplete one; the buffer is released once drained (idle sockets hold none).
+    fn process_pending(&mut self) -> Result<(), Flow> {
+        let mut pending = std::mem::take(&mut self.pending);
         let used = self.process(&mut pending[..])?;
         pending.advance(used);
-        self.pending = pending;
+        self.pending = if pending.is_empty() {
+            BytesMut::new()
+        } else {
+            pending
+        };
         Ok(())
     }
 
@@ -489,19 +499,7 @@ impl Conn {
     /// Processes what a read from a stream the task owns put into `pending`.
     fn process_task_read(&mut self) -> Flow {
         let _batch = Batch::begin();
-        let mut pending = std::mem::take(&mut self.pending);
-        match self.process(&mut pending[..]) {
-            Ok(used) => {
-                pending.advance(used);
-                self.pending = if pending.is_empty() {
-                    BytesMut::new()
-                } else {
-                    pending
-                };
-                Flow::Continue
-            }
-            Err(flow) => flow,
-        }
+        self.process_pending().err().unwrap_or(Flow::Continue)
     }
 
     /// Reads and drops whatever the client still sends after a protocol error.
@@ -598,15 +596,7 @@ impl Conn {
         self.pending.truncate(start + n);
         let (n, drained) = read?;
         self.count_in(n);
-        let mut pending = std::mem::take(&mut self.pending);
-        let used = self.process(&mut pending[..])?;
-        pending.advance(used);
-        // Release the buffer once drained: idle sockets hold none.
-        self.pending = if pending.is_empty() {
-            BytesMut::new()
-        } else {
-            pending
-        };
+        self.process_pending()?;
         Ok(drained)
     }
 
