@@ -60,8 +60,13 @@ async fn serve_speaks_wss_and_reloads_its_certificate() {
 
     // A changed file is picked up without a signal (checked every 2 s).
     let third = TestCerts::generate().unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // a newer modification time
     install(&third, &cert, &key);
+    // A modification time surely unlike the last one, whatever the file system's resolution.
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    for file in [&cert, &key] {
+        let file = std::fs::File::options().write(true).open(file).unwrap();
+        file.set_modified(later).unwrap();
+    }
     relay
         .wait_log("the file-change reload", |l| {
             l.contains("TLS certificate reloaded") && l.contains("file change")

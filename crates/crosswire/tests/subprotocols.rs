@@ -4,8 +4,9 @@
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use crosswire::{Server, ServerConfig, WsUpgrade};
-use crosswire_testkit::{wait_until, TIMEOUT};
+use crosswire::system::Connection;
+use crosswire::{Server, ServerConfig, Socket, WsUpgrade};
+use crosswire_testkit::{recv_within, TIMEOUT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
@@ -34,14 +35,24 @@ async fn offer(addr: std::net::SocketAddr, path: &str, protocols: &str) -> (Opti
 async fn the_server_picks_its_preferred_offered_protocol() {
     let config = ServerConfig::default().with_subprotocols(["v2.chat", "v1.chat"]);
     let server = Server::new(config).unwrap();
+    // What each socket negotiated, as its connection event sees it.
+    let (tx, mut negotiated) = tokio::sync::mpsc::unbounded_channel();
+    server.on_system(move |_: Connection, socket: Socket| {
+        let _ = tx.send(socket.protocol().map(str::to_string));
+    });
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let (named, _first) = offer(addr, "/?id=a", "v1.chat, v2.chat").await;
     assert_eq!(named.as_deref(), Some("v2.chat"));
-    assert!(wait_until(TIMEOUT, || server.connection_count() == 1).await);
-    let socket = server.sockets().pop().unwrap();
-    assert_eq!(socket.protocol(), Some("v2.chat"));
+    let seen = recv_within(&mut negotiated, TIMEOUT)
+        .await
+        .expect("connection event");
+    assert_eq!(seen.as_deref(), Some("v2.chat"));
     let (named, _second) = offer(addr, "/", "v1.chat").await;
     assert_eq!(named.as_deref(), Some("v1.chat"));
+    let seen = recv_within(&mut negotiated, TIMEOUT)
+        .await
+        .expect("connection event");
+    assert_eq!(seen.as_deref(), Some("v1.chat"));
     // Nothing in common: accepted without a protocol (the client decides).
     let offered_other = {
         let mut request = format!("ws://{addr}/").into_client_request().unwrap();
@@ -52,13 +63,10 @@ async fn the_server_picks_its_preferred_offered_protocol() {
     };
     // tungstenite refuses a 101 that names no protocol it offered.
     assert!(offered_other.is_err());
-    assert!(
-        wait_until(TIMEOUT, || server
-            .sockets()
-            .iter()
-            .any(|s| s.protocol().is_none()))
+    let seen = recv_within(&mut negotiated, TIMEOUT)
         .await
-    );
+        .expect("connection event");
+    assert_eq!(seen, None, "the server accepted it with no subprotocol");
 }
 
 #[tokio::test]
