@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::connect(
         ClientConfig::new(format!("ws://127.0.0.1:{}", args.port)).with_param("id", &args.id),
     )?;
-    client.on(names::OPEN, |_| tracing::info!("Connect success"));
+    example_ws_cluster::on_open(&client, || tracing::info!("Connect success"));
     client.on(names::CLOSE, |payload| {
         if let Ok(close) = payload.parse::<CloseInfo>() {
             tracing::info!("onCode event: {} {}", close.code, close.reason);

@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
             .contains(&id)
             .then(|| *ROOM_IDS.choose(&mut rng).expect("rooms"));
         let handle = client.clone();
-        client.on(names::OPEN, move |_| {
+        example_ws_cluster::on_open(&client, move || {
             tracing::info!("[Client {id},port:{port}] Connect success");
             if let Some(room) = room {
                 let handle = handle.clone();
