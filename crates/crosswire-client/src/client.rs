@@ -69,15 +69,40 @@ impl Client {
     /// The `open` event (or [`wait_open`](Self::wait_open)) tells when the connection is up.
     /// Must be called from within a Tokio runtime.
     pub fn connect(config: ClientConfig) -> Result<Client, ConfigError> {
+        Self::connect_with(config, |_| {})
+    }
+
+    /// Like [`connect`](Self::connect), with `setup` run on the client before it starts
+    /// connecting: handlers registered there see every event, the first `open` included
+    /// (after `connect`, a fast server can open the connection before the next line runs).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), crosswire_client::ConfigError> {
+    /// use crosswire_client::{names, Client, ClientConfig};
+    /// let client = Client::connect_with(ClientConfig::new("ws://127.0.0.1:9000"), |client| {
+    ///     client.on(names::OPEN, |_| println!("connected"));
+    /// })?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn connect_with(
+        config: ClientConfig,
+        setup: impl FnOnce(&Client),
+    ) -> Result<Client, ConfigError> {
         let url = config.connect_url()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let (shared, commands) = Shared::new(config, url, runtime.clone());
-        let span = tracing::info_span!("crosswire_client", url = %shared.url);
-        runtime.spawn(Driver::new(shared.clone(), commands).run().instrument(span));
-        Ok(Client {
+        let client = Client {
             _last_handle: Arc::new(CloseOnDrop(shared.commands.clone())),
             shared,
-        })
+        };
+        setup(&client);
+        let span = tracing::info_span!("crosswire_client", url = %client.shared.url);
+        runtime.spawn(
+            Driver::new(client.shared.clone(), commands)
+                .run()
+                .instrument(span),
+        );
+        Ok(client)
     }
 
     /// The options this client was started with.

@@ -60,27 +60,6 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// Runs `f` once when `client` is open: on its `open` event, or at once if the connection
-/// opened before the handler was registered (`Client::connect` starts connecting at once, so
-/// a fast server can open it first).
-pub fn on_open(client: &crosswire_client::Client, f: impl Fn() + Send + Sync + 'static) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = std::sync::Arc::new(AtomicBool::new(false));
-    let once = {
-        let done = std::sync::Arc::clone(&done);
-        std::sync::Arc::new(move || {
-            if !done.swap(true, Ordering::AcqRel) {
-                f();
-            }
-        })
-    };
-    let on_event = std::sync::Arc::clone(&once);
-    client.on(crosswire_client::names::OPEN, move |_| on_event());
-    if client.is_open() {
-        once();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Id;

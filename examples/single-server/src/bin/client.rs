@@ -24,13 +24,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     example_single_server::init_logging();
     let args = Args::parse();
-    let client = Client::connect(
-        ClientConfig::new(format!("ws://localhost:{}", args.port))
-            .with_param("name", "Sam")
-            .with_param("id", &args.id),
-    )?;
-
-    client.on(names::OPEN, |_| tracing::info!("connected"));
+    let config = ClientConfig::new(format!("ws://localhost:{}", args.port))
+        .with_param("name", "Sam")
+        .with_param("id", &args.id);
+    // Registered before connecting, so the first `open` is seen however fast the server is.
+    let client = Client::connect_with(config, |client| {
+        client.on(names::OPEN, |_| tracing::info!("connected"));
+    })?;
     let control = client.clone();
     client.on(names::CLOSE, move |payload| {
         let Ok(close) = payload.parse::<CloseInfo>() else {

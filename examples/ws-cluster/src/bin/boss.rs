@@ -34,10 +34,11 @@ async fn main() -> anyhow::Result<()> {
         args.port,
         args.id
     );
-    let client = Client::connect(
-        ClientConfig::new(format!("ws://127.0.0.1:{}", args.port)).with_param("id", &args.id),
-    )?;
-    example_ws_cluster::on_open(&client, || tracing::info!("Connect success"));
+    let config =
+        ClientConfig::new(format!("ws://127.0.0.1:{}", args.port)).with_param("id", &args.id);
+    let client = Client::connect_with(config, |client| {
+        client.on(names::OPEN, |_| tracing::info!("Connect success"));
+    })?;
     client.on(names::CLOSE, |payload| {
         if let Ok(close) = payload.parse::<CloseInfo>() {
             tracing::info!("onCode event: {} {}", close.code, close.reason);

@@ -55,33 +55,34 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.clients {
         let port = ports[i as usize % ports.len()];
         let id = i + 1;
-        let client = Client::connect(
-            ClientConfig::new(format!("ws://127.0.0.1:{port}")).with_param("id", id),
-        )?;
         let room = joiners
             .contains(&id)
             .then(|| *ROOM_IDS.choose(&mut rng).expect("rooms"));
-        let handle = client.clone();
-        example_ws_cluster::on_open(&client, move || {
-            tracing::info!("[Client {id},port:{port}] Connect success");
-            if let Some(room) = room {
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    let response = handle
-                        .request("joinRoom", &json!({"roomId": room}), EmitOptions::new())
-                        .await;
-                    match response.data() {
-                        Some(data) => tracing::info!(
-                            "[Client {id},port:{port}] Received joinRoom callback response: {data}"
-                        ),
-                        None => tracing::warn!(
-                            "[Client {id},port:{port}] JoinRoom Callback error occurred: {}",
-                            serde_json::to_string(&response).unwrap_or_default()
-                        ),
-                    }
-                });
-            }
-        });
+        let config = ClientConfig::new(format!("ws://127.0.0.1:{port}")).with_param("id", id);
+        // The open handler is registered before connecting, so no connection opens unseen.
+        let client = Client::connect_with(config, |client| {
+            let handle = client.clone();
+            client.on(names::OPEN, move |_| {
+                tracing::info!("[Client {id},port:{port}] Connect success");
+                if let Some(room) = room {
+                    let handle = handle.clone();
+                    tokio::spawn(async move {
+                        let response = handle
+                            .request("joinRoom", &json!({"roomId": room}), EmitOptions::new())
+                            .await;
+                        match response.data() {
+                            Some(data) => tracing::info!(
+                                "[Client {id},port:{port}] Received joinRoom callback response: {data}"
+                            ),
+                            None => tracing::warn!(
+                                "[Client {id},port:{port}] JoinRoom Callback error occurred: {}",
+                                serde_json::to_string(&response).unwrap_or_default()
+                            ),
+                        }
+                    });
+                }
+            });
+        })?;
         client.on(names::CLOSE, move |payload| {
             if let Ok(close) = payload.parse::<CloseInfo>() {
                 tracing::info!(
