@@ -148,11 +148,16 @@ async function startRedis(port) {
   return redis;
 }
 
-/** Starts `crosswire serve --name <name>` (port 0: the kernel picks; the bound port is read back). */
+/**
+ * Starts `crosswire serve --name <name>` (port 0: the kernel picks; the bound port is read back),
+ * with permessage-deflate on for every message, so the pages (Chromium offers the extension)
+ * read compressed frames and send them.
+ */
 async function startNode(name, port, redisPort) {
   const node = new Child(name, BINARY, [
     'serve', '--host', '127.0.0.1', '--port', String(port), '--name', name,
     '--redis', `redis://127.0.0.1:${redisPort}`, '--threads', '1',
+    '--permessage-deflate', '--deflate-min-size', '0',
   ]);
   const m = await node.waitFor(/crosswire relay ready.*?addr=(\S+)/, START, 'crosswire relay ready');
   node.port = Number(m[1].split(':').pop());
@@ -391,6 +396,14 @@ async function scenario() {
   say('chat works again after the restart');
   await screenshot(pageA, 'demo-node-a-after-restart.png');
   await screenshot(pageB, 'demo-node-b-after-restart.png');
+
+  // Chromium negotiated permessage-deflate with both nodes and read what they compressed.
+  for (const node of [nodeA, nodeB]) {
+    const { stats } = await (await fetch(`${node.http}/healthz`)).json();
+    assert.ok(stats.deflate_connections >= 1, `${node.label} negotiated no deflate: ${JSON.stringify(stats)}`);
+    assert.ok(stats.compressed_messages >= 1, `${node.label} compressed nothing: ${JSON.stringify(stats)}`);
+  }
+  say('both nodes spoke permessage-deflate with Chromium');
 
   // While node B was down, page B's connection attempts failed; Chromium logs each of them.
   assert.deepEqual(pageErrors.filter((e) => !/WebSocket connection to .* failed/.test(e)), [], 'errors in the pages');

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use crosswire::{IpNet, RateLimit, RateLimitPolicy, Server, ServerConfig};
+use crosswire::{IpNet, PerMessageDeflate, RateLimit, RateLimitPolicy, Server, ServerConfig};
 use crosswire_cli::http::HttpOptions;
 use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
 use tracing_subscriber::EnvFilter;
@@ -155,6 +155,23 @@ struct ServeArgs {
     /// with an error event.
     #[arg(long, requires = "rate_limit")]
     rate_limit_close: bool,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it: messages of
+    /// --deflate-min-size bytes and more are sent compressed, compressed client messages
+    /// are inflated. Default: off.
+    #[arg(long, env = "CROSSWIRE_PERMESSAGE_DEFLATE")]
+    permessage_deflate: bool,
+    /// zlib level of --permessage-deflate, 0–9.
+    #[arg(long, value_name = "LEVEL", default_value_t = 1, requires = "permessage_deflate",
+          value_parser = clap::value_parser!(u8).range(0..=9))]
+    deflate_level: u8,
+    /// Smallest message --permessage-deflate compresses, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 256,
+        requires = "permessage_deflate"
+    )]
+    deflate_min_size: usize,
     /// PEM certificate chain to serve `wss://` (and `https://`) with; needs --tls-key. Reloaded
     /// on SIGHUP and when the file changes.
     #[arg(
@@ -293,6 +310,13 @@ fn limits(mut config: ServerConfig, args: &ServeArgs) -> anyhow::Result<ServerCo
             limit = limit.with_policy(RateLimitPolicy::Close);
         }
         config = config.with_rate_limit(limit);
+    }
+    if args.permessage_deflate {
+        config = config.with_permessage_deflate(
+            PerMessageDeflate::new()
+                .with_level(args.deflate_level)
+                .with_min_size(args.deflate_min_size),
+        );
     }
     Ok(config)
 }

@@ -133,3 +133,43 @@ async fn at_the_file_limit_the_accept_loop_backs_off_logs_once_and_recovers() {
         "{health}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_negotiates_permessage_deflate_when_asked() {
+    let offer = RawOptions {
+        headers: &[(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits",
+        )],
+        ..RawOptions::default()
+    };
+    // Off by default: the offer is declined.
+    let plain = Relay::start(&[]).await;
+    let c = RawClient::connect_with(plain.addr, "/?id=a", offer)
+        .await
+        .expect("connect");
+    assert_eq!(c.extensions(), None);
+
+    let relay = Relay::start(&["--permessage-deflate", "--deflate-min-size", "64"]).await;
+    let mut c = RawClient::connect_with(relay.addr, "/?id=a", offer)
+        .await
+        .expect("connect");
+    c.sync("").await.expect("heartbeat echo");
+    assert!(c
+        .extensions()
+        .is_some_and(|e| e.starts_with("permessage-deflate")));
+    let data = "crosswire ".repeat(50);
+    let request = json!({"event": "echo", "payload": data, "callbackId": "1"}).to_string();
+    c.send_raw(&crosswire_testkit::compressed_client_frame(
+        crosswire::protocol::ws::OpCode::Text,
+        request.as_bytes(),
+    ))
+    .await
+    .unwrap();
+    let reply = c.recv_json(TIMEOUT).await.expect("echo reply");
+    assert_eq!(reply["payload"], json!(data));
+    assert_eq!(c.compressed_received(), 1);
+    let (_, health) = relay.healthz().await;
+    assert_eq!(health["stats"]["deflate_connections"], json!(1), "{health}");
+    assert_eq!(health["stats"]["compressed_messages"], json!(1), "{health}");
+}

@@ -21,12 +21,15 @@
 //!   header encoding for frames built once and shared, the handshake accept key.
 //! - [`frame`]: the JSON frames of the client protocol (`{"event", "payload", "callbackId"}`),
 //!   parsed with borrowed fields and raw payloads, encoded straight into WebSocket frames.
+//! - [`deflate`]: permessage-deflate (RFC 7692) without context takeover: negotiation, a
+//!   frame compressed once for every recipient, bounded inflation.
 //! - [`envelope`]: the MessagePack envelope that crosses the broker between nodes.
 //!
 //! A hidden `fuzzing` module holds the per-input checks run by the fuzz targets and the
 //! bounded fuzz tests (`docs/FUZZING.md`); it is not part of the API.
 #![warn(missing_docs)]
 
+pub mod deflate;
 pub mod envelope;
 pub mod frame;
 #[doc(hidden)]

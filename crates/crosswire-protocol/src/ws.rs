@@ -84,9 +84,13 @@ impl OpCode {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// RSV1–3 were set although no extension was negotiated.
+    /// A reserved bit was set that no negotiated extension defines (RSV1 is permessage-deflate's
+    /// "compressed" bit, allowed on the first frame of a data message once it is negotiated).
     #[error("reserved bits set without a negotiated extension")]
     ReservedBits,
+    /// A compressed message was not valid DEFLATE data.
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// An opcode RFC 6455 leaves reserved.
     #[error("unknown opcode {0:#x}")]
     UnknownOpCode(u8),
@@ -126,11 +130,11 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The close code to send the peer for this error: 1009 for an oversized message, 1007
-    /// for invalid UTF-8, 1002 for everything else.
+    /// for invalid UTF-8 or compressed data, 1002 for everything else.
     pub fn close_code(&self) -> u16 {
         match self {
             Self::MessageTooLarge { .. } => 1009,
-            Self::InvalidUtf8 => 1007,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => 1007,
             _ => 1002,
         }
     }
@@ -192,13 +196,18 @@ pub struct Decoder {
     /// The fragmented message being assembled (boxed: most connections never have one, and
     /// every idle connection holds a decoder).
     fragments: Option<Box<Fragments>>,
-    /// A fragmented message completed on the previous call; its buffer is released now.
+    /// A fragmented or compressed message completed on the previous call; its buffer is
+    /// released now.
     completed: bool,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
 }
 
 #[derive(Debug)]
 struct Fragments {
     text: bool,
+    /// The message is compressed (its UTF-8 is checked once inflated).
+    compressed: bool,
     buf: Vec<u8>,
     /// For text: how many bytes at the front of `buf` are known to be valid UTF-8 ending on
     /// a character boundary.
@@ -211,7 +220,7 @@ impl Fragments {
     /// §8.1 "fail fast"; Autobahn 6.4.1–6.4.2). A character cut between two fragments waits
     /// for the next. Costs one extra pass over the text at most, besides the final check.
     fn check_utf8(&mut self) -> Result<(), ProtocolError> {
-        if !self.text {
+        if !self.text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.buf[self.valid..]) {
@@ -232,7 +241,17 @@ impl Decoder {
             max_message,
             fragments: None,
             completed: false,
+            deflate: false,
         }
+    }
+
+    /// Accepts messages compressed with permessage-deflate (RSV1 on their first frame), as
+    /// negotiated at the upgrade. The peer must compress each message on its own (no context
+    /// takeover, which crosswire always negotiates): every message is inflated by a fresh
+    /// stream, to at most the maximum message size.
+    pub fn with_deflate(mut self, on: bool) -> Self {
+        self.deflate = on;
+        self
     }
 
     /// The configured maximum message size.
@@ -251,7 +270,7 @@ impl Decoder {
             self.completed = false;
             self.fragments = None;
         }
-        let Some(head) = FrameHead::parse(buf, self.role)? else {
+        let Some(head) = FrameHead::parse(buf, self.role, self.deflate)? else {
             return Ok(Decoded::Incomplete { needed: None });
         };
         self.check(&head)?;
@@ -282,6 +301,9 @@ impl Decoder {
             }
             return Ok(());
         }
+        if head.rsv1 && head.opcode == OpCode::Continuation {
+            return Err(ProtocolError::ReservedBits);
+        }
         let so_far = self.fragments.as_ref().map_or(0, |f| f.buf.len() as u64);
         if so_far.saturating_add(head.len) > self.max_message as u64 {
             return Err(ProtocolError::MessageTooLarge {
@@ -308,6 +330,19 @@ impl Decoder {
             OpCode::Ping => Message::Ping(payload),
             OpCode::Pong => Message::Pong(payload),
             OpCode::Close => Message::Close(parse_close(payload)?),
+            OpCode::Text | OpCode::Binary if head.fin && head.rsv1 => {
+                let inflated = Fragments {
+                    text: head.opcode == OpCode::Text,
+                    compressed: false,
+                    buf: inflate(payload, self.max_message)?,
+                    valid: 0,
+                };
+                self.completed = true;
+                return Ok(Decoded::Message(
+                    self.fragments.insert(Box::new(inflated)).message()?,
+                    total,
+                ));
+            }
             OpCode::Text if head.fin => Message::Text(text(payload)?),
             OpCode::Binary if head.fin => Message::Binary(payload),
             OpCode::Text | OpCode::Binary => {
@@ -315,6 +350,7 @@ impl Decoder {
                 assembled.extend_from_slice(payload);
                 let mut fragments = Fragments {
                     text: head.opcode == OpCode::Text,
+                    compressed: head.rsv1,
                     buf: assembled,
                     valid: 0,
                 };
@@ -332,16 +368,36 @@ impl Decoder {
                     return Ok(Decoded::Fragment(total));
                 }
                 self.completed = true;
-                let data: &'a [u8] = &fragments.buf;
-                if fragments.text {
-                    Message::Text(text(data)?)
-                } else {
-                    Message::Binary(data)
+                if fragments.compressed {
+                    fragments.buf = inflate(&fragments.buf, self.max_message)?;
                 }
+                fragments.message()?
             }
         };
         Ok(Decoded::Message(message, total))
     }
+}
+
+impl Fragments {
+    /// The complete message held.
+    fn message(&self) -> Result<Message<'_>, ProtocolError> {
+        Ok(if self.text {
+            Message::Text(text(&self.buf)?)
+        } else {
+            Message::Binary(&self.buf)
+        })
+    }
+}
+
+/// Inflates a compressed message to at most `max` bytes.
+fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, ProtocolError> {
+    crate::deflate::inflate(data, max).map_err(|e| match e {
+        crate::deflate::InflateError::Invalid => ProtocolError::InvalidCompressedData,
+        crate::deflate::InflateError::TooLarge => ProtocolError::MessageTooLarge {
+            size: max as u64 + 1,
+            max,
+        },
+    })
 }
 
 fn text(data: &[u8]) -> Result<&str, ProtocolError> {
@@ -351,6 +407,8 @@ fn text(data: &[u8]) -> Result<&str, ProtocolError> {
 /// A frame's header: flags, opcode, payload length, header size and masking key.
 struct FrameHead {
     fin: bool,
+    /// permessage-deflate's "compressed" bit.
+    rsv1: bool,
     opcode: OpCode,
     len: u64,
     /// Header size in bytes, masking key included.
@@ -360,15 +418,18 @@ struct FrameHead {
 
 impl FrameHead {
     /// Parses the header at the start of `buf`; `None` when `buf` does not hold all of it.
-    fn parse(buf: &[u8], role: Role) -> Result<Option<Self>, ProtocolError> {
+    /// RSV1 is accepted on data frames when `deflate` was negotiated (the decoder then checks
+    /// it is on a message's first frame only).
+    fn parse(buf: &[u8], role: Role, deflate: bool) -> Result<Option<Self>, ProtocolError> {
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        let opcode = OpCode::from_u8(b0 & 0x0F)?;
+        let rsv1 = b0 & 0x40 != 0;
+        if b0 & 0x30 != 0 || (rsv1 && (!deflate || opcode.is_control())) {
             return Err(ProtocolError::ReservedBits);
         }
-        let opcode = OpCode::from_u8(b0 & 0x0F)?;
         let masked = b1 & 0x80 != 0;
         if masked != (role == Role::Server) {
             return Err(ProtocolError::BadMask);
@@ -387,6 +448,7 @@ impl FrameHead {
         };
         Ok(Some(Self {
             fin: b0 & 0x80 != 0,
+            rsv1,
             opcode,
             len,
             header,

@@ -138,6 +138,10 @@ pub struct RawClient {
     auto_pong: Arc<AtomicBool>,
     close_sent: Arc<AtomicBool>,
     pings: Arc<AtomicU64>,
+    /// Messages received with RSV1 set (compressed).
+    compressed: Arc<AtomicU64>,
+    /// The server's `Sec-WebSocket-Extensions` answer.
+    extensions: Option<String>,
     reading: watch::Sender<bool>,
     reader: tokio::task::JoinHandle<()>,
     /// An event taken out of the queue by a `recv_*` that did not want it (a close or the
@@ -166,6 +170,13 @@ fn next_mask() -> [u8; 4] {
 /// A masked client frame.
 pub fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     client_frame_with(true, opcode, payload, true)
+}
+
+/// A masked client frame compressed with permessage-deflate (RSV1 set, no context
+/// takeover, as crosswire negotiates).
+pub fn compressed_client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let params = crosswire_protocol::deflate::Params::default();
+    crosswire_protocol::deflate::encode_frame(opcode, payload, Some(next_mask()), params).to_vec()
 }
 
 /// A client frame with every knob: `fin`, and masked or not (unmasked breaks RFC 6455).
@@ -216,12 +227,17 @@ impl RawClient {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        let leftover = tokio::time::timeout(
+        let (leftover, head) = tokio::time::timeout(
             TIMEOUT,
             handshake(&mut stream, addr, target, options.headers),
         )
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+        let extensions = response_header(&head, "sec-websocket-extensions");
+        let deflate = extensions
+            .as_deref()
+            .is_some_and(crosswire_protocol::deflate::accepted);
+        let compressed = Arc::new(AtomicU64::new(0));
         let (read, write) = stream.into_split();
         let writer = Arc::new(Mutex::new(write));
         let (tx, events) = mpsc::unbounded_channel();
@@ -232,11 +248,15 @@ impl RawClient {
         let reader = tokio::spawn(read_loop(
             read,
             leftover,
+            Decoder::new(Role::Client, CLIENT_MAX_MESSAGE).with_deflate(deflate),
             Arc::clone(&writer),
             tx,
-            Arc::clone(&auto_pong),
-            Arc::clone(&close_sent),
-            Arc::clone(&pings),
+            Flags {
+                auto_pong: Arc::clone(&auto_pong),
+                close_sent: Arc::clone(&close_sent),
+                pings: Arc::clone(&pings),
+                compressed: Arc::clone(&compressed),
+            },
             reading_rx,
         ));
         Ok(Self {
@@ -245,10 +265,23 @@ impl RawClient {
             auto_pong,
             close_sent,
             pings,
+            compressed,
+            extensions,
             reading,
             reader,
             stashed: None,
         })
+    }
+
+    /// The server's `Sec-WebSocket-Extensions` answer (e.g. permessage-deflate's
+    /// parameters), if it sent one.
+    pub fn extensions(&self) -> Option<&str> {
+        self.extensions.as_deref()
+    }
+
+    /// Messages received compressed (permessage-deflate, RSV1 set) so far.
+    pub fn compressed_received(&self) -> u64 {
+        self.compressed.load(Ordering::Acquire)
     }
 
     /// Sends a text frame holding exactly `text`.
@@ -435,12 +468,23 @@ impl RawClient {
     }
 }
 
+/// The value of header `name` (lowercase) in a response head.
+fn response_header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Sends the upgrade request; returns what was read past the response head, and the head.
 async fn handshake(
     stream: &mut TcpStream,
     addr: SocketAddr,
     target: &str,
     headers: &[(&str, &str)],
-) -> Result<BytesMut, ConnectError> {
+) -> Result<(BytesMut, String), ConnectError> {
     let extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
@@ -486,30 +530,51 @@ async fn handshake(
         )));
     }
     let _ = buf.split_to(end);
-    Ok(buf)
+    Ok((buf, head))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn read_loop(
-    mut read: OwnedReadHalf,
-    mut buf: BytesMut,
-    writer: Arc<Mutex<OwnedWriteHalf>>,
-    tx: mpsc::UnboundedSender<RawEvent>,
+/// What the reader shares with its [`RawClient`].
+struct Flags {
     auto_pong: Arc<AtomicBool>,
     close_sent: Arc<AtomicBool>,
     pings: Arc<AtomicU64>,
+    compressed: Arc<AtomicU64>,
+}
+
+async fn read_loop(
+    mut read: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut decoder: Decoder,
+    writer: Arc<Mutex<OwnedWriteHalf>>,
+    tx: mpsc::UnboundedSender<RawEvent>,
+    flags: Flags,
     mut reading: watch::Receiver<bool>,
 ) {
-    let mut decoder = Decoder::new(Role::Client, CLIENT_MAX_MESSAGE);
+    let Flags {
+        auto_pong,
+        close_sent,
+        pings,
+        compressed,
+    } = flags;
     if reading.wait_for(|on| *on).await.is_err() {
         return;
     }
+    let mut rsv1 = false;
     loop {
         // Decode everything complete in the buffer.
         loop {
             let mut replies: Vec<Vec<u8>> = Vec::new();
+            // RSV1 on a message's first frame: it is compressed.
+            if !decoder.in_fragmented_message() {
+                rsv1 = buf
+                    .first()
+                    .is_some_and(|b| b & crosswire_protocol::deflate::RSV1 != 0);
+            }
             let (event, used) = match decoder.decode(&mut buf[..]) {
                 Ok(Decoded::Message(message, used)) => {
+                    if rsv1 {
+                        compressed.fetch_add(1, Ordering::AcqRel);
+                    }
                     let event = match message {
                         Message::Text(t) => RawEvent::Text(t.to_string()),
                         Message::Binary(b) => RawEvent::Binary(b.to_vec()),

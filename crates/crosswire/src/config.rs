@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::compression::PerMessageDeflate;
 use crate::error::ConfigError;
 use crate::handshake::HeaderRetention;
 use crate::limits::RateLimit;
@@ -58,6 +59,7 @@ pub struct ServerConfig {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) subprotocols: Vec<String>,
+    pub(crate) permessage_deflate: Option<PerMessageDeflate>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             rate_limit: None,
             handshake_timeout: Duration::from_secs(10),
             subprotocols: Vec::new(),
+            permessage_deflate: None,
         }
     }
 }
@@ -306,6 +309,22 @@ impl ServerConfig {
         S: Into<String>,
     {
         self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// permessage-deflate (RFC 7692) with the clients that offer it (browsers do):
+    /// messages of at least [`PerMessageDeflate::with_min_size`] bytes are sent compressed, and
+    /// compressed client messages are inflated (to at most the maximum message size). A
+    /// broadcast is compressed once and the bytes shared by its recipients; no connection
+    /// holds compression state between messages (no context takeover either way). Default:
+    /// `None`, off (the extension is not negotiated).
+    ///
+    /// DEFLATE shrinks a run of equal bytes about 1,000 times, so a client can make the
+    /// server inflate a message of the maximum size from a few KiB: with compression on,
+    /// keep [`ServerConfig::with_max_message_size`] near the largest message the
+    /// application expects (the rate limit's byte budget counts inflated bytes).
+    pub fn with_permessage_deflate(mut self, settings: PerMessageDeflate) -> Self {
+        self.permessage_deflate = Some(settings);
         self
     }
 

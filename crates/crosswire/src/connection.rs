@@ -109,7 +109,8 @@ pub(crate) async fn run(
 ) {
     let inner: Arc<ServerInner> = Arc::clone(&server.inner);
     let mut conn = Conn {
-        decoder: Decoder::new(Role::Server, inner.config.max_message_size),
+        decoder: Decoder::new(Role::Server, inner.config.max_message_size)
+            .with_deflate(socket.shared.deflate.is_some()),
         server,
         socket,
         pending: leftover,

@@ -2,7 +2,8 @@
 //! [`Server::to_all`]) and the local half of every delivery.
 //!
 //! A send encodes the frame once; this node's recipients get the same [`Bytes`] by
-//! reference count, and the broker gets them too for the other nodes.
+//! reference count (those that negotiated permessage-deflate share one compressed copy), and
+//! the broker gets the plain bytes for the other nodes, which compress them once each.
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::compression::Outgoing;
 use crate::error::EmitError;
 use crate::node::Server;
 use crate::rooms::Room;
@@ -106,8 +108,11 @@ impl Server {
         let delivered = {
             let reg = self.read_registry();
             let mut delivered = 0;
+            let mut outgoing = Outgoing::new(frame);
+            let counters = &self.inner.stats;
             let mut send = |s: &Arc<SocketShared>| {
-                if s.enqueue_in_batch(frame.clone()).is_ok() {
+                let bytes = outgoing.for_socket(s.deflate.as_ref(), counters);
+                if s.push_in_batch(bytes).is_ok() {
                     delivered += 1;
                 }
             };

@@ -53,7 +53,9 @@
 //! - **One task per connection** ([`connection`](crate::Socket)) reads frames into a buffer
 //!   shared by the thread's connections and dispatches them to handlers.
 //! - **Encode once**: a send serialises the client frame once into [`bytes::Bytes`]; every
-//!   local recipient and the broker share those bytes.
+//!   local recipient and the broker share those bytes. With permessage-deflate on
+//!   ([`PerMessageDeflate`]) the frame is compressed once too, and the compressed bytes are
+//!   shared by every recipient that negotiated it.
 //! - **Batched writes**: a delivery queues the frame and marks the socket dirty; when the
 //!   producing work is done, each dirty socket is written once with one vectored write.
 //!   Sockets whose kernel buffer is full are finished by their own task when writable. Each
@@ -79,6 +81,7 @@
 
 mod ack;
 mod cluster;
+mod compression;
 mod config;
 mod connection;
 mod emit;
@@ -102,6 +105,7 @@ pub mod system;
 mod tls;
 mod upgrade;
 
+pub use compression::PerMessageDeflate;
 pub use config::{ServerConfig, SlowClientPolicy};
 pub use crosswire_core::{
     BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,

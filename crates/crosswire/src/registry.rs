@@ -337,6 +337,7 @@ mod tests {
             headers: HeaderBlock::default(),
             extensions: http::Extensions::new(),
             protocol: None,
+            deflate: None,
         };
         Arc::new(SocketShared::new(
             conn_id,

@@ -279,6 +279,10 @@ impl Server {
             handshake_timeouts: load(&c.handshake_timeouts),
             accept_errors: load(&c.accept_errors),
             tls_failures: load(&c.tls_failures),
+            deflate_connections: load(&c.deflate_connections),
+            compressed_messages: load(&c.compressed_messages),
+            compressed_bytes_in: load(&c.compressed_bytes_in),
+            compressed_bytes_out: load(&c.compressed_bytes_out),
             ..Stats::default()
         };
         if let Some(cluster) = &self.inner.cluster {

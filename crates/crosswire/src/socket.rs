@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::ack::Acks;
+use crate::compression::Deflate;
 use crate::config::SlowClientPolicy;
 use crate::error::{RequestError, SendError};
 use crate::handshake::{HeaderBlock, HeaderRetention};
@@ -199,6 +200,8 @@ pub(crate) struct Identity {
     pub(crate) extensions: http::Extensions,
     /// The negotiated subprotocol.
     pub(crate) protocol: Option<Box<str>>,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 /// The parts of a socket's identity that change after the upgrade.
@@ -234,6 +237,8 @@ pub(crate) struct SocketShared {
     pub(crate) ever_bound: AtomicBool,
     /// The negotiated subprotocol.
     protocol: Option<Box<str>>,
+    /// permessage-deflate, when negotiated: data frames large enough go out compressed.
+    pub(crate) deflate: Option<Deflate>,
     pub(crate) id: Mutex<Option<Arc<str>>>,
     pub(crate) params: RequestParams,
     pub(crate) remote_addr: Option<SocketAddr>,
@@ -415,6 +420,7 @@ impl SocketShared {
             background: AtomicBool::new(false),
             ever_bound: AtomicBool::new(false),
             protocol: identity.protocol,
+            deflate: identity.deflate,
             id: Mutex::new(None),
             params: identity.params,
             remote_addr: identity.remote,
@@ -439,8 +445,23 @@ impl SocketShared {
         result
     }
 
-    /// Like [`Self::enqueue`], for callers that hold a [`Batch`] already.
+    /// Like [`Self::enqueue`], for callers that hold a [`Batch`] already. A data frame is
+    /// compressed first when the connection negotiated permessage-deflate.
     pub(crate) fn enqueue_in_batch(self: &Arc<Self>, frame: Bytes) -> Result<(), SendError> {
+        let frame = match &self.deflate {
+            Some(deflate) if deflate.wants(&frame) => self
+                .server
+                .upgrade()
+                .and_then(|host| deflate.compress(&frame, host.node_counters()))
+                .unwrap_or(frame),
+            _ => frame,
+        };
+        self.push_in_batch(frame)
+    }
+
+    /// Queues `frame` exactly as it is (already compressed for this socket when it should
+    /// be: see [`crate::compression::Outgoing`]), within the running [`Batch`].
+    pub(crate) fn push_in_batch(self: &Arc<Self>, frame: Bytes) -> Result<(), SendError> {
         {
             let mut out = lock(&self.out);
             if out.closed {
@@ -770,6 +791,11 @@ impl Socket {
     /// Sends an event whose payload is already JSON text.
     pub fn emit_raw(&self, event: &str, payload: &RawValue) -> Result<(), SendError> {
         self.shared.enqueue(frame::encode_event_raw(event, payload))
+    }
+
+    /// Whether the connection negotiated permessage-deflate ([`crate::PerMessageDeflate`]).
+    pub fn is_compressed(&self) -> bool {
+        self.shared.deflate.is_some()
     }
 
     /// The subprotocol negotiated at the upgrade (`Sec-WebSocket-Protocol`), if any.

@@ -22,6 +22,10 @@ pub(crate) struct Counters {
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) tls_failures: AtomicU64,
+    pub(crate) deflate_connections: AtomicU64,
+    pub(crate) compressed_messages: AtomicU64,
+    pub(crate) compressed_bytes_in: AtomicU64,
+    pub(crate) compressed_bytes_out: AtomicU64,
 }
 
 /// A snapshot of a node's counters.
@@ -67,6 +71,14 @@ pub struct Stats {
     pub accept_errors: u64,
     /// TLS handshakes that failed (bad client hello, unknown protocol, …).
     pub tls_failures: u64,
+    /// Connections that negotiated permessage-deflate.
+    pub deflate_connections: u64,
+    /// Messages compressed (once per message and window size, however many sockets got it).
+    pub compressed_messages: u64,
+    /// Bytes of the frames compressed, before compression.
+    pub compressed_bytes_in: u64,
+    /// Bytes of the same frames, compressed.
+    pub compressed_bytes_out: u64,
     /// Broker messages not published because the publish queue was full.
     pub broker_dropped: u64,
     /// Envelopes received from other nodes and handled.

@@ -21,6 +21,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::compression::Deflate;
 use crate::limits::{origin_allowed, Admitted};
 use crate::node::Server;
 use crate::params::{ParseOptions, RequestParams};
@@ -72,8 +73,14 @@ pub(crate) struct Accepted {
     /// The connection's slot under the node's maximum, held until it ends.
     pub(crate) admitted: Admitted,
     pub(crate) remote: Option<SocketAddr>,
-    /// The negotiated subprotocol.
+    /// What the 101 agreed on besides the upgrade itself.
+    pub(crate) negotiated: Negotiated,
+}
+
+/// What an upgrade negotiated: the subprotocol and permessage-deflate.
+pub(crate) struct Negotiated {
     pub(crate) protocol: Option<Box<str>>,
+    pub(crate) deflate: Option<Deflate>,
 }
 
 /// An upgraded connection, as crosswire serves it.
@@ -291,8 +298,21 @@ impl WsUpgrade {
         let protocol_header = protocol
             .as_deref()
             .and_then(|p| HeaderValue::from_str(p).ok());
+        let offers = self
+            .headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let (deflate, extensions_header) =
+            match Deflate::negotiate(server.config().permessage_deflate.as_ref(), offers) {
+                Some((deflate, response)) => (Some(deflate), HeaderValue::from_str(&response).ok()),
+                None => (None, None),
+            };
         let accepted = Accepted {
-            protocol: protocol.map(String::into_boxed_str),
+            negotiated: Negotiated {
+                protocol: protocol.map(String::into_boxed_str),
+                deflate,
+            },
             params: RequestParams::parse(&self.target, parse_options(&server)),
             headers: self.headers,
             extensions: self.extensions,
@@ -318,6 +338,9 @@ impl WsUpgrade {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
         if let Some(protocol) = protocol_header {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
+        if let Some(extensions) = extensions_header {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
         }
         res
     }
@@ -387,7 +410,7 @@ impl Server {
             bind,
             admitted,
             remote,
-            protocol,
+            negotiated,
         } = accepted;
         let (transport, remote, leftover, io) = match stream {
             Stream::Tcp(tcp, leftover) => {
@@ -397,7 +420,7 @@ impl Server {
             }
             Stream::Other(io) => (Transport::Task, remote, BytesMut::new(), Some(io)),
         };
-        let socket = self.open_socket(transport, remote, params, &headers, extensions, protocol);
+        let socket = self.open_socket(transport, remote, params, &headers, extensions, negotiated);
         // Bind and announce before the connection task starts, so the socket is reachable by
         // its id as early as possible after the 101 response.
         {
@@ -428,9 +451,15 @@ impl Server {
         params: RequestParams,
         headers: &HeaderMap,
         extensions: http::Extensions,
-        protocol: Option<Box<str>>,
+        negotiated: Negotiated,
     ) -> Socket {
         let conn_id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        if negotiated.deflate.is_some() {
+            self.inner
+                .stats
+                .deflate_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let client_ip =
             crate::handshake::client_ip(remote, headers, &self.inner.config.trusted_proxies);
         let shared = Arc::new(SocketShared::new(
@@ -442,7 +471,8 @@ impl Server {
                 client_ip,
                 headers: crate::handshake::HeaderBlock::new(headers),
                 extensions,
-                protocol,
+                protocol: negotiated.protocol,
+                deflate: negotiated.deflate,
             },
             Arc::downgrade(&self.inner) as Weak<dyn crate::socket::SocketHost>,
             self.inner.config.max_queue_bytes,
