@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need when it
-# is missing (redis-server; Node.js and npm; Chromium and the npm dev dependencies of the
-# JavaScript tests), then checks formatting, lints, docs, and runs the whole suite: the Rust
-# tests, the JavaScript client's tests and the browser test of the demo page.
+# is missing (redis-server, nginx, the Autobahn runner kosoku in a venv; Node.js and npm;
+# Chromium and the npm dev dependencies of the JavaScript tests), then checks formatting,
+# lints, docs, and runs the whole suite: the Rust tests (the Autobahn TestSuite in the
+# background beside the others), the JavaScript client's tests and the browser test of the
+# demo page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,8 +75,17 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 echo "== cargo test"
+# Everything is built first, so that the two runs below never wait on each other's build.
+cargo test --workspace --locked --no-run
+# The Autobahn TestSuite (examples/autobahn-echo, about 4.5 minutes) is bound by its runner's
+# own work, about one core of two: it runs in the background, in a process group of its own,
+# beside the rest of the suite, and its result is reported at the end.
+autobahn_log="$(mktemp)"
+setsid cargo test -p autobahn-echo --locked >"$autobahn_log" 2>&1 &
+autobahn_pid=$!
+trap 'kill -- -"$autobahn_pid" 2>/dev/null || true; rm -f "$autobahn_log"' EXIT
 # --no-fail-fast: one failing test binary does not hide the results of the others.
-cargo test --workspace --locked --no-fail-fast
+cargo test --workspace --exclude autobahn-echo --locked --no-fail-fast
 
 # The JavaScript tests need Node.js and the `crosswire` binary, which `cargo test` has just
 # built (built here when it is missing, e.g. with a different CARGO_TARGET_DIR layout).
@@ -95,5 +106,14 @@ clients/js/test.sh
 # Installs Debian's chromium and playwright-core when missing.
 echo "== browser test of the demo page (clients/browser-test)"
 clients/browser-test/test.sh
+
+echo "== Autobahn TestSuite (cargo test -p autobahn-echo, started with cargo test)"
+autobahn_status=0
+wait "$autobahn_pid" || autobahn_status=$?
+cat "$autobahn_log"
+if [ "$autobahn_status" -ne 0 ]; then
+  echo "the Autobahn TestSuite failed (exit $autobahn_status)" >&2
+  exit 1
+fi
 
 echo "== all tests passed"
