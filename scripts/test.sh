@@ -81,7 +81,9 @@ cargo test --workspace --locked --no-run
 # own work, about one core of two: it runs in the background, in a process group of its own,
 # beside the rest of the suite, and its result is reported at the end.
 autobahn_log="$(mktemp)"
-setsid cargo test -p autobahn-echo --locked >"$autobahn_log" 2>&1 &
+# (`--workspace --test autobahn`, not `-p autobahn-echo`: the same features as the build above,
+# so nothing is compiled again; `--nocapture` shows its summary table.)
+setsid cargo test --workspace --locked --test autobahn -- --nocapture >"$autobahn_log" 2>&1 &
 autobahn_pid=$!
 trap 'kill -- -"$autobahn_pid" 2>/dev/null || true; rm -f "$autobahn_log"' EXIT
 # --no-fail-fast: one failing test binary does not hide the results of the others.
@@ -107,7 +109,7 @@ clients/js/test.sh
 echo "== browser test of the demo page (clients/browser-test)"
 clients/browser-test/test.sh
 
-echo "== Autobahn TestSuite (cargo test -p autobahn-echo, started with cargo test)"
+echo "== Autobahn TestSuite (examples/autobahn-echo, started with cargo test)"
 autobahn_status=0
 wait "$autobahn_pid" || autobahn_status=$?
 cat "$autobahn_log"

@@ -2,11 +2,10 @@
 //! messages, measuring server and client resource use.
 
 use crate::procfs::{self, ProcSample, Usage};
-use crate::stamp::{now_us, parse_stamp};
+use crate::stamp::{now_us, parse_stamp, Padding};
 use crate::stats::{Observation, SeqTracker, ShardedHistogram};
-use crate::ws::{self, Ws};
+use crate::ws::{self, ConnectOptions, Ws};
 use anyhow::{anyhow, Context, Result};
-use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +26,10 @@ pub struct Settings {
     pub connect_concurrency: usize,
     /// Prefix of every client id of this run (unique per run).
     pub run_id: String,
+    /// How clients connect (TLS authorities, permessage-deflate).
+    pub connect: ConnectOptions,
+    /// What fills the messages sent up to their size.
+    pub padding: Padding,
 }
 
 impl Settings {
@@ -64,7 +67,7 @@ pub fn new_run_id() -> String {
 pub async fn probe(settings: &Settings) -> Result<()> {
     for (i, url) in settings.all_urls().iter().enumerate() {
         let id = format!("{}-probe{i}", settings.run_id);
-        let mut conn = ws::connect(url, &id)
+        let mut conn = ws::connect_with(url, &id, &settings.connect)
             .await
             .with_context(|| format!("server unreachable at {url}"))?;
         ws::heartbeat(&mut conn)
@@ -92,9 +95,10 @@ pub async fn connect_many(
             let url = settings.url_for(i).to_string();
             let id = format!("{}-{tag}{i}", settings.run_id);
             let room = room.map(str::to_string);
+            let options = settings.connect.clone();
             tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await?;
-                let mut conn = ws::connect(&url, &id).await?;
+                let mut conn = ws::connect_with(&url, &id, &options).await?;
                 if let Some(room) = room {
                     ws::join(&mut conn, &room)
                         .await
@@ -159,6 +163,9 @@ pub struct Shared {
     delivered: Vec<PaddedCounter>,
     /// Receivers whose connection ended before the run did.
     pub disconnected: AtomicU64,
+    /// Bytes the receivers read from their sockets while receiving (each adds its count
+    /// once, when it stops).
+    pub bytes_read: AtomicU64,
 }
 
 impl Default for Shared {
@@ -166,6 +173,7 @@ impl Default for Shared {
         Self {
             delivered: (0..64).map(|_| PaddedCounter::default()).collect(),
             disconnected: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
         }
     }
 }
@@ -214,6 +222,8 @@ pub async fn receive(
     };
     let mut batch: Vec<u64> = Vec::with_capacity(64);
     let mut open = true;
+    // What the connection carried before (upgrade, join reply) does not count.
+    let bytes_before = conn.bytes_read();
     // One registration for the whole loop rather than one per message.
     let stopped = stop.changed();
     tokio::pin!(stopped);
@@ -246,6 +256,9 @@ pub async fn receive(
         }
     }
     hist.record_all(key, &batch);
+    shared
+        .bytes_read
+        .fetch_add(conn.bytes_read() - bytes_before, Ordering::Relaxed);
     if open {
         ws::close(conn).await;
     }

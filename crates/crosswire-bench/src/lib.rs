@@ -15,6 +15,21 @@
 //! With `--server-pid` every scenario also reads the server's CPU time and RSS from `/proc`
 //! before and after the measured window and reports CPU time per delivery or ack.
 //!
+//! Every client counts the bytes it reads from (and echo clients, writes to) its socket, so
+//! reports give the bytes on the wire per delivery or ack (`results.wire`), and the
+//! counters of a `crosswire serve` node (its `/healthz`) are read before and after each run
+//! (`results.server_stats`: e.g. what permessage-deflate compressed, from how many bytes to
+//! how many).
+//!
+//! **TLS and permessage-deflate.** A `wss://` URL connects over TLS (rustls, ring) trusting
+//! the authority of `--ca-file` (`crosswire-bench gen-certs DIR` writes a test authority and a
+//! certificate for 127.0.0.1 and localhost for `crosswire serve --tls-cert --tls-key`).
+//! `--permessage-deflate` offers the extension and requires the server to accept it; such
+//! connections use the crate's own client ([`ws::own`], on crosswire's codec) because
+//! tungstenite has none; the default connections stay tokio-tungstenite's. `--padding words`
+//! fills messages with words instead of `x` repeated, which would compress unrealistically
+//! well.
+//!
 //! ```text
 //! crosswire-bench fanout --url ws://127.0.0.1:9000 --receivers 1000 --rate 200 --size 100 \
 //!     --duration 10s --server-pid $(pidof crosswire)
@@ -26,6 +41,9 @@
 //! crosswire-bench echo --json                       # JSON report on stdout
 //! crosswire-bench echo --json-out echo.json         # summary on stdout, JSON to a file
 //! crosswire-bench table fanout.json echo.json       # markdown table from JSON reports
+//! crosswire-bench gen-certs /tmp/certs              # ca.pem, server.pem, server.key
+//! crosswire-bench echo --url wss://127.0.0.1:9443 --ca-file /tmp/certs/ca.pem
+//! crosswire-bench burst --permessage-deflate --size 1000 --padding words
 //! ```
 //!
 //! `scripts/bench.sh` builds everything, starts a `crosswire serve` on a free loopback port and
@@ -47,8 +65,10 @@ pub mod common;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;
+pub mod server_stats;
 pub mod stamp;
 pub mod stats;
+pub mod tls;
 pub mod ws;
 
 use anyhow::{anyhow, bail, Result};

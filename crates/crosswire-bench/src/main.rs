@@ -6,6 +6,11 @@ use crosswire_bench::common::{self, Settings};
 use crosswire_bench::parse_duration;
 use crosswire_bench::report::{markdown_table, Report};
 use crosswire_bench::scenarios::{burst, echo, fanout, idle, s2s};
+use crosswire_bench::stamp::Padding;
+use crosswire_bench::ws::{ConnectOptions, DEFAULT_DEFLATE_MIN_SIZE};
+use crosswire_bench::{server_stats, tls};
+use serde_json::Value;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Load generator for servers speaking the crosswire relay contract.
@@ -40,6 +45,24 @@ struct Common {
     /// Worker threads of the runtime (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// PEM file of the authorities trusted for `wss://` URLs (e.g. the `ca.pem` of
+    /// `crosswire-bench gen-certs`).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Offer permessage-deflate (no context takeover) and require the server to accept it.
+    /// Such connections use the bench's own client on crosswire's codec (tungstenite has no
+    /// permessage-deflate).
+    #[arg(long)]
+    permessage_deflate: bool,
+    /// With --permessage-deflate: messages the clients send of at least this many bytes go
+    /// compressed (smaller ones plain).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_DEFLATE_MIN_SIZE,
+          requires = "permessage_deflate")]
+    deflate_min_size: usize,
+    /// What fills messages up to --size: `x` (repeated, compresses to almost nothing) or
+    /// `words` (English words, compresses like text).
+    #[arg(long, default_value = "x")]
+    padding: Padding,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,16 +160,63 @@ enum Command {
         /// JSON report files.
         files: Vec<std::path::PathBuf>,
     },
+    /// Write a test certificate authority (`ca.pem`, for --ca-file) and a certificate for
+    /// 127.0.0.1 and localhost signed by it (`server.pem`, `server.key`, for `crosswire serve
+    /// --tls-cert --tls-key`) into DIR.
+    GenCerts {
+        /// Directory to write the files into (created if missing).
+        dir: PathBuf,
+    },
 }
 
-fn settings(c: &Common) -> Settings {
-    Settings {
+fn settings(c: &Common) -> Result<Settings> {
+    let tls = c.ca_file.as_deref().map(tls::client_config).transpose()?;
+    Ok(Settings {
         url: c.url.clone(),
         urls: c.urls.clone(),
         server_pids: c.server_pids.clone(),
         connect_concurrency: c.connect_concurrency,
         run_id: common::new_run_id(),
+        connect: ConnectOptions {
+            tls,
+            deflate: c.permessage_deflate,
+            deflate_min_size: c.deflate_min_size,
+        },
+        padding: c.padding,
+    })
+}
+
+/// Records how the clients connected in the report's parameters, and what the server's
+/// counters did over the run (`before` and `after` from its `/healthz`) in its results.
+fn annotate(report: &mut Report, s: &Settings, before: Option<Value>, after: Option<Value>) {
+    if let Some(params) = report.params.as_object_mut() {
+        let tls = s.url.starts_with("wss:");
+        params.insert("tls".into(), tls.into());
+        params.insert("permessage_deflate".into(), s.connect.deflate.into());
+        let padding = match s.padding {
+            Padding::X => "x",
+            Padding::Words => "words",
+        };
+        params.insert("padding".into(), padding.into());
     }
+    let (Some(before), Some(after)) = (before, after) else {
+        return;
+    };
+    let delta = server_stats::delta(&before, &after);
+    report.lines.extend(server_stats::deflate_line(&delta));
+    if let Some(results) = report.results.as_object_mut() {
+        results.insert("server_stats".into(), delta);
+    }
+}
+
+async fn run_ws_scenario(cmd: Command, common: Common) -> Result<Report> {
+    let s = settings(&common)?;
+    common::probe(&s).await?;
+    let before = server_stats::fetch(&s.url, &s.connect).await.ok();
+    let mut report = run_load(cmd, &s).await?;
+    let after = server_stats::fetch(&s.url, &s.connect).await.ok();
+    annotate(&mut report, &s, before, after);
+    Ok(report)
 }
 
 async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
@@ -165,8 +235,10 @@ async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
         })
         .await;
     }
-    let s = settings(&common);
-    common::probe(&s).await?;
+    run_ws_scenario(cmd, common).await
+}
+
+async fn run_load(cmd: Command, s: &Settings) -> Result<Report> {
     match cmd {
         Command::Fanout {
             receivers,
@@ -186,7 +258,7 @@ async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
                 drain_timeout,
                 room,
             };
-            fanout::run(&s, &p).await
+            fanout::run(s, &p).await
         }
         Command::Burst {
             messages,
@@ -204,7 +276,7 @@ async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
                 timeout,
                 room,
             };
-            burst::run(&s, &p).await
+            burst::run(s, &p).await
         }
         Command::Echo {
             clients,
@@ -219,7 +291,7 @@ async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
                 duration,
                 size,
             };
-            echo::run(&s, &p).await
+            echo::run(s, &p).await
         }
         Command::Idle {
             connections,
@@ -232,9 +304,9 @@ async fn run_scenario(cmd: Command, common: Common) -> Result<Report> {
                 hold,
                 verify: !no_verify,
             };
-            idle::run(&s, &p).await
+            idle::run(s, &p).await
         }
-        Command::Table { .. } | Command::S2s { .. } => {
+        Command::Table { .. } | Command::S2s { .. } | Command::GenCerts { .. } => {
             anyhow::bail!("not a WebSocket load scenario")
         }
     }
@@ -261,6 +333,17 @@ fn real_main() -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             print!("{}", markdown_table(&docs)?);
+            return Ok(());
+        }
+        Command::GenCerts { dir } => {
+            tls::generate_certs(dir)?;
+            println!(
+                "wrote {0}/{1}, {0}/{2}, {0}/{3}",
+                dir.display(),
+                tls::CA_CERT,
+                tls::SERVER_CERT,
+                tls::SERVER_KEY
+            );
             return Ok(());
         }
         Command::Fanout { common, .. }

@@ -125,6 +125,32 @@ impl Report {
     }
 }
 
+/// The summary line of the bytes the clients read (and, when counted, wrote) on their
+/// sockets in the measured window, TLS records and WebSocket headers included, per `op`
+/// (delivery, ack).
+pub fn wire_line(read: u64, written: Option<u64>, ops: u64, op: &str) -> String {
+    let per = |b: u64| if ops > 0 { b as f64 / ops as f64 } else { 0.0 };
+    let mut line = format!(
+        "wire         clients read {} B ({:.1} B/{op})",
+        group(read),
+        per(read)
+    );
+    if let Some(w) = written {
+        let _ = write!(line, ", wrote {} B ({:.1} B/{op})", group(w), per(w));
+    }
+    line
+}
+
+/// The `wire` object of a report's results: bytes the clients read (and wrote, when
+/// counted) on their sockets in the window, and per delivery or ack.
+pub fn wire_json(read: u64, written: Option<u64>, ops: u64) -> serde_json::Value {
+    let per = |b: u64| (ops > 0).then(|| b as f64 / ops as f64);
+    serde_json::json!({
+        "bytes_read": read, "bytes_written": written,
+        "read_per_op": per(read), "written_per_op": written.and_then(per),
+    })
+}
+
 /// `p50 / p99 / p99.9 / max` in milliseconds.
 pub fn latency_cell(l: &LatencySummary) -> String {
     format!(

@@ -7,6 +7,10 @@
 //! of the string (quotes included) up to the requested size. Because the stamp is a JSON string
 //! made of characters that need no escaping, it survives any re-serialisation by the server
 //! (re-ordering of object keys, whitespace changes) unchanged.
+//!
+//! The padding matters to permessage-deflate: `x` repeated ([`Padding::X`], the default)
+//! compresses to almost nothing, so [`Padding::Words`] fills with English words picked
+//! pseudo-randomly per message instead, which compresses about as well as prose.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -33,11 +37,64 @@ pub fn now_us() -> u64 {
     u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
+/// What fills a stamped message up to its size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Padding {
+    /// `x` repeated: the cheapest to build, and compresses to almost nothing.
+    #[default]
+    X,
+    /// Lower-case English words separated by spaces, a different sequence for every message
+    /// (picked by a generator seeded with the sequence number): compresses like text.
+    Words,
+}
+
+impl std::str::FromStr for Padding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "x" => Ok(Self::X),
+            "words" => Ok(Self::Words),
+            other => Err(format!("unknown padding {other:?} (expected x or words)")),
+        }
+    }
+}
+
+/// The words of [`Padding::Words`] (none contains `:` or `;`, which end a stamp's fields).
+const WORDS: [&str; 64] = [
+    "the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are",
+    "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by",
+    "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said", "there",
+    "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up", "other",
+    "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make", "like",
+    "him",
+];
+
+/// Appends words picked by a xorshift generator seeded with `seed` until `s` is `target`
+/// bytes long (the last word is cut to fit).
+fn push_words(s: &mut String, seed: u64, target: usize) {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while s.len() < target {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let word = WORDS[(state % WORDS.len() as u64) as usize];
+        s.push(' ');
+        let room = target - s.len();
+        s.push_str(&word[..word.len().min(room)]);
+    }
+}
+
 /// Builds the content of a stamped JSON string (without the surrounding quotes).
 ///
 /// The result is padded with `x` so that its JSON encoding, quotes included, is `size` bytes
 /// long; when `size` is smaller than the bare stamp the stamp is returned unpadded.
 pub fn stamped_data(seq: u64, sent_us: u64, size: usize) -> String {
+    stamped_data_with(seq, sent_us, size, Padding::X)
+}
+
+/// [`stamped_data`] with the given padding.
+pub fn stamped_data_with(seq: u64, sent_us: u64, size: usize, padding: Padding) -> String {
     let mut s = String::with_capacity(size.max(48));
     s.push_str(MARKER);
     s.push_str(&seq.to_string());
@@ -45,8 +102,13 @@ pub fn stamped_data(seq: u64, sent_us: u64, size: usize) -> String {
     s.push_str(&sent_us.to_string());
     s.push(';');
     let target = size.saturating_sub(2);
-    while s.len() < target {
-        s.push('x');
+    match padding {
+        Padding::X => {
+            while s.len() < target {
+                s.push('x');
+            }
+        }
+        Padding::Words => push_words(&mut s, seq, target),
     }
     s
 }
@@ -116,6 +178,30 @@ mod tests {
         let frame = room_frame("bench", &data);
         let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["payload"]["data"], serde_json::Value::String(data));
+    }
+
+    #[test]
+    fn word_padding_has_the_size_and_keeps_the_stamp() {
+        for size in [0, 20, 100, 1000] {
+            let data = stamped_data_with(9, 77, size, Padding::Words);
+            assert_eq!(data.len(), size.saturating_sub(2).max(10), "{size}");
+            assert_eq!(
+                parse_stamp(&data),
+                Some(Stamp {
+                    seq: 9,
+                    sent_us: 77
+                })
+            );
+            assert!(data
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":; ".contains(&b)));
+        }
+        assert_ne!(
+            stamped_data_with(1, 0, 200, Padding::Words)[8..],
+            stamped_data_with(2, 0, 200, Padding::Words)[8..]
+        );
+        assert_eq!("words".parse(), Ok(Padding::Words));
+        assert!("y".parse::<Padding>().is_err());
     }
 
     #[test]

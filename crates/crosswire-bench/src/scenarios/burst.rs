@@ -68,6 +68,7 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
             " — timed out",
         ),
     ];
+    lines.push(run.wire_line());
     lines.extend(run.problem_lines());
     let mut report = Report {
         scenario: "burst".into(),
@@ -82,6 +83,7 @@ pub async fn run(settings: &Settings, p: &BurstParams) -> Result<Report> {
             "duplicates": totals.duplicates, "out_of_order": totals.out_of_order,
             "invalid": totals.invalid, "disconnected": disconnected, "complete": complete,
             "total_secs": total_secs, "deliveries_per_sec": dps, "send_error": send_error,
+            "wire": run.wire_json(),
         }),
         latency: Some(run.latency),
         server: run.measured.server.clone(),

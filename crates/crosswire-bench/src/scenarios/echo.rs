@@ -3,11 +3,11 @@
 
 use crate::common::{self, Meter, Settings};
 use crate::report::{self, Report, Row};
-use crate::stamp::{echo_frame, now_us, parse_stamp, stamped_data};
+use crate::stamp::{echo_frame, now_us, parse_stamp, stamped_data_with, Padding};
 use crate::stats::{per_second, LatencySummary, ShardedHistogram};
 use crate::ws::{self, Ws, IO_TIMEOUT};
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,16 +32,21 @@ pub struct EchoParams {
 struct ClientResult {
     acks: u64,
     error: Option<String>,
+    /// Bytes read from and written to the socket while requesting.
+    bytes_read: u64,
+    bytes_written: u64,
 }
 
 async fn client(
     mut conn: Ws,
     key: usize,
     p: EchoParams,
+    padding: Padding,
     hist: Arc<ShardedHistogram>,
     mut start: watch::Receiver<Option<Instant>>,
 ) -> ClientResult {
     let mut res = ClientResult::default();
+    let (read_before, written_before) = (conn.bytes_read(), conn.bytes_written());
     let deadline = loop {
         if let Some(t) = *start.borrow_and_update() {
             break t + p.duration;
@@ -55,8 +60,8 @@ async fn client(
     let mut batch = Vec::with_capacity(64);
     let outcome: Result<()> = async {
         for _ in 0..p.in_flight {
-            let data = stamped_data(seq, now_us(), p.size);
-            conn.feed(Message::text(echo_frame(&data, seq))).await?;
+            let data = stamped_data_with(seq, now_us(), p.size, padding);
+            conn.feed_text(echo_frame(&data, seq)).await?;
             seq += 1;
             outstanding += 1;
         }
@@ -74,7 +79,7 @@ async fn client(
                     Some(Ok(Message::Text(t))) => Some(t),
                     Some(Ok(Message::Close(f))) => bail!("server closed the connection: {f:?}"),
                     Some(Ok(_)) => None,
-                    Some(Err(e)) => bail!("connection error: {e}"),
+                    Some(Err(e)) => bail!("connection error: {e:#}"),
                     None => bail!("connection ended"),
                 };
                 if let Some(stamp) = text.as_ref().and_then(|t| parse_stamp(t.as_str())) {
@@ -87,8 +92,8 @@ async fn client(
                     res.acks += 1;
                     outstanding -= 1;
                     if Instant::now() < deadline {
-                        let data = stamped_data(seq, now_us(), p.size);
-                        conn.feed(Message::text(echo_frame(&data, seq))).await?;
+                        let data = stamped_data_with(seq, now_us(), p.size, padding);
+                        conn.feed_text(echo_frame(&data, seq)).await?;
                         queued = true;
                         seq += 1;
                         outstanding += 1;
@@ -104,6 +109,8 @@ async fn client(
     }
     .await;
     hist.record_all(key, &batch);
+    res.bytes_read = conn.bytes_read() - read_before;
+    res.bytes_written = conn.bytes_written() - written_before;
     if let Err(e) = outcome {
         res.error = Some(format!("{e:#}"));
     } else {
@@ -126,17 +133,22 @@ pub async fn run(settings: &Settings, p: &EchoParams) -> Result<Report> {
     let handles: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(i, c)| tokio::spawn(client(c, i, p.clone(), hist.clone(), start_rx.clone())))
+        .map(|(i, c)| {
+            let (p, hist, start) = (p.clone(), hist.clone(), start_rx.clone());
+            tokio::spawn(client(c, i, p, settings.padding, hist, start))
+        })
         .collect();
     let meter = Meter::start(&settings.server_pids).context("sampling --server-pid")?;
     let started = Instant::now();
     let _ = start_tx.send(Some(started));
-    let mut acks = 0u64;
+    let (mut acks, mut bytes_read, mut bytes_written) = (0u64, 0u64, 0u64);
     let mut errors = Vec::new();
     for h in handles {
         match h.await {
             Ok(r) => {
                 acks += r.acks;
+                bytes_read += r.bytes_read;
+                bytes_written += r.bytes_written;
                 errors.extend(r.error);
             }
             Err(e) => errors.push(format!("client task failed: {e}")),
@@ -159,6 +171,7 @@ pub async fn run(settings: &Settings, p: &EchoParams) -> Result<Report> {
             report::rate(acks_per_s),
             errors.len()
         ),
+        report::wire_line(bytes_read, Some(bytes_written), acks, "ack"),
     ];
     if let Some(e) = errors.first() {
         lines.push(format!("first error  {e}"));
@@ -172,6 +185,7 @@ pub async fn run(settings: &Settings, p: &EchoParams) -> Result<Report> {
         results: json!({
             "acks": acks, "secs": secs, "acks_per_sec": acks_per_s,
             "failed_clients": errors.len(), "errors": errors.iter().take(5).collect::<Vec<_>>(),
+            "wire": report::wire_json(bytes_read, Some(bytes_written), acks),
         }),
         latency: Some(latency),
         server: measured.server,

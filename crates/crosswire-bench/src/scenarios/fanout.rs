@@ -89,6 +89,7 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
             " — drain timed out",
         ),
     ];
+    lines.push(run.wire_line());
     lines.extend(run.problem_lines());
     let mut report = Report {
         scenario: "fanout".into(),
@@ -105,6 +106,7 @@ pub async fn run(settings: &Settings, p: &FanoutParams) -> Result<Report> {
             "disconnected": disconnected, "complete": complete,
             "window_secs": window_secs, "deliveries_per_sec": deliveries_per_s,
             "send_error": send_error,
+            "wire": run.wire_json(),
         }),
         latency: Some(run.latency),
         server: run.measured.server.clone(),

@@ -7,7 +7,6 @@ use crate::report::{self, Report, Row};
 use crate::stats::per_second;
 use crate::ws::Ws;
 use anyhow::{bail, Context, Result};
-use futures_util::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

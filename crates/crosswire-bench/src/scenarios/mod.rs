@@ -38,7 +38,7 @@ pub(crate) async fn room_rig(
         .await
         .context("connecting receivers")?;
     let id = format!("{}-pub", settings.run_id);
-    let publisher = publisher::Publisher::connect(&settings.url, &id, room, size, job).await?;
+    let publisher = publisher::Publisher::connect(settings, &id, room, size, job).await?;
     let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared::default());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -77,6 +77,8 @@ pub(crate) struct RoomRun {
     pub latency: crate::stats::LatencySummary,
     pub lost: u64,
     pub loss_pct: f64,
+    /// Bytes the receivers read from their sockets from the start until they stopped.
+    pub wire_read: u64,
 }
 
 impl RoomRig {
@@ -99,6 +101,10 @@ impl RoomRig {
             .disconnected
             .load(std::sync::atomic::Ordering::Relaxed);
         let totals = common::collect(&self.stop, std::mem::take(&mut self.receivers)).await;
+        let wire_read = self
+            .shared
+            .bytes_read
+            .load(std::sync::atomic::Ordering::Relaxed);
         let latency = crate::stats::LatencySummary::from_histogram(&self.hist.merged());
         let lost = expected.saturating_sub(totals.unique);
         let loss_pct = if expected > 0 {
@@ -116,6 +122,7 @@ impl RoomRig {
             latency,
             lost,
             loss_pct,
+            wire_read,
         })
     }
 }
@@ -133,6 +140,16 @@ impl RoomRun {
             self.totals.out_of_order,
             if self.complete { "" } else { incomplete }
         )
+    }
+
+    /// The line of the bytes the receivers read, per unique delivery.
+    pub fn wire_line(&self) -> String {
+        crate::report::wire_line(self.wire_read, None, self.totals.unique, "delivery")
+    }
+
+    /// The `wire` object of the results.
+    pub fn wire_json(&self) -> serde_json::Value {
+        crate::report::wire_json(self.wire_read, None, self.totals.unique)
     }
 
     /// Lines for disconnected receivers and a publisher that stopped early.

@@ -2,10 +2,10 @@
 //! single-threaded runtime, so that its send schedule is not delayed by the receiver tasks
 //! that keep the main runtime busy.
 
-use crate::stamp::{now_us, room_frame, stamped_data};
-use crate::ws;
+use crate::common::Settings;
+use crate::stamp::{now_us, room_frame, stamped_data_with, Padding};
+use crate::ws::{self, Ws, WsSink, WsStream};
 use anyhow::{anyhow, Context, Result};
-use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
@@ -56,12 +56,20 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts the thread, connects as `id` to `url` and waits until connected.
-    pub async fn connect(url: &str, id: &str, room: &str, size: usize, job: Job) -> Result<Self> {
+    /// Starts the thread, connects as `id` to the first node of `settings` and waits until
+    /// connected.
+    pub async fn connect(
+        settings: &Settings,
+        id: &str,
+        room: &str,
+        size: usize,
+        job: Job,
+    ) -> Result<Self> {
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
         let (go_tx, go_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<Outcome>();
-        let (url, id, room) = (url.to_string(), id.to_string(), room.to_string());
+        let (url, id, room) = (settings.url.clone(), id.to_string(), room.to_string());
+        let (options, padding) = (settings.connect.clone(), settings.padding);
         let thread = std::thread::Builder::new()
             .name("publisher".into())
             .spawn(move || {
@@ -76,7 +84,7 @@ impl Publisher {
                     }
                 };
                 rt.block_on(async move {
-                    let conn = match ws::connect(&url, &id).await {
+                    let conn = match ws::connect_with(&url, &id, &options).await {
                         Ok(c) => c,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -88,13 +96,12 @@ impl Publisher {
                         ws::close(conn).await;
                         return;
                     }
-                    let (mut sink, mut stream) = conn.split();
-                    // Keep reading so that pings are answered and nothing piles up.
-                    let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
-                    let outcome = publish(&mut sink, &room, size, &job).await;
-                    let _ = done_tx.send(outcome);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
-                    drain.abort();
+                    let message = MessageSpec {
+                        room: &room,
+                        size,
+                        padding,
+                    };
+                    publish_and_close(conn, &message, &job, done_tx).await;
                 });
             })
             .context("spawning the publisher thread")?;
@@ -121,10 +128,74 @@ impl Publisher {
     }
 }
 
-async fn publish<S>(sink: &mut S, room: &str, size: usize, job: &Job) -> Outcome
-where
-    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-{
+/// Reads until the connection ends, so that pings are answered and nothing piles up;
+/// reports the first echo of the (empty) heartbeat on `echoed`.
+async fn drain(mut stream: WsStream, echoed: oneshot::Sender<()>) {
+    let mut echoed = Some(echoed);
+    while let Some(Ok(message)) = stream.next().await {
+        if matches!(&message, Message::Text(t) if t.is_empty()) {
+            if let Some(tx) = echoed.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// Runs `job` on `conn`, sends the outcome on `done`, and closes.
+///
+/// Before the outcome is reported, a heartbeat round trip makes sure the server has read
+/// and handled every message (it handles a connection's messages in order). The close then
+/// waits for the server's answer: a socket closed with unread bytes (say a ping that came
+/// in meanwhile) is reset, and a reset makes the server drop whatever of the burst it had
+/// not read yet.
+async fn publish_and_close(
+    conn: Ws,
+    message: &MessageSpec<'_>,
+    job: &Job,
+    done: oneshot::Sender<Outcome>,
+) {
+    let (mut sink, stream) = conn.split();
+    let (echo_tx, echo_rx) = oneshot::channel();
+    let mut reader = tokio::spawn(drain(stream, echo_tx));
+    let mut outcome = publish(&mut sink, message, job).await;
+    if outcome.error.is_none() {
+        let barrier = async {
+            sink.send_text(String::new()).await?;
+            echo_rx.await.map_err(|_| anyhow!("connection ended"))
+        };
+        match tokio::time::timeout(ws::IO_TIMEOUT, barrier).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => outcome.error = Some(format!("heartbeat after the job: {e:#}")),
+            Err(_) => outcome.error = Some("no heartbeat echo after the job".into()),
+        }
+    }
+    let _ = done.send(outcome);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+    if tokio::time::timeout(Duration::from_secs(2), &mut reader)
+        .await
+        .is_err()
+    {
+        reader.abort();
+    }
+}
+
+/// What each message looks like: its room, its data's size and padding.
+struct MessageSpec<'a> {
+    room: &'a str,
+    size: usize,
+    padding: Padding,
+}
+
+impl MessageSpec<'_> {
+    fn frame(&self, seq: u64) -> String {
+        room_frame(
+            self.room,
+            &stamped_data_with(seq, now_us(), self.size, self.padding),
+        )
+    }
+}
+
+async fn publish(sink: &mut WsSink, message: &MessageSpec<'_>, job: &Job) -> Outcome {
     let mut out = Outcome {
         first_send_us: now_us(),
         ..Outcome::default()
@@ -146,9 +217,8 @@ where
                 }
                 out.ticks += 1;
                 for _ in 0..per_tick {
-                    let data = stamped_data(out.sent, now_us(), size);
-                    if let Err(e) = sink.send(Message::text(room_frame(room, &data))).await {
-                        out.error = Some(format!("send failed after {} messages: {e}", out.sent));
+                    if let Err(e) = sink.send_text(message.frame(out.sent)).await {
+                        out.error = Some(format!("send failed after {} messages: {e:#}", out.sent));
                         break 'send;
                     }
                     out.sent += 1;
@@ -159,16 +229,15 @@ where
         }
         Job::Burst { messages } => {
             for seq in 0..messages {
-                let data = stamped_data(seq, now_us(), size);
-                if let Err(e) = sink.feed(Message::text(room_frame(room, &data))).await {
-                    out.error = Some(format!("send failed after {} messages: {e}", out.sent));
+                if let Err(e) = sink.feed_text(message.frame(seq)).await {
+                    out.error = Some(format!("send failed after {} messages: {e:#}", out.sent));
                     break;
                 }
                 out.sent += 1;
             }
             if out.error.is_none() {
                 if let Err(e) = sink.flush().await {
-                    out.error = Some(format!("flush failed: {e}"));
+                    out.error = Some(format!("flush failed: {e:#}"));
                 }
             }
         }
