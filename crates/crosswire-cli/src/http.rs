@@ -3,6 +3,8 @@
 //! - `POST /api/emit` — publish to a room, an id, a list of ids or everyone, cluster-wide,
 //!   for backends in any language. Protected by a bearer token; with no token configured the
 //!   API is off (404).
+//! - `GET /metrics` — the node's counters for Prometheus (OpenMetrics text;
+//!   `crosswire::metrics`).
 //! - `GET /healthz` — node name, connections, live nodes and broker health (503 while the
 //!   broker is unhealthy, or while another live node uses this node's name).
 //! - `GET /` — the demo page (when built in); any path upgrades to a WebSocket.
@@ -69,6 +71,7 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", state.server.metrics_handler())
         .route("/api/emit", post(emit))
         .fallback(fallback)
         .with_state(state)

@@ -662,6 +662,7 @@ impl Conn {
             out.clear();
         }
         shared.shutdown_stream();
+        self.server.inner.stats.closes.record(code);
         remove_socket(&self.server, &self.socket);
         tracing::debug!(conn = shared.conn_id, code, "connection closed");
         self.server
@@ -796,7 +797,17 @@ fn on_text(server: &Server, socket: &Socket, text: &str) {
 /// Removes a finished connection from the registry: id unbound (and announced), rooms left,
 /// pending requests dropped.
 fn remove_socket(server: &Server, socket: &Socket) {
-    let (changes, unbound) = server.write_registry().remove_conn(&socket.shared);
+    let (changes, unbound) = {
+        let mut registry = server.write_registry();
+        // Under the registry's lock, so that a node's totals count this socket's traffic
+        // exactly once, whenever they are read: among the live sockets or the closed ones.
+        server
+            .inner
+            .stats
+            .closed_traffic
+            .add(&socket.shared.traffic());
+        registry.remove_conn(&socket.shared)
+    };
     if let (Some(id), Some(cluster)) = (unbound, &server.inner.cluster) {
         cluster.announce_gone(&id);
     }

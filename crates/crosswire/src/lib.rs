@@ -91,6 +91,7 @@ pub mod handler;
 mod handshake;
 mod limits;
 mod listener;
+pub mod metrics;
 mod node;
 mod params;
 mod registry;

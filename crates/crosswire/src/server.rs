@@ -254,14 +254,21 @@ impl Server {
 
     /// Counters of this node.
     pub fn stats(&self) -> Stats {
-        let (connections, bound_ids) = {
-            let reg = self.read_registry();
-            (reg.conns.len(), reg.ids.len())
-        };
         let c = &self.inner.stats;
+        let (connections, bound_ids, traffic) = {
+            let reg = self.read_registry();
+            // The closed sockets' totals are read under the same lock a closing socket
+            // moves its own into them with: each socket is counted once.
+            let mut traffic = c.closed_traffic.snapshot();
+            for socket in reg.conns.values() {
+                traffic += socket.traffic();
+            }
+            (reg.conns.len(), reg.ids.len(), traffic)
+        };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut stats = Stats {
             connections,
+            traffic,
             bound_ids,
             connections_total: load(&c.connections_total),
             malformed_frames: load(&c.malformed_frames),

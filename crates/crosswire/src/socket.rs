@@ -41,6 +41,7 @@ use crate::error::{RequestError, SendError};
 use crate::handshake::{HeaderBlock, HeaderRetention};
 use crate::params::RequestParams;
 use crate::stats::Counters as NodeCounters;
+pub use crate::stats::SocketStats;
 use crate::sync::lock;
 use crosswire_protocol::{frame, ws};
 
@@ -55,20 +56,6 @@ const MAX_IOVECS: usize = 512;
 pub(crate) struct Counters {
     pub(crate) messages_in: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
-}
-
-/// Snapshot of a socket's traffic counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SocketStats {
-    /// Messages received (text and binary).
-    pub messages_in: u64,
-    /// Bytes received, frame headers included.
-    pub bytes_in: u64,
-    /// Frames queued to the client.
-    pub messages_out: u64,
-    /// Bytes written to the client.
-    pub bytes_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -638,6 +625,21 @@ impl SocketShared {
         self.wake.notify();
     }
 
+    /// The socket's traffic counters.
+    pub(crate) fn traffic(&self) -> SocketStats {
+        let c = &self.counters;
+        let (messages_out, bytes_out) = {
+            let out = lock(&self.out);
+            (out.messages_out, out.bytes_out)
+        };
+        SocketStats {
+            messages_in: c.messages_in.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            messages_out,
+            bytes_out,
+        }
+    }
+
     pub(crate) fn bound_id(&self) -> Option<Arc<str>> {
         lock(&self.id).clone()
     }
@@ -764,17 +766,7 @@ impl Socket {
 
     /// Traffic counters.
     pub fn stats(&self) -> SocketStats {
-        let c = &self.shared.counters;
-        let (messages_out, bytes_out) = {
-            let out = lock(&self.shared.out);
-            (out.messages_out, out.bytes_out)
-        };
-        SocketStats {
-            messages_in: c.messages_in.load(Ordering::Relaxed),
-            bytes_in: c.bytes_in.load(Ordering::Relaxed),
-            messages_out,
-            bytes_out,
-        }
+        self.shared.traffic()
     }
 
     /// Whether the socket no longer accepts messages.

@@ -1,6 +1,6 @@
 //! Node-wide counters and their snapshot.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -26,6 +26,94 @@ pub(crate) struct Counters {
     pub(crate) compressed_messages: AtomicU64,
     pub(crate) compressed_bytes_in: AtomicU64,
     pub(crate) compressed_bytes_out: AtomicU64,
+    /// Traffic of the sockets that have closed (the live ones are summed when asked).
+    pub(crate) closed_traffic: Traffic,
+    /// Closes by close code.
+    pub(crate) closes: CloseCodes,
+}
+
+/// Message and byte totals, added to once per socket when it closes.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    pub(crate) fn add(&self, s: &SocketStats) {
+        self.messages_in.fetch_add(s.messages_in, Ordering::Relaxed);
+        self.bytes_in.fetch_add(s.bytes_in, Ordering::Relaxed);
+        self.messages_out
+            .fetch_add(s.messages_out, Ordering::Relaxed);
+        self.bytes_out.fetch_add(s.bytes_out, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> SocketStats {
+        SocketStats {
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Snapshot of a socket's traffic counters (or a node's: the sum over its sockets, open and
+/// closed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Messages received (text and binary).
+    pub messages_in: u64,
+    /// Bytes received, frame headers included.
+    pub bytes_in: u64,
+    /// Frames queued to the client.
+    pub messages_out: u64,
+    /// Bytes written to the client.
+    pub bytes_out: u64,
+}
+
+impl std::ops::AddAssign for SocketStats {
+    fn add_assign(&mut self, other: Self) {
+        self.messages_in += other.messages_in;
+        self.bytes_in += other.bytes_in;
+        self.messages_out += other.messages_out;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
+/// The close codes counted one by one; any other counts as "other", so the label set of a
+/// metric by close code stays bounded whatever codes clients and applications use.
+pub(crate) const CLOSE_CODES: [u16; 19] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 4001, 4002,
+    4010, 4011, 4012,
+];
+
+/// Closes by code: one slot per code of [`CLOSE_CODES`] and one for the others.
+#[derive(Debug, Default)]
+pub(crate) struct CloseCodes {
+    counts: [AtomicU64; CLOSE_CODES.len() + 1],
+}
+
+impl CloseCodes {
+    pub(crate) fn record(&self, code: u16) {
+        let slot = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len());
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(code, count)` for every code seen at least once; `None` for the others.
+    pub(crate) fn seen(&self) -> impl Iterator<Item = (Option<u16>, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (CLOSE_CODES.get(i).copied(), n.load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
+    }
 }
 
 /// A snapshot of a node's counters.
@@ -34,6 +122,9 @@ pub(crate) struct Counters {
 pub struct Stats {
     /// Sockets connected now.
     pub connections: usize,
+    /// Traffic of every socket since start, open and closed: client messages and bytes in,
+    /// frames and bytes out (local deliveries, replies, heartbeats).
+    pub traffic: SocketStats,
     /// Sockets bound to an id now.
     pub bound_ids: usize,
     /// Connections accepted since start.

@@ -1,0 +1,94 @@
+//! `Server::metrics_text`: the node's counters in the OpenMetrics text format, read by a
+//! real scrape over HTTP, adding up to what real clients did.
+
+use std::collections::HashMap;
+
+use crosswire::{Room, ServerConfig};
+use crosswire_testkit::{http_get, install_relay, spawn_server, wait_until, RawClient, TIMEOUT};
+
+/// `name{labels}` → value, from an OpenMetrics text body.
+fn parse(body: &str) -> HashMap<String, f64> {
+    assert!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
+    *metrics
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {metrics:?}"))
+}
+
+#[tokio::test]
+async fn a_scrape_adds_up_to_what_the_clients_did() {
+    let (server, addr) = spawn_server(ServerConfig::default().with_node_name("m1")).await;
+    install_relay(&server);
+    let app = axum::Router::new()
+        .route("/metrics", server.metrics_handler())
+        .into_make_service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut clients = Vec::new();
+    for id in ["a", "b", "c"] {
+        let mut c = RawClient::connect_bound(addr, id).await.unwrap();
+        c.send_text(r#"{"event":"join","payload":{"room":"r"},"callbackId":"j"}"#)
+            .await
+            .unwrap();
+        assert!(c.recv_text(TIMEOUT).await.unwrap().contains("ok"));
+        clients.push(c);
+    }
+    let before = parse(&server.metrics_text());
+    // Ten broadcasts to the three members: thirty deliveries.
+    for i in 0..10 {
+        server
+            .to_room(Room::new(crosswire_testkit::RELAY_NAMESPACE, "r"))
+            .emit("msg", &i)
+            .unwrap();
+    }
+    for c in &mut clients {
+        for _ in 0..10 {
+            c.recv_text(TIMEOUT).await.expect("delivery");
+        }
+    }
+    // One client leaves with 4001, one is closed by the server with 4010.
+    let mut gone = clients.pop().unwrap();
+    gone.send_close(4001, "bye").await.unwrap();
+    gone.expect_close(TIMEOUT).await;
+    server.socket("b").unwrap().close(4010, "logout");
+    assert!(wait_until(TIMEOUT, || server.connection_count() == 1).await);
+
+    let (status, body) = http_get(http, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let after = parse(&body);
+    let sent = "crosswire_messages_sent_total";
+    assert_eq!(
+        value(&after, sent) - value(&before, sent),
+        30.0,
+        "every delivery counted once, closed sockets included"
+    );
+    assert_eq!(value(&after, "crosswire_connections"), 1.0);
+    assert_eq!(value(&after, "crosswire_connections_accepted_total"), 3.0);
+    assert_eq!(value(&after, r#"crosswire_closes_total{code="4001"}"#), 1.0);
+    assert_eq!(value(&after, r#"crosswire_closes_total{code="4010"}"#), 1.0);
+    assert_eq!(value(&after, r#"crosswire_node_info{node="m1"}"#), 1.0);
+    assert_eq!(value(&after, "crosswire_nodes"), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"crosswire_upgrades_refused_total{reason="origin"}"#
+        ),
+        0.0
+    );
+    // Each client sent its heartbeat and its join.
+    assert_eq!(value(&after, "crosswire_messages_received_total"), 6.0);
+    assert!(
+        value(&after, "crosswire_sent_bytes_total") > value(&before, "crosswire_sent_bytes_total")
+    );
+}
