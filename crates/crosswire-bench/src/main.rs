@@ -9,6 +9,7 @@ use crosswire_bench::scenarios::{burst, echo, fanout, idle, s2s};
 use crosswire_bench::stamp::Padding;
 use crosswire_bench::ws::{ConnectOptions, DEFAULT_DEFLATE_MIN_SIZE};
 use crosswire_bench::{server_stats, tls};
+use crosswire_testkit::TestCerts;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -336,13 +337,14 @@ fn real_main() -> Result<()> {
             return Ok(());
         }
         Command::GenCerts { dir } => {
-            tls::generate_certs(dir)?;
+            TestCerts::generate_in(dir.clone())
+                .with_context(|| format!("writing certificates into {}", dir.display()))?;
             println!(
-                "wrote {0}/{1}, {0}/{2}, {0}/{3}",
+                "wrote {0}/{1}, {0}/{2}, {0}/{3} (and a client certificate)",
                 dir.display(),
-                tls::CA_CERT,
-                tls::SERVER_CERT,
-                tls::SERVER_KEY
+                TestCerts::CA_CERT,
+                TestCerts::SERVER_CERT,
+                TestCerts::SERVER_KEY
             );
             return Ok(());
         }

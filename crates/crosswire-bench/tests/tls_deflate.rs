@@ -34,7 +34,7 @@ async fn start_node(tls: bool, deflate: bool, ping: Duration) -> Node {
         crosswire_cli::http::router(server.clone(), crosswire_cli::http::HttpOptions::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let certs = tls::make_certs().unwrap();
+    let certs = crosswire_testkit::TestCerts::generate().unwrap();
     let served = server.clone();
     if tls {
         let tls = Tls::from_pem(
@@ -50,7 +50,7 @@ async fn start_node(tls: bool, deflate: bool, ping: Duration) -> Node {
     Node {
         server,
         url: format!("{scheme}://127.0.0.1:{port}"),
-        ca_pem: certs.ca_pem,
+        ca_pem: certs.ca_pem.clone(),
     }
 }
 
@@ -222,7 +222,10 @@ async fn clear_errors_for_missing_authority_and_declined_deflate() {
     let tls_node = start_node(true, false, Duration::from_secs(20)).await;
     let err = ws::connect(&tls_node.url, "x").await.err().unwrap();
     assert!(format!("{err:#}").contains("--ca-file"), "{err:#}");
-    let wrong_ca = tls::make_certs().unwrap().ca_pem;
+    let wrong_ca = crosswire_testkit::TestCerts::generate()
+        .unwrap()
+        .ca_pem
+        .clone();
     let options = ConnectOptions {
         tls: Some(tls::client_config_from_pem(wrong_ca.as_bytes()).unwrap()),
         ..ConnectOptions::default()

@@ -951,13 +951,20 @@ fn ping(port: u16) -> io::Result<()> {
 
 /// A throw-away certificate authority with a server certificate (for `127.0.0.1` and
 /// `localhost`) and a client certificate it signed, written as PEM files into a fresh
-/// temporary directory that is removed on drop: what a TLS `redis-server` and its clients
-/// need.
+/// temporary directory that is removed on drop ([`TestCerts::generate`]) or into a given one
+/// that is kept ([`TestCerts::generate_in`]): what a TLS `redis-server` or `crosswire serve`
+/// and their clients need.
 #[derive(Debug)]
 pub struct TestCerts {
     dir: PathBuf,
+    /// Whether the directory is removed on drop (it was made for these files).
+    temporary: bool,
     /// The authority's certificate (PEM).
     pub ca_pem: String,
+    /// The server certificate, for `127.0.0.1` and `localhost` (PEM).
+    pub server_cert_pem: String,
+    /// The server certificate's private key (PEM, PKCS#8).
+    pub server_key_pem: String,
     /// A client certificate signed by the authority (PEM).
     pub client_cert_pem: String,
     /// The client certificate's private key (PEM, PKCS#8).
@@ -978,6 +985,19 @@ impl TestCerts {
 
     /// Generates the authority and both certificates (ECDSA P-256) and writes the files.
     pub fn generate() -> io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "crosswire-certs-{}-{}",
+            std::process::id(),
+            CERT_DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut certs = Self::generate_in(dir)?;
+        certs.temporary = true;
+        Ok(certs)
+    }
+
+    /// Like [`TestCerts::generate`], writing the files into `dir` (created if missing), which
+    /// is kept.
+    pub fn generate_in(dir: PathBuf) -> io::Result<Self> {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
             KeyPair, KeyUsagePurpose,
@@ -1011,22 +1031,20 @@ impl TestCerts {
             vec!["crosswire-client".into()],
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
-        let dir = std::env::temp_dir().join(format!(
-            "crosswire-certs-{}-{}",
-            std::process::id(),
-            CERT_DIRS.fetch_add(1, Ordering::Relaxed)
-        ));
         std::fs::create_dir_all(&dir)?;
         let certs = Self {
             dir,
+            temporary: false,
             ca_pem: ca_cert.pem(),
+            server_cert_pem: server_cert,
+            server_key_pem: server_key,
             client_cert_pem: client_cert,
             client_key_pem: client_key,
         };
         for (name, contents) in [
             (Self::CA_CERT, certs.ca_pem.as_str()),
-            (Self::SERVER_CERT, server_cert.as_str()),
-            (Self::SERVER_KEY, server_key.as_str()),
+            (Self::SERVER_CERT, certs.server_cert_pem.as_str()),
+            (Self::SERVER_KEY, certs.server_key_pem.as_str()),
             (Self::CLIENT_CERT, certs.client_cert_pem.as_str()),
             (Self::CLIENT_KEY, certs.client_key_pem.as_str()),
         ] {
@@ -1043,7 +1061,9 @@ impl TestCerts {
 
 impl Drop for TestCerts {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

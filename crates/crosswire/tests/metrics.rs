@@ -60,7 +60,11 @@ async fn a_scrape_adds_up_to_what_the_clients_did() {
     // One client leaves with 4001, one is closed by the server with 4010.
     let mut gone = clients.pop().unwrap();
     gone.send_close(4001, "bye").await.unwrap();
-    gone.expect_close(TIMEOUT).await;
+    assert_eq!(
+        gone.expect_close(TIMEOUT).await.map(|(code, _)| code),
+        Some(4001),
+        "the server echoes the close"
+    );
     server.socket("b").unwrap().close(4010, "logout");
     assert!(wait_until(TIMEOUT, || server.connection_count() == 1).await);
 

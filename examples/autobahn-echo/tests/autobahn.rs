@@ -26,7 +26,7 @@ const KOSOKU_VERSION: &str = "0.1.0";
 /// The sections run, one kosoku run each, with the longest each may take: 1–10 (Autobahn
 /// has no section 8; the slowest takes under 10 s on 2 cores in a debug build), then 12
 /// and 13, permessage-deflate (90 and 126 cases of 1,000 compressed messages each, about
-/// 1 and 1.5 min with two cases at a time). A case waits as long as it takes for what it
+/// 4.5 min together on 2 cores with two cases at a time, most of it the runner's own work). A case waits as long as it takes for what it
 /// expects, so a server that does not answer makes its section hang until the deadline.
 const SECTIONS: &[(u32, Duration)] = &[
     (1, Duration::from_secs(60)),
