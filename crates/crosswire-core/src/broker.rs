@@ -77,6 +77,48 @@ impl BrokerHealth {
     }
 }
 
+/// Counters of one connection of a broker to one of its servers (a Redis node, a NATS
+/// server), from [`Broker::node_stats`], for metrics and dashboards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerNodeStats {
+    /// The server's name (unique within the broker).
+    pub name: Arc<str>,
+    /// Whether its publish connection is up.
+    pub publisher_healthy: bool,
+    /// Whether its subscribe connection is up with every subscription confirmed.
+    pub subscriber_healthy: bool,
+    /// Round trip of the last health check (a PING), if one was answered.
+    pub ping_latency: Option<std::time::Duration>,
+    /// Messages published through it.
+    pub published: u64,
+    /// Messages whose publish failed on it (each then retried elsewhere, or failed).
+    pub publish_failures: u64,
+    /// Messages published through it after failing on another server.
+    pub retries: u64,
+    /// Messages received from it.
+    pub received: u64,
+    /// Round trip of each publish (or pipelined batch of publishes).
+    pub publish_latency: crate::HistogramSnapshot,
+}
+
+impl BrokerNodeStats {
+    /// The counters of server `name`, all zero, for [`Broker`] implementations to fill in.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            publisher_healthy: false,
+            subscriber_healthy: false,
+            ping_latency: None,
+            published: 0,
+            publish_failures: 0,
+            retries: 0,
+            received: 0,
+            publish_latency: crate::HistogramSnapshot::default(),
+        }
+    }
+}
+
 /// Moves byte messages between nodes on named channels.
 ///
 /// # Contract
@@ -104,6 +146,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn health(&self) -> BrokerHealth;
+
+    /// Counters per server the broker talks to; empty for a broker without separate servers
+    /// (the default).
+    fn node_stats(&self) -> Vec<BrokerNodeStats> {
+        Vec::new()
+    }
 }
 
 /// Capacity of a [`MemoryBroker`]'s inbound queue. A publisher waits when a receiving node

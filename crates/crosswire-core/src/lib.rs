@@ -27,7 +27,10 @@
 #![warn(missing_docs)]
 
 mod broker;
+pub mod histogram;
 
 pub use broker::{
-    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,
+    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats, MemoryBroker,
+    MemoryHub,
 };
+pub use histogram::{Histogram, HistogramSnapshot};

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crosswire_core::{BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage};
+use crosswire_core::{
+    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats,
+};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -14,7 +16,8 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, RedisConfig, RedisNodeConfig};
 use crate::health::NodeStatus;
 use crate::shared::{
-    lock, read, write, Node, PublishJob, Shared, SubscribeCommand, SubscribeOutcome, NO_LATENCY,
+    lock, read, write, Node, NodeCounters, PublishJob, Shared, SubscribeCommand, SubscribeOutcome,
+    NO_LATENCY,
 };
 use crate::{publisher, subscriber};
 
@@ -120,6 +123,7 @@ impl RedisBroker {
             publish_tx,
             subscribe_tx,
             check_now: Notify::new(),
+            counters: NodeCounters::default(),
         });
         tracing::info!(node = %node.name, url = %crate::config::redact(&node.config.url), "redis node added");
         write(&self.shared.nodes).push(Arc::clone(&node));
@@ -299,6 +303,10 @@ impl Broker for RedisBroker {
         lock(&self.messages)
             .take()
             .ok_or(BrokerError::AlreadyAttached)
+    }
+
+    fn node_stats(&self) -> Vec<BrokerNodeStats> {
+        read(&self.shared.nodes).iter().map(|n| n.stats()).collect()
     }
 
     fn health(&self) -> BrokerHealth {

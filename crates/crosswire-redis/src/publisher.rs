@@ -60,7 +60,10 @@ pub(crate) async fn run(
             tokio::select! {
                 () = sleep_until(until) => break,
                 job = jobs.recv() => match job {
-                    Some(job) => shared.reroute(job, "node is down"),
+                    Some(job) => {
+                        node.counters.publish_failures.fetch_add(1, Ordering::Relaxed);
+                        shared.reroute(job, "node is down");
+                    }
                     None => return,
                 },
             }
@@ -154,10 +157,14 @@ async fn serve(
                         .arg(job.payload.as_ref())
                         .ignore();
                 }
+                let sent = Instant::now();
                 let outcome = timeout(config.command_timeout, pipe.query_async::<()>(connection)).await;
+                let count = batch.len() as u64;
                 let error = match outcome {
                     Ok(Ok(())) => {
-                        tracing::trace!(node = %node.name, count = batch.len(), "published batch");
+                        node.counters.publish_latency.observe(sent.elapsed());
+                        node.counters.published.fetch_add(count, Ordering::Relaxed);
+                        tracing::trace!(node = %node.name, count, "published batch");
                         for job in batch.drain(..) {
                             job.finish(Ok(()));
                         }
@@ -169,6 +176,7 @@ async fn serve(
                 };
                 // The batch may be partly published: retrying elsewhere can duplicate some
                 // messages (at least once), never lose them silently.
+                node.counters.publish_failures.fetch_add(count, Ordering::Relaxed);
                 for job in batch.drain(..) {
                     shared.reroute(job, &error);
                 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crosswire_core::{BrokerError, BrokerMessage};
+use crosswire_core::{BrokerError, BrokerMessage, BrokerNodeStats, Histogram};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
@@ -89,9 +89,38 @@ pub(crate) struct Node {
     /// Asks the publisher for a PING now: the subscriber saw the node go away, so the
     /// publisher should find out without waiting for its next interval.
     pub(crate) check_now: Notify,
+    /// Counters for [`crosswire_core::Broker::node_stats`].
+    pub(crate) counters: NodeCounters,
+}
+
+/// One node's publish and receive counters.
+#[derive(Default)]
+pub(crate) struct NodeCounters {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failures: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) received: AtomicU64,
+    /// Round trip of each pipelined batch of PUBLISHes.
+    pub(crate) publish_latency: Histogram,
 }
 
 impl Node {
+    /// The node's counters and health, for metrics.
+    pub(crate) fn stats(&self) -> BrokerNodeStats {
+        let c = &self.counters;
+        let micros = self.latency_micros.load(Ordering::Relaxed);
+        let mut stats = BrokerNodeStats::new(Arc::clone(&self.name));
+        stats.publisher_healthy = self.publisher_healthy.load(Ordering::Acquire);
+        stats.subscriber_healthy = self.subscriber_healthy.load(Ordering::Acquire);
+        stats.ping_latency = (micros != NO_LATENCY).then(|| Duration::from_micros(micros));
+        stats.published = c.published.load(Ordering::Relaxed);
+        stats.publish_failures = c.publish_failures.load(Ordering::Relaxed);
+        stats.retries = c.retries.load(Ordering::Relaxed);
+        stats.received = c.received.load(Ordering::Relaxed);
+        stats.publish_latency = c.publish_latency.snapshot();
+        stats
+    }
+
     pub(crate) fn set_latency(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(NO_LATENCY - 1);
         self.latency_micros.store(micros, Ordering::Relaxed);
@@ -186,7 +215,10 @@ impl Shared {
             tracing::debug!(channel = %job.channel, from = ?job.tried, to = %node.name, "publish retried on another node");
             job.tried.push(Arc::clone(&node.name));
             match Self::enqueue(&node, job) {
-                None => return,
+                None => {
+                    node.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 Some(back) => job = back,
             }
         }

@@ -470,6 +470,7 @@ impl<'a> Session<'a> {
         } else {
             Bytes::copy_from_slice(&payload)
         };
+        self.node.counters.received.fetch_add(1, Ordering::Relaxed);
         let message = BrokerMessage { channel, payload };
         match self.shared.messages.try_send(message) {
             Ok(()) => {}

@@ -17,13 +17,15 @@ use crate::{serve_on_free_port, wait_until, RawClient};
 /// Upper bound of every wait in these scenarios.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// A node configuration with fast discovery (announce every 100 ms, expire after 600 ms) and
-/// a 3 s request timeout.
+/// A node configuration with fast discovery (announce every 100 ms, expire after 2 s) and a
+/// 3 s request timeout. The TTL is twenty announcements: on a loaded two-core CI machine a
+/// node's announcements can stall for well over half a second, and a shorter TTL then lets a
+/// live node drop out of the others' view mid-test.
 pub fn node_config(name: &str) -> ServerConfig {
     ServerConfig::default()
         .with_node_name(name)
         .with_announce_interval(Duration::from_millis(100))
-        .with_node_ttl(Duration::from_millis(600))
+        .with_node_ttl(Duration::from_secs(2))
         .with_server_request_timeout(Duration::from_secs(3))
 }
 

@@ -689,7 +689,7 @@ fn dispatch(server: &Server, socket: &Socket, message: Message<'_>, close_sent: 
             let _ = shared.enqueue_in_batch(ws::server_frame(ws::OpCode::Pong, data));
         }
         Message::Pong(_) => {
-            shared.awaiting_pong.store(false, Ordering::Release);
+            shared.pong_received();
             emit_if_handled(server, socket, || system::Pong {});
         }
         Message::Close(frame) => {

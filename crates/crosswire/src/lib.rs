@@ -89,6 +89,7 @@ mod error;
 mod events;
 pub mod handler;
 mod handshake;
+mod inspect;
 mod limits;
 mod listener;
 pub mod metrics;
@@ -109,7 +110,8 @@ mod upgrade;
 pub use compression::PerMessageDeflate;
 pub use config::{ServerConfig, SlowClientPolicy};
 pub use crosswire_core::{
-    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, MemoryBroker, MemoryHub,
+    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats,
+    HistogramSnapshot, MemoryBroker, MemoryHub,
 };
 pub use emit::{target, Emit};
 pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError, ServerEmitError};
@@ -119,6 +121,7 @@ pub use handler::{
     Payload, Reply, State,
 };
 pub use handshake::HeaderRetention;
+pub use inspect::{BrokerNodeSummary, Located, NodeSummary, RoomSize};
 pub use ipnet::IpNet;
 pub use limits::{RateLimit, RateLimitPolicy};
 pub use node::Server;
@@ -128,7 +131,7 @@ pub use requests::{ServerReplies, ServerResponse, ServerResults};
 pub use rooms::Room;
 pub use server::{ServerBuilder, Tagged};
 pub use server_events::ServerEmitOptions;
-pub use socket::{set_flush_threads, Socket, SocketStats};
+pub use socket::{set_flush_threads, Socket, SocketInfo, SocketStats};
 pub use stats::Stats;
 pub use tls::{Tls, TlsError};
 pub use upgrade::{UpgradeRejection, WsUpgrade};

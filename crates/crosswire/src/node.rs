@@ -65,6 +65,8 @@ pub(crate) struct ServerInner {
     pub(crate) preset: HashSet<String>,
     /// Connections held or being upgraded, against the maximum.
     pub(crate) admission: Arc<Admission>,
+    /// When the node was built, in milliseconds since the Unix epoch.
+    pub(crate) started_at_ms: u64,
 }
 
 /// A crosswire node: WebSocket connections, ids, rooms and events. Cheap to clone.

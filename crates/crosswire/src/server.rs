@@ -124,12 +124,14 @@ impl ServerBuilder {
             conn_removed: Notify::new(),
             preset,
             admission: Admission::new(max_connections),
+            started_at_ms: crate::socket::unix_ms(),
         });
         if let Some(rx) = outgoing_rx {
             crate::cluster::start(Arc::downgrade(&inner), &inner.config, rx);
         }
         let server = Server { inner };
         server.install_queries();
+        server.install_inspection();
         server.spawn_ping_sweep();
         Ok(server)
     }
@@ -310,6 +312,16 @@ impl Server {
     /// Health of the broker, `None` on a single node.
     pub fn broker_health(&self) -> Option<BrokerHealth> {
         self.inner.cluster.as_ref().map(|c| c.broker.health())
+    }
+
+    /// The broker's counters per server it talks to (each Redis node): publishes, failures,
+    /// retries, messages received, publish latency and health. Empty on a single node.
+    pub fn broker_node_stats(&self) -> Vec<crosswire_core::BrokerNodeStats> {
+        self.inner
+            .cluster
+            .as_ref()
+            .map(|c| c.broker.node_stats())
+            .unwrap_or_default()
     }
 
     // ----- custom channels -----

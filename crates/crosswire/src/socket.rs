@@ -217,6 +217,10 @@ pub(crate) struct SocketShared {
     pub(crate) wake: Wake,
     /// A ping was sent and no pong has come back yet.
     pub(crate) awaiting_pong: AtomicBool,
+    /// When the connection was accepted, in milliseconds since the Unix epoch.
+    connected_at_ms: u64,
+    /// When the last pong came, in milliseconds since the Unix epoch; 0 before the first.
+    last_pong_ms: AtomicU64,
     /// Incremented by every `set_background` call, so a stale timer does nothing.
     pub(crate) background_generation: AtomicU64,
     pub(crate) background: AtomicBool,
@@ -403,6 +407,8 @@ impl SocketShared {
             out: Mutex::new(Outbound::default()),
             wake: Wake::default(),
             awaiting_pong: AtomicBool::new(false),
+            connected_at_ms: unix_ms(),
+            last_pong_ms: AtomicU64::new(0),
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
             ever_bound: AtomicBool::new(false),
@@ -640,6 +646,18 @@ impl SocketShared {
         }
     }
 
+    /// Records a pong from the client.
+    pub(crate) fn pong_received(&self) {
+        self.awaiting_pong.store(false, Ordering::Release);
+        self.last_pong_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// Frames and bytes waiting in the send queue.
+    fn queue_depth(&self) -> (usize, usize) {
+        let out = lock(&self.out);
+        (out.queue.len(), out.queued_bytes)
+    }
+
     pub(crate) fn bound_id(&self) -> Option<Arc<str>> {
         lock(&self.id).clone()
     }
@@ -665,6 +683,54 @@ impl SocketShared {
     /// Drops the request headers that `retention` does not keep.
     pub(crate) fn retain_headers(&self, retention: &HeaderRetention) {
         self.write_handshake().headers.retain(retention);
+    }
+}
+
+/// Milliseconds since the Unix epoch, now (0 on a clock set before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A socket's counters and state at one moment, from [`Socket::info`] (and, with its node
+/// and rooms, from the cluster-wide [`crate::Server::inspect`]). Times are milliseconds since
+/// the Unix epoch, so the JSON form reads directly in a browser (`new Date(ms)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SocketInfo {
+    /// The connection's number on its node ([`Socket::conn_id`]).
+    pub conn_id: u64,
+    /// The id it is bound to, if any.
+    pub id: Option<String>,
+    /// The client's address (through trusted proxies), if known.
+    pub client_addr: Option<String>,
+    /// When the connection was accepted.
+    pub connected_at_ms: u64,
+    /// When the last protocol pong came from the client; `None` before the first.
+    pub last_pong_at_ms: Option<u64>,
+    /// Frames waiting in the send queue.
+    pub queued_frames: usize,
+    /// Bytes waiting in the send queue.
+    pub queued_bytes: usize,
+    /// Messages and bytes in and out.
+    pub traffic: SocketStats,
+    /// Whether the connection negotiated permessage-deflate.
+    pub compressed: bool,
+    /// Whether the client said it is in the background.
+    pub background: bool,
+}
+
+impl SocketInfo {
+    /// When the connection was accepted.
+    pub fn connected_at(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(self.connected_at_ms)
+    }
+
+    /// When the last protocol pong came, if one did.
+    pub fn last_pong_at(&self) -> Option<std::time::SystemTime> {
+        self.last_pong_at_ms
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms))
     }
 }
 
@@ -767,6 +833,26 @@ impl Socket {
     /// Traffic counters.
     pub fn stats(&self) -> SocketStats {
         self.shared.traffic()
+    }
+
+    /// The socket's counters and state at this moment: traffic, when it connected, when its
+    /// last pong came, and what waits in its send queue.
+    pub fn info(&self) -> SocketInfo {
+        let shared = &self.shared;
+        let (queued_frames, queued_bytes) = shared.queue_depth();
+        let last_pong = shared.last_pong_ms.load(Ordering::Relaxed);
+        SocketInfo {
+            conn_id: shared.conn_id,
+            id: self.id(),
+            client_addr: self.client_addr().map(|a| a.to_string()),
+            connected_at_ms: shared.connected_at_ms,
+            last_pong_at_ms: (last_pong != 0).then_some(last_pong),
+            queued_frames,
+            queued_bytes,
+            traffic: shared.traffic(),
+            compressed: self.is_compressed(),
+            background: self.is_background(),
+        }
     }
 
     /// Whether the socket no longer accepts messages.

@@ -62,7 +62,7 @@ impl Traffic {
 
 /// Snapshot of a socket's traffic counters (or a node's: the sum over its sockets, open and
 /// closed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct SocketStats {
     /// Messages received (text and binary).
@@ -117,7 +117,7 @@ impl CloseCodes {
 }
 
 /// A snapshot of a node's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Sockets connected now.
