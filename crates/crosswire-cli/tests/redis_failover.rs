@@ -272,6 +272,32 @@ async fn one_of_two_redis_fails_mid_stream(strategy: &str, failure: Failure) {
         missing_after.is_empty(),
         "{strategy}: lost after recovery: {missing_after:?}"
     );
+    // The sender's node shows, per Redis node, the failed one down and the survivor up,
+    // and every room message that arrived published through one of them.
+    let metrics = n1.metrics().await;
+    let survivor = format!("127.0.0.1:{}", redis[1 - victim].port());
+    let get = |name: &str, node: &str, extra: &str| {
+        let key = format!(r#"crosswire_{name}{{broker_node="{node}"{extra}}}"#);
+        *metrics
+            .get(&key)
+            .unwrap_or_else(|| panic!("{strategy}: no {key} in /metrics"))
+    };
+    assert_eq!(
+        get("broker_node_healthy", &home, r#",role="publisher""#),
+        0.0
+    );
+    assert_eq!(
+        get("broker_node_healthy", &survivor, r#",role="publisher""#),
+        1.0
+    );
+    let published = get("broker_node_publishes_total", &home, "")
+        + get("broker_node_publishes_total", &survivor, "");
+    let delivered = before.len() + unique.len();
+    assert!(
+        published >= delivered as f64,
+        "{strategy}: {published} published, {delivered} delivered"
+    );
+    assert!(get("broker_node_publish_seconds_count", &survivor, "") > 0.0);
     if let Some(pid) = frozen {
         // Let it run again so the guard's SIGKILL finds a normal process.
         signal(pid, "CONT");

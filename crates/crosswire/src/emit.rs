@@ -142,6 +142,11 @@ impl Server {
             }
             delivered
         };
+        // One add per emit, not per socket.
+        self.inner
+            .stats
+            .local_deliveries
+            .fetch_add(delivered as u64, std::sync::atomic::Ordering::Relaxed);
         if let Target::Room {
             namespace,
             room,

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use crosswire_core::Histogram;
 use rustc_hash::FxHashMap;
 
 use crate::sync::lock;
+use crate::timing::Timings;
 
 /// Identifies one registered handler, for [`crate::Server::off`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +66,8 @@ pub(crate) struct Entry<H: ?Sized> {
     /// `Some` for a `once` handler: set by the run that claims it.
     fired: Option<AtomicBool>,
     pub(crate) handler: Arc<H>,
+    /// Where its runs are timed (handlers of client and server events).
+    pub(crate) timer: Option<Arc<Histogram>>,
 }
 
 impl<H: ?Sized> Entry<H> {
@@ -89,6 +93,8 @@ pub(crate) struct Listeners<H: ?Sized> {
     /// has no handler, known without taking the lock (most messages raise system events
     /// nobody listens to). Bits are never cleared; a stale bit only costs the lookup.
     seen: AtomicU64,
+    /// Handler durations by name, for a timed table.
+    timings: Option<Timings>,
 }
 
 impl<H: ?Sized> Default for Listeners<H> {
@@ -97,6 +103,7 @@ impl<H: ?Sized> Default for Listeners<H> {
             map: ArcSwap::from_pointee(HandlerMap::default()),
             writer: Mutex::new(()),
             seen: AtomicU64::new(0),
+            timings: None,
         }
     }
 }
@@ -112,6 +119,22 @@ fn name_bit(name: &str) -> u64 {
 static NEXT_HANDLER: AtomicU64 = AtomicU64::new(1);
 
 impl<H: ?Sized> Listeners<H> {
+    /// A table whose handlers' runs are timed by event name.
+    pub(crate) fn timed() -> Self {
+        Self {
+            timings: Some(Timings::default()),
+            ..Self::default()
+        }
+    }
+
+    /// Handler durations by event name (empty for an untimed table).
+    pub(crate) fn durations(&self) -> Vec<(String, crosswire_core::HistogramSnapshot)> {
+        self.timings
+            .as_ref()
+            .map(Timings::snapshot)
+            .unwrap_or_default()
+    }
+
     pub(crate) fn add(
         &self,
         name: &str,
@@ -125,6 +148,7 @@ impl<H: ?Sized> Listeners<H> {
             tag: tag.map(Arc::from),
             fired: once.then(|| AtomicBool::new(false)),
             handler,
+            timer: self.timings.as_ref().map(|t| t.for_name(name)),
         });
         self.seen.fetch_or(name_bit(name), Ordering::Release);
         self.change(|map| {
@@ -162,7 +186,7 @@ impl<H: ?Sized> Listeners<H> {
 
     /// Calls `call` with every handler of `list` in registration order; a `once` handler
     /// is claimed (one caller runs it, however many race) and removed.
-    pub(crate) fn run(&self, list: &[Arc<Entry<H>>], mut call: impl FnMut(&H)) {
+    pub(crate) fn run<'l>(&self, list: &'l [Arc<Entry<H>>], mut call: impl FnMut(&'l Entry<H>)) {
         for entry in list {
             if !entry.claim() {
                 continue;
@@ -170,7 +194,7 @@ impl<H: ?Sized> Listeners<H> {
             if entry.fired.is_some() {
                 self.remove_id(entry.id);
             }
-            call(&entry.handler);
+            call(entry);
         }
     }
 

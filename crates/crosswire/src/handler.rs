@@ -50,6 +50,7 @@ use crate::events::Entry;
 use crate::node::{ErasedHandler, Handlers, ReplyKind, ReplyTo, Server, Source};
 use crate::socket::Socket;
 use crate::system::SystemEvent;
+use crate::timing::Timing;
 use bytes::Bytes;
 use crosswire_protocol::envelope::Body;
 use crosswire_protocol::frame;
@@ -221,6 +222,7 @@ impl OwnedContext {
             reply: ReplyTo::None,
             taken: false,
             owned: self.reply.take(),
+            timer: None,
         };
         outcome.respond(&mut cx);
     }
@@ -544,12 +546,17 @@ pub(crate) fn erase<M, H: Handler<M>>(handler: H) -> Arc<ErasedHandler> {
 
 /// Calls the handlers of one event in `list` (from `table`): the first one gets the reply
 /// slot, the others the same event without it (each event is answered once).
-pub(crate) fn dispatch(table: &Handlers, list: &[Arc<Entry<ErasedHandler>>], cx: Context<'_>) {
+pub(crate) fn dispatch<'a>(
+    table: &Handlers,
+    list: &'a [Arc<Entry<ErasedHandler>>],
+    cx: Context<'a>,
+) {
     let mut cx = Some(cx);
-    table.run(list, |handler| {
-        if let Some(first) = cx.take() {
+    table.run(list, |entry| {
+        if let Some(mut first) = cx.take() {
             cx = Some(first.without_reply());
-            call_guarded(handler, first);
+            first.timer = entry.timer.as_ref();
+            call_guarded(&*entry.handler, first);
         }
     });
 }
@@ -619,8 +626,12 @@ macro_rules! impl_handler {
 
             #[allow(non_snake_case, unused_mut)]
             fn call(&self, mut cx: Context<'_>) {
+                let timing = cx.timer.map(Timing::start);
                 extract!(cx, $($arg),*);
                 self($($arg,)*).respond(&mut cx);
+                if let Some(timing) = timing {
+                    timing.finish();
+                }
             }
         }
 
@@ -635,6 +646,7 @@ macro_rules! impl_handler {
 
             #[allow(non_snake_case, unused_mut)]
             fn call(&self, mut cx: Context<'_>) {
+                let timing = cx.timer.map(|h| Timing::start(Arc::clone(h)));
                 extract!(cx, $($arg),*);
                 let future = self($($arg,)*);
                 let mut owned = cx.into_owned();
@@ -647,6 +659,9 @@ macro_rules! impl_handler {
                             &owned.event,
                             panic.as_ref(),
                         ),
+                    }
+                    if let Some(timing) = timing {
+                        timing.finish();
                     }
                 });
             }

@@ -104,6 +104,7 @@ mod socket;
 mod stats;
 mod sync;
 pub mod system;
+mod timing;
 mod tls;
 mod upgrade;
 

@@ -1,10 +1,14 @@
 //! The node's metrics in the OpenMetrics text format, which Prometheus scrapes.
 //!
-//! Nothing is recorded for them on the hot path: a scrape reads the counters the node keeps
-//! anyway ([`crate::Stats`]: relaxed atomics bumped where things happen, and per-socket
-//! traffic counters kept under the lock every delivery takes already), and encodes them with
-//! `prometheus-client`. Closes are counted by close code over a fixed set of codes (others
-//! count as `other`), so every label set is bounded.
+//! Nothing is recorded for them per delivery: a scrape reads the counters the node keeps
+//! anyway ([`crate::Stats`]: relaxed atomics bumped where things happen, one add per emit for
+//! the deliveries, and per-socket traffic counters kept under the lock every delivery takes
+//! already), and encodes them with `prometheus-client`. Histograms (handler durations by
+//! event, server-to-server reply latency, publish latency per broker server) are relaxed
+//! atomic buckets ([`crosswire_core::Histogram`]) observed once per handler run, reply or
+//! publish batch. Every label set is bounded: closes by a fixed set of close codes (others
+//! count as `other`), handler durations by the event names the application registered (at
+//! most 256 per kind, then `other`), broker servers by the broker's configuration.
 //!
 //! ```no_run
 //! # async fn demo(server: crosswire::Server) {
@@ -15,12 +19,14 @@
 //! # }
 //! ```
 
+use crosswire_core::{BrokerNodeStats, HistogramSnapshot};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::node::Server;
+use crate::requests::RequestStats;
 use crate::stats::Stats;
 
 /// The `Content-Type` of [`Server::metrics_text`].
@@ -68,6 +74,10 @@ struct Snapshot {
     nodes: usize,
     name_conflict: bool,
     broker: Option<crosswire_core::BrokerHealth>,
+    broker_nodes: Vec<BrokerNodeStats>,
+    client_durations: Vec<(String, HistogramSnapshot)>,
+    server_durations: Vec<(String, HistogramSnapshot)>,
+    requests: RequestStats,
 }
 
 impl Snapshot {
@@ -79,11 +89,15 @@ impl Snapshot {
             nodes: server.nodes().len(),
             name_conflict: server.node_name_conflict(),
             broker: server.broker_health(),
+            broker_nodes: server.broker_node_stats(),
+            client_durations: server.inner.events.durations(),
+            server_durations: server.inner.server_events.durations(),
+            requests: server.inner.requests.stats(),
         }
     }
 
     /// `(name, help, value)` of every plain counter.
-    fn counters(&self) -> [(&'static str, &'static str, u64); 26] {
+    fn counters(&self) -> [(&'static str, &'static str, u64); 29] {
         let s = &self.stats;
         let t = &s.traffic;
         [
@@ -110,8 +124,13 @@ impl Snapshot {
             ("sent_bytes", "Bytes written to clients.", t.bytes_out),
             (
                 "remote_deliveries",
-                "Client-bound deliveries received from other nodes.",
+                "Client-bound deliveries received from other nodes (one per envelope).",
                 s.remote_deliveries,
+            ),
+            (
+                "local_deliveries",
+                "Messages queued to this node's sockets by emits: one per receiving socket.",
+                s.local_deliveries,
             ),
             (
                 "queue_full_drops",
@@ -212,6 +231,16 @@ impl Snapshot {
                 "envelopes_duplicate",
                 "Envelopes received twice and dropped.",
                 s.envelopes_duplicate,
+            ),
+            (
+                "server_requests",
+                "Server-to-server requests sent.",
+                self.requests.sent,
+            ),
+            (
+                "server_request_timeouts",
+                "Server-to-server requests whose timeout passed with replies missing.",
+                self.requests.timeouts,
             ),
         ]
     }
@@ -315,6 +344,119 @@ impl Collector for Snapshot {
             .collect();
         let closes_help =
             "Connections closed, by close code (codes outside a fixed set count as `other`).";
-        labelled_counter(&mut encoder, ("closes", closes_help, "code"), &closes)
+        labelled_counter(&mut encoder, ("closes", closes_help, "code"), &closes)?;
+        self.encode_histograms(&mut encoder)?;
+        self.encode_broker_nodes(&mut encoder)
     }
+}
+
+impl Snapshot {
+    fn encode_histograms(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(
+            "handler_duration",
+            "Time handlers take, by kind (client, server) and event name; an async handler until its future completes.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (kind, list) in [
+            ("client", &self.client_durations),
+            ("server", &self.server_durations),
+        ] {
+            for (event, h) in list {
+                let labels = [("kind", kind), ("event", event.as_str())];
+                histogram(metric.encode_family(&labels)?, h)?;
+            }
+        }
+        let metric = encoder.encode_descriptor(
+            "server_request_reply",
+            "Time from sending a server-to-server request to each of its replies.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        histogram(metric, &self.requests.reply_latency)
+    }
+
+    fn encode_broker_nodes(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        if self.broker_nodes.is_empty() {
+            return Ok(());
+        }
+        let counters: [BrokerCounter; 4] = [
+            ("broker_node_publishes", "Messages published through each broker server.", |b| b.published),
+            ("broker_node_publish_failures", "Messages whose publish failed on each broker server (then retried elsewhere, or failed).", |b| b.publish_failures),
+            ("broker_node_retries", "Messages published through each broker server after failing on another.", |b| b.retries),
+            ("broker_node_received", "Messages received from each broker server.", |b| b.received),
+        ];
+        for (name, help, value) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for b in &self.broker_nodes {
+                metric
+                    .encode_family(&[("broker_node", &*b.name)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&value(b), None)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "broker_node_healthy",
+            "1 while a broker server's connection (role publisher or subscriber) is up.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for b in &self.broker_nodes {
+            for (role, up) in [
+                ("publisher", b.publisher_healthy),
+                ("subscriber", b.subscriber_healthy),
+            ] {
+                metric
+                    .encode_family(&[("broker_node", &*b.name), ("role", role)])?
+                    .encode_gauge(&i64::from(up))?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "broker_node_ping",
+            "Round trip of the last health-check PING of each broker server.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for b in &self.broker_nodes {
+            if let Some(latency) = b.ping_latency {
+                metric
+                    .encode_family(&[("broker_node", &*b.name)])?
+                    .encode_gauge(&latency.as_secs_f64())?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "broker_node_publish",
+            "Round trip of each publish (a pipelined batch) to each broker server.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for b in &self.broker_nodes {
+            histogram(
+                metric.encode_family(&[("broker_node", &*b.name)])?,
+                &b.publish_latency,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A per-broker-server counter: name, help, and how to read it.
+type BrokerCounter = (&'static str, &'static str, fn(&BrokerNodeStats) -> u64);
+
+/// Encodes a histogram snapshot (its cumulative counts turned back into per-bucket counts,
+/// as the encoder wants them, with the `+Inf` bucket last).
+fn histogram(mut metric: MetricEncoder<'_>, h: &HistogramSnapshot) -> Result<(), std::fmt::Error> {
+    let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(h.buckets.len() + 1);
+    let mut below = 0;
+    for (bound, cumulative) in h.cumulative() {
+        buckets.push((bound, cumulative - below));
+        below = cumulative;
+    }
+    buckets.push((f64::MAX, h.count.saturating_sub(below)));
+    metric.encode_histogram::<NoLabelSet>(h.sum.as_secs_f64(), h.count, &buckets, None)
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use crosswire_core::Histogram;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
@@ -183,6 +184,8 @@ pub struct Context<'a> {
     pub(crate) taken: bool,
     /// The owned answer slot of a spawned handler that finished.
     pub(crate) owned: Option<Reply>,
+    /// Where the handler's run is timed, if its table is timed.
+    pub(crate) timer: Option<&'a Arc<Histogram>>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -235,6 +238,7 @@ impl<'a> Context<'a> {
             },
             taken: false,
             owned: None,
+            timer: None,
         }
     }
 
@@ -263,6 +267,7 @@ impl<'a> Context<'a> {
             },
             taken: false,
             owned: None,
+            timer: None,
         }
     }
 
@@ -284,6 +289,7 @@ impl<'a> Context<'a> {
             reply: ReplyTo::None,
             taken: false,
             owned: None,
+            timer: None,
         }
     }
 
@@ -301,6 +307,7 @@ impl<'a> Context<'a> {
             reply: ReplyTo::None,
             taken: false,
             owned: None,
+            timer: None,
         }
     }
 

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 
 use bytes::Bytes;
+use crosswire_core::{Histogram, HistogramSnapshot};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::sync::lock;
 
@@ -40,19 +42,37 @@ type ReplySender = mpsc::UnboundedSender<(String, Box<RawValue>)>;
 struct Pending {
     tx: ReplySender,
     remaining: usize,
+    sent: Instant,
+    deadline: Instant,
 }
 
-/// Pending requests of this node.
+/// Pending requests of this node, and their counters.
 #[derive(Default)]
 pub(crate) struct Requests {
     next: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Requests that ended with some expected replies missing at their deadline.
+    timeouts: AtomicU64,
+    /// Time from sending a request to each of its replies.
+    reply_latency: Histogram,
+}
+
+/// What [`Requests`] counted, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestStats {
+    /// Requests sent.
+    pub(crate) sent: u64,
+    /// Requests that timed out with replies missing.
+    pub(crate) timeouts: u64,
+    /// Time from a request to each of its replies.
+    pub(crate) reply_latency: HistogramSnapshot,
 }
 
 impl Requests {
     pub(crate) fn register(
         &self,
         expected: usize,
+        deadline: Instant,
     ) -> (u64, mpsc::UnboundedReceiver<(String, Box<RawValue>)>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -62,10 +82,20 @@ impl Requests {
                 Pending {
                     tx,
                     remaining: expected,
+                    sent: Instant::now(),
+                    deadline,
                 },
             );
         }
         (id, rx)
+    }
+
+    pub(crate) fn stats(&self) -> RequestStats {
+        RequestStats {
+            sent: self.next.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            reply_latency: self.reply_latency.snapshot(),
+        }
     }
 
     pub(crate) fn resolve(&self, id: u64, from: &str, payload: Bytes) {
@@ -80,6 +110,7 @@ impl Requests {
         let Some(entry) = pending.get_mut(&id) else {
             return;
         };
+        self.reply_latency.observe(entry.sent.elapsed());
         let _ = entry.tx.send((from.to_string(), payload));
         entry.remaining = entry.remaining.saturating_sub(1);
         if entry.remaining == 0 {
@@ -87,8 +118,16 @@ impl Requests {
         }
     }
 
+    /// Ends a request (cancelled, or its replies' reader dropped): one still waiting for
+    /// replies past its deadline counts as timed out.
     pub(crate) fn cancel(&self, id: u64) -> bool {
-        lock(&self.pending).remove(&id).is_some()
+        let Some(pending) = lock(&self.pending).remove(&id) else {
+            return false;
+        };
+        if Instant::now() >= pending.deadline {
+            self.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 }
 

@@ -134,15 +134,16 @@ impl Server {
         let expected = options
             .expected_responses
             .unwrap_or(remote + usize::from(to_self));
-        let (id, rx) = self.inner.requests.register(expected);
         let timeout = options
             .timeout
             .unwrap_or(self.inner.config.server_request_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (id, rx) = self.inner.requests.register(expected, deadline);
         let replies = ServerReplies::new(
             id,
             rx,
             expected,
-            tokio::time::Instant::now() + timeout,
+            deadline,
             Arc::downgrade(&self.inner.requests),
         );
         self.send_server_event(event, payload, Some(id), &options);

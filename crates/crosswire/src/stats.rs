@@ -8,6 +8,7 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) connections_total: AtomicU64,
+    pub(crate) local_deliveries: AtomicU64,
     pub(crate) malformed_frames: AtomicU64,
     pub(crate) unknown_events: AtomicU64,
     pub(crate) rejected_events: AtomicU64,
@@ -176,6 +177,10 @@ pub struct Stats {
     pub envelopes_received: u64,
     /// Envelopes received twice (e.g. through two Redis nodes) and dropped.
     pub envelopes_duplicate: u64,
-    /// Client-bound deliveries received from other nodes.
+    /// Client-bound deliveries received from other nodes (envelopes, each for one or many
+    /// sockets).
     pub remote_deliveries: u64,
+    /// Messages queued to this node's sockets by emits (to a room, ids, everyone), whichever
+    /// node sent them: one per receiving socket.
+    pub local_deliveries: u64,
 }

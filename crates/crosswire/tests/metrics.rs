@@ -19,9 +19,62 @@ fn parse(body: &str) -> HashMap<String, f64> {
 }
 
 fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
-    *metrics
-        .get(key)
-        .unwrap_or_else(|| panic!("no {key} in {metrics:?}"))
+    *metrics.get(key).unwrap_or_else(|| {
+        let family = key.split('{').next().unwrap_or(key);
+        let mut near: Vec<&String> = metrics.keys().filter(|k| k.starts_with(family)).collect();
+        near.sort();
+        panic!("no {key}; of its family: {near:?}")
+    })
+}
+
+#[tokio::test]
+async fn async_handlers_and_server_requests_are_timed() {
+    let (server, _addr) = spawn_server(ServerConfig::default().with_node_name("m2")).await;
+    server.on_server("slow", || async {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        crosswire::Ack(1)
+    });
+    let results = server
+        .request_server("slow", &(), crosswire::ServerEmitOptions::new())
+        .unwrap()
+        .collect()
+        .await;
+    assert!(results.success);
+    // Nobody answers "none" within 50 ms: a timeout.
+    let results = server
+        .request_server(
+            "none",
+            &(),
+            crosswire::ServerEmitOptions::new()
+                .with_timeout(std::time::Duration::from_millis(50))
+                .with_expected_responses(1),
+        )
+        .unwrap()
+        .collect()
+        .await;
+    assert!(!results.success);
+    let m = parse(&server.metrics_text());
+    assert_eq!(value(&m, "crosswire_server_requests_total"), 2.0);
+    assert_eq!(value(&m, "crosswire_server_request_timeouts_total"), 1.0);
+    assert_eq!(
+        value(&m, "crosswire_server_request_reply_seconds_count"),
+        1.0
+    );
+    // The async handler is timed until its future completes: at least 30 ms, so it is not
+    // in the buckets up to 25 ms.
+    let key = |le: &str| {
+        format!(
+            r#"crosswire_handler_duration_seconds_bucket{{le="{le}",kind="server",event="slow"}}"#
+        )
+    };
+    assert_eq!(value(&m, &key("0.025")), 0.0);
+    assert_eq!(value(&m, &key("+Inf")), 1.0);
+    assert!(
+        value(
+            &m,
+            r#"crosswire_handler_duration_seconds_sum{kind="server",event="slow"}"#
+        ) >= 0.03
+    );
 }
 
 #[tokio::test]
@@ -77,6 +130,21 @@ async fn a_scrape_adds_up_to_what_the_clients_did() {
         30.0,
         "every delivery counted once, closed sockets included"
     );
+    let delivered = "crosswire_local_deliveries_total";
+    assert_eq!(value(&after, delivered) - value(&before, delivered), 30.0);
+    // Three joins timed under their event name; no other client event ran a handler.
+    let joins = r#"crosswire_handler_duration_seconds_count{kind="client",event="join"}"#;
+    assert_eq!(value(&after, joins), 3.0);
+    let inf = r#"crosswire_handler_duration_seconds_bucket{le="+Inf",kind="client",event="join"}"#;
+    assert_eq!(value(&after, inf), 3.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"crosswire_handler_duration_seconds_count{kind="client",event="echo"}"#
+        ),
+        0.0
+    );
+    assert_eq!(value(&after, "crosswire_server_requests_total"), 0.0);
     assert_eq!(value(&after, "crosswire_connections"), 1.0);
     assert_eq!(value(&after, "crosswire_connections_accepted_total"), 3.0);
     assert_eq!(value(&after, r#"crosswire_closes_total{code="4001"}"#), 1.0);
