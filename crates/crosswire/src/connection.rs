@@ -120,15 +120,30 @@ pub(crate) async fn run(
         _admitted: admitted,
         io,
     };
-    let span =
-        tracing::debug_span!("conn", id = conn.socket.conn_id(), node = %inner.config.node_name);
+    // The connection's span: its number, the id it is bound to when its task starts (from the
+    // upgrade or the `Connection` handlers) and the node. Opening and closing are logged at
+    // info, each message at debug, inside it; so are the handlers' own events.
+    let span = tracing::info_span!(
+        "conn",
+        conn = conn.socket.conn_id(),
+        id = tracing::field::Empty,
+        node = %inner.config.node_name
+    );
     // A disabled span is not entered on every poll, nor kept in the task; an enabled one is
     // (boxed, so the common case does not carry its room).
     let (code, reason) = if span.is_disabled() {
         drop(span);
         conn.drive(&inner).await
     } else {
-        Box::pin(conn.drive(&inner).instrument(span)).await
+        let socket = &conn.socket;
+        if let Some(id) = socket.id() {
+            span.record("id", id.as_str());
+        }
+        tracing::info!(parent: &span, client = ?socket.client_addr(), compressed = socket.is_compressed(), "connection opened");
+        let done = Box::pin(conn.drive(&inner).instrument(span.clone())).await;
+        let traffic = conn.socket.stats();
+        tracing::info!(parent: &span, code = done.0, reason = %done.1, id = conn.socket.id(), messages_in = traffic.messages_in, messages_out = traffic.messages_out, "connection closed");
+        done
     };
     conn.finish(code, reason);
 }
@@ -664,7 +679,6 @@ impl Conn {
         shared.shutdown_stream();
         self.server.inner.stats.closes.record(code);
         remove_socket(&self.server, &self.socket);
-        tracing::debug!(conn = shared.conn_id, code, "connection closed");
         self.server
             .emit_system(&system::Close::new(code, reason), Some(&self.socket));
     }
@@ -773,6 +787,7 @@ fn on_text(server: &Server, socket: &Socket, text: &str) {
             payload,
             callback_id,
         }) => {
+            tracing::debug!(event = %event, bytes = text.len(), "message");
             let Some(handlers) = inner.events.get(&event) else {
                 inner.stats.unknown_events.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(event = %event, "no handler for event");
