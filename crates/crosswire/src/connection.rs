@@ -120,32 +120,37 @@ pub(crate) async fn run(
         _admitted: admitted,
         io,
     };
-    // The connection's span: its number, the id it is bound to when its task starts (from the
-    // upgrade or the `Connection` handlers) and the node. Opening and closing are logged at
-    // info, each message at debug, inside it; so are the handlers' own events.
+    // Opening and closing are logged at info inside the connection's span. With debug on
+    // (one line per message) the whole task runs in it, so the handlers' own events carry
+    // it too; otherwise no span is entered on every poll, nor kept for an idle connection.
+    let opened = conn_span(&conn.socket, &inner.config.node_name);
+    tracing::info!(parent: &opened, client = ?conn.socket.client_addr(), compressed = conn.socket.is_compressed(), "connection opened");
+    let (code, reason) = if tracing::enabled!(tracing::Level::DEBUG) && !opened.is_disabled() {
+        Box::pin(conn.drive(&inner).instrument(opened)).await
+    } else {
+        drop(opened);
+        conn.drive(&inner).await
+    };
+    let closed = conn_span(&conn.socket, &inner.config.node_name);
+    let traffic = conn.socket.stats();
+    tracing::info!(parent: &closed, code, reason = %reason, messages_in = traffic.messages_in, messages_out = traffic.messages_out, "connection closed");
+    conn.finish(code, reason);
+}
+
+/// A connection's span: its number, the id it is bound to now, and the node.
+fn conn_span(socket: &Socket, node: &str) -> tracing::Span {
     let span = tracing::info_span!(
         "conn",
-        conn = conn.socket.conn_id(),
+        conn = socket.conn_id(),
         id = tracing::field::Empty,
-        node = %inner.config.node_name
+        node = %node
     );
-    // A disabled span is not entered on every poll, nor kept in the task; an enabled one is
-    // (boxed, so the common case does not carry its room).
-    let (code, reason) = if span.is_disabled() {
-        drop(span);
-        conn.drive(&inner).await
-    } else {
-        let socket = &conn.socket;
+    if !span.is_disabled() {
         if let Some(id) = socket.id() {
             span.record("id", id.as_str());
         }
-        tracing::info!(parent: &span, client = ?socket.client_addr(), compressed = socket.is_compressed(), "connection opened");
-        let done = Box::pin(conn.drive(&inner).instrument(span.clone())).await;
-        let traffic = conn.socket.stats();
-        tracing::info!(parent: &span, code = done.0, reason = %done.1, id = conn.socket.id(), messages_in = traffic.messages_in, messages_out = traffic.messages_out, "connection closed");
-        done
-    };
-    conn.finish(code, reason);
+    }
+    span
 }
 
 /// What woke a connection's task.
