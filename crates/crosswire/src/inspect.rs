@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::handler::{erase, Ack, Data};
 use crate::node::Server;
+use crate::registry::Match;
 use crate::rooms::Room;
 use crate::server_events::ServerEmitOptions;
 use crate::socket::SocketInfo;
 use crate::stats::Stats;
-use crate::Match;
 
 const QUERY_INSPECT: &str = "crosswire:inspect";
 const QUERY_SUMMARY: &str = "crosswire:summary";
