@@ -41,7 +41,7 @@ use std::cell::RefCell;
 use bytes::{Buf, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::ws::{self, OpCode, MAX_HEADER_LEN};
+use crate::wire::{self, OpCode, MAX_HEADER_LEN};
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -253,7 +253,7 @@ pub fn encode_frame(
 
 fn frame_with_rsv1(opcode: OpCode, compressed: &[u8], mask: Option<[u8; 4]>) -> Bytes {
     let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + compressed.len());
-    ws::encode_frame(&mut out, opcode, compressed, mask);
+    wire::encode_frame(&mut out, opcode, compressed, mask);
     out[0] |= RSV1;
     out.freeze()
 }
@@ -281,7 +281,7 @@ pub fn compress_server_frame(frame: &[u8], params: Params) -> Option<Bytes> {
         return None; // the compressor failed
     }
     let mut head = [0u8; MAX_HEADER_LEN];
-    let n = ws::encode_header(&mut head, true, opcode, len, None);
+    let n = wire::encode_header(&mut head, true, opcode, len, None);
     head[0] |= RSV1;
     let start = MAX_HEADER_LEN - n;
     out[start..MAX_HEADER_LEN].copy_from_slice(&head[..n]);
@@ -473,8 +473,8 @@ mod tests {
     #[test]
     fn only_whole_data_frames_are_compressed() {
         let big = crate::frame::encode_event("msg", &"a".repeat(1000)).unwrap();
-        let small = ws::server_frame(OpCode::Text, b"hi");
-        let ping = ws::server_frame(OpCode::Ping, b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        let small = wire::server_frame(OpCode::Text, b"hi");
+        let ping = wire::server_frame(OpCode::Ping, b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
         let compressed = compress_server_frame(&big, Params::default()).unwrap();
         assert_eq!(compressed[0], 0x80 | RSV1 | 0x1);
         assert!(compressed.len() < 100);
@@ -486,7 +486,7 @@ mod tests {
             compress_server_frame(&big[..big.len() - 1], Params::default()),
             None
         );
-        let long = ws::server_frame(OpCode::Binary, &vec![7u8; 70_000]);
+        let long = wire::server_frame(OpCode::Binary, &vec![7u8; 70_000]);
         let c = compress_server_frame(&long, Params::default()).unwrap();
         assert_eq!(c[0], 0x80 | RSV1 | 0x2);
     }

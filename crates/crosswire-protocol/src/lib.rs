@@ -34,4 +34,5 @@ pub mod envelope;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+mod wire;
 pub mod ws;

@@ -8,20 +8,19 @@
 //!
 //! Encoding is split in two: [`encode_header`] writes the 2–14 byte frame header, and the
 //! helpers in [`crate::frame`] build a whole server → client frame (header + JSON) into one
-//! [`bytes::Bytes`] that is shared, by reference count, by every recipient.
+//! [`bytes::Bytes`] that is shared, by reference count, by every recipient. The encoders
+//! are defined beside permessage-deflate's, a layer below this decoder, and re-exported here.
 
 use base64::Engine as _;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
+
+pub use crate::wire::{
+    apply_mask, build_frame, close_frame, encode_frame, encode_header, server_frame, OpCode,
+    MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+};
 
 /// The GUID that RFC 6455 §1.3 appends to `Sec-WebSocket-Key`.
 const HANDSHAKE_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// Largest payload a control frame (close, ping, pong) may carry.
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
-
-/// Largest header a frame can have: 2 bytes + 8 bytes of length + 4 bytes of mask.
-pub const MAX_HEADER_LEN: usize = 14;
 
 /// Computes the `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(key: &[u8]) -> String {
@@ -40,43 +39,6 @@ pub enum Role {
     Server,
     /// Decoding frames a server sent (they must not be masked).
     Client,
-}
-
-/// A frame opcode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum OpCode {
-    /// A continuation of a fragmented message.
-    Continuation = 0x0,
-    /// A UTF-8 text message.
-    Text = 0x1,
-    /// A binary message.
-    Binary = 0x2,
-    /// Close.
-    Close = 0x8,
-    /// Ping.
-    Ping = 0x9,
-    /// Pong.
-    Pong = 0xA,
-}
-
-impl OpCode {
-    fn from_u8(v: u8) -> Result<Self, ProtocolError> {
-        Ok(match v {
-            0x0 => Self::Continuation,
-            0x1 => Self::Text,
-            0x2 => Self::Binary,
-            0x8 => Self::Close,
-            0x9 => Self::Ping,
-            0xA => Self::Pong,
-            other => return Err(ProtocolError::UnknownOpCode(other)),
-        })
-    }
-
-    /// Whether this is a control opcode (close, ping, pong).
-    pub fn is_control(self) -> bool {
-        (self as u8) & 0x8 != 0
-    }
 }
 
 /// A violation of RFC 6455 by the peer. The connection must be closed with
@@ -425,7 +387,7 @@ impl FrameHead {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        let opcode = OpCode::from_u8(b0 & 0x0F)?;
+        let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::UnknownOpCode(b0 & 0x0F))?;
         let rsv1 = b0 & 0x40 != 0;
         if b0 & 0x30 != 0 || (rsv1 && (!deflate || opcode.is_control())) {
             return Err(ProtocolError::ReservedBits);
@@ -494,109 +456,6 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, ProtocolError> 
             Ok(Some(CloseFrame { code, reason }))
         }
     }
-}
-
-/// XORs `payload` with the 4-byte `mask`, word at a time.
-pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
-    let mask64 = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
-    let mut chunks = payload.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_ne_bytes(word) ^ mask64;
-        chunk.copy_from_slice(&v.to_ne_bytes());
-    }
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= mask[i & 3];
-    }
-}
-
-/// Writes a frame header into `out` and returns its length.
-pub fn encode_header(
-    out: &mut [u8; MAX_HEADER_LEN],
-    fin: bool,
-    opcode: OpCode,
-    len: usize,
-    mask: Option<[u8; 4]>,
-) -> usize {
-    out[0] = (if fin { 0x80 } else { 0 }) | opcode as u8;
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let mut n = if len < 126 {
-        out[1] = mask_bit | len as u8;
-        2
-    } else if len <= u16::MAX as usize {
-        out[1] = mask_bit | 126;
-        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        out[1] = mask_bit | 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    if let Some(m) = mask {
-        out[n..n + 4].copy_from_slice(&m);
-        n += 4;
-    }
-    n
-}
-
-/// Appends a whole frame (header + payload, masked when `mask` is given) to `out`.
-pub fn encode_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
-    let mut header = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(&mut header, true, opcode, payload.len(), mask);
-    out.reserve(n + payload.len());
-    out.put_slice(&header[..n]);
-    let start = out.len();
-    out.put_slice(payload);
-    if let Some(m) = mask {
-        apply_mask(&mut out[start..], m);
-    }
-}
-
-/// A complete unmasked (server → client) frame as shared bytes.
-pub fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(payload.len() + 10);
-    encode_frame(&mut out, opcode, payload, None);
-    out.freeze()
-}
-
-/// A complete unmasked close frame; `code` must be valid to send (see [`is_valid_close_code`]),
-/// the reason is cut to fit the 125-byte control limit at a character boundary.
-pub fn close_frame(code: u16, reason: &str) -> Bytes {
-    let mut payload = Vec::with_capacity(2 + reason.len().min(123));
-    payload.extend_from_slice(&code.to_be_bytes());
-    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    server_frame(OpCode::Close, &payload)
-}
-
-/// Builds a frame by reserving header room in front of a payload written by `write`, then
-/// placing the header right before it: the payload is written once and never moved.
-///
-/// `write` must append the payload to the buffer it is given.
-pub fn build_frame<E>(
-    opcode: OpCode,
-    capacity_hint: usize,
-    write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-) -> Result<Bytes, E> {
-    const RESERVED: usize = 10;
-    let mut buf = BytesMut::with_capacity(RESERVED + capacity_hint);
-    buf.put_bytes(0, RESERVED);
-    write(&mut buf)?;
-    let len = buf.len() - RESERVED;
-    let mut header = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(&mut header, true, opcode, len, None);
-    let start = RESERVED - n;
-    buf[start..RESERVED].copy_from_slice(&header[..n]);
-    // `advance`, not `split_to`: the buffer stays one plain allocation (no shared header
-    // to allocate and free per frame).
-    buf.advance(start);
-    Ok(buf.freeze())
 }
 
 #[cfg(test)]
