@@ -106,7 +106,7 @@ echo "== JavaScript client tests (clients/js)"
 clients/js/test.sh
 
 # Installs Debian's chromium and playwright-core when missing.
-echo "== browser test of the demo page (clients/browser-test)"
+echo "== browser tests of the demo page and the admin dashboard (clients/browser-test)"
 clients/browser-test/test.sh
 
 echo "== Autobahn TestSuite (examples/autobahn-echo, started with cargo test)"

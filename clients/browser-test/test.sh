@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs the end-to-end test of the demo page in headless Chromium: installs Debian's chromium
-# package when /usr/bin/chromium is missing, the npm dev dependency (playwright-core) when
-# node_modules is, builds the `crosswire` binary when it is missing, then runs `node --test`.
-# The test starts its own redis-server and two `crosswire serve` nodes on free ports.
-# Screenshots: <repo>/test-artifacts/.
+# Runs the end-to-end tests of the demo page and then of the admin dashboard in headless
+# Chromium: installs Debian's chromium package when /usr/bin/chromium is missing, the npm dev
+# dependencies (playwright-core, ws) when node_modules lacks them, builds the `crosswire` binary
+# when it is missing, then runs `node --test` on each. Each test starts its own redis-server
+# and two `crosswire serve` nodes on free ports. Screenshots: <repo>/test-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,7 +32,7 @@ if ! command -v node >/dev/null; then
   exit 1
 fi
 
-if [ ! -d node_modules/playwright-core ]; then
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/ws ]; then
   echo "== npm ci (clients/browser-test)"
   npm ci --no-audit --no-fund
 fi
@@ -44,3 +44,5 @@ fi
 
 echo "== node --test (clients/browser-test)"
 node --test demo.test.mjs
+echo "== node --test admin.test.mjs (clients/browser-test)"
+node --test admin.test.mjs

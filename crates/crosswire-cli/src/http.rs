@@ -7,7 +7,9 @@
 //!   `crosswire::metrics`).
 //! - `GET /healthz` — node name, connections, live nodes and broker health (503 while the
 //!   broker is unhealthy, or while another live node uses this node's name).
-//! - `GET /` — the demo page (when built in); any path upgrades to a WebSocket.
+//! - `GET /admin` — the operator's dashboard, and `/admin/ws` its WebSocket
+//!   ([`crate::admin`]); both off (404) unless an admin token is set.
+//! - `GET /` — the demo page (when built in); any other path upgrades to a WebSocket.
 //!
 //! ```text
 //! curl -X POST http://127.0.0.1:9000/api/emit \
@@ -35,6 +37,8 @@ pub struct HttpOptions {
     pub api_token: Option<String>,
     /// HTML served at `GET /`; `None` serves nothing there.
     pub demo_page: Option<&'static str>,
+    /// The admin dashboard (`GET /admin`, `/admin/ws`); `None` turns it off (404).
+    pub admin: Option<crate::admin::Admin>,
 }
 
 impl HttpOptions {
@@ -52,6 +56,12 @@ impl HttpOptions {
     /// Serves this page at `GET /`.
     pub fn with_demo_page(mut self, html: &'static str) -> Self {
         self.demo_page = Some(html);
+        self
+    }
+
+    /// Serves the admin dashboard at `GET /admin`, its sockets at `/admin/ws`.
+    pub fn with_admin(mut self, admin: crate::admin::Admin) -> Self {
+        self.admin = Some(admin);
         self
     }
 }
@@ -73,6 +83,7 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", state.server.metrics_handler())
         .route("/api/emit", post(emit))
+        .route("/admin/ws", get(admin_ws))
         .fallback(fallback)
         .with_state(state)
 }
@@ -87,6 +98,9 @@ async fn fallback(
         Ok(upgrade) => upgrade.accept(&state.server),
         Err(rejection) => {
             let wants_upgrade = headers.contains_key(header::UPGRADE);
+            if uri.path() == "/admin" && !wants_upgrade {
+                return admin_page(&state.options);
+            }
             match (state.options.demo_page, uri.path(), wants_upgrade) {
                 (Some(html), "/" | "/index.html", false) => Html(html).into_response(),
                 (Some(_), "/crosswire.mjs", false) => (
@@ -102,6 +116,36 @@ async fn fallback(
                     .into_response(),
             }
         }
+    }
+}
+
+/// `GET /admin`: the dashboard, or 404 when it is off.
+fn admin_page(options: &HttpOptions) -> Response {
+    match options.admin {
+        Some(_) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            Html(crate::admin::PAGE),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, crate::admin::OFF_MESSAGE).into_response(),
+    }
+}
+
+/// `/admin/ws`: the dashboard's WebSocket, into the admin server (never the application's);
+/// 404 when the dashboard is off, 401 without the right token.
+async fn admin_ws(
+    State(state): State<AppState>,
+    upgrade: Result<WsUpgrade, UpgradeRejection>,
+) -> Response {
+    let Some(admin) = &state.options.admin else {
+        return (StatusCode::NOT_FOUND, crate::admin::OFF_MESSAGE).into_response();
+    };
+    match upgrade {
+        Ok(upgrade) => admin.accept(upgrade),
+        Err(rejection) => rejection.into_response(),
     }
 }
 
@@ -158,15 +202,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Compares without an early exit, so the time taken does not tell how much matched.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = given.len() ^ expected.len();
-    for (i, b) in expected.iter().enumerate() {
-        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ b);
-    }
-    diff == 0
-}
-
 async fn emit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(token) = state.options.api_token.as_deref() else {
         return error(
@@ -174,12 +209,8 @@ async fn emit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
             "the HTTP API is off; start the server with --api-token or CROSSWIRE_API_TOKEN",
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if same_token(given.as_bytes(), token.as_bytes()) => {}
+    match crate::token::bearer(&headers) {
+        Some(given) if crate::token::same_token(given.as_bytes(), token.as_bytes()) => {}
         Some(_) => return error(StatusCode::UNAUTHORIZED, "invalid bearer token"),
         None => {
             return error(
@@ -225,19 +256,5 @@ async fn emit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
     match sent {
         Ok(local) => Json(json!({ "ok": true, "local_deliveries": local })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_token;
-
-    #[test]
-    fn token_comparison() {
-        assert!(same_token(b"abc", b"abc"));
-        assert!(!same_token(b"abd", b"abc"));
-        assert!(!same_token(b"ab", b"abc"));
-        assert!(!same_token(b"abcd", b"abc"));
-        assert!(!same_token(b"", b"abc"));
     }
 }

@@ -14,6 +14,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod demo;
 pub mod http;
 pub mod relay;
+mod token;

@@ -51,6 +51,11 @@ struct ServeArgs {
     /// --redis, a generated one (host name and a random suffix, logged at start).
     #[arg(long, env = "CROSSWIRE_NAME")]
     name: Option<String>,
+    /// Log format: `text`, or `json` (one object per line). `RUST_LOG` sets the levels
+    /// (default `info`: lifecycle events such as connections opened and closed; `debug` adds
+    /// one line per message).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CROSSWIRE_LOG_FORMAT")]
+    log_format: LogFormat,
     /// Seconds between protocol pings; sockets that miss a pong are dropped. 0 disables.
     #[arg(long, default_value_t = 20)]
     ping_interval: u64,
@@ -192,18 +197,43 @@ struct ServeArgs {
     /// Bearer token of the HTTP API (`POST /api/emit`); without one the API is off.
     #[arg(long, env = "CROSSWIRE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Token of the operator's dashboard (`GET /admin`, opened as `/admin#token=<token>`);
+    /// without one the dashboard is off. Keep /admin behind the same network rules as
+    /// /metrics.
+    #[arg(long, env = "CROSSWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (with colours on a terminal).
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, and the connection's span:
+    /// `conn`, `id`, `node`), for log shippers.
+    Json,
+}
+
+/// Installs the log subscriber: `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let Command::Serve(args) = &cli.command;
+    init_logging(args.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    let Command::Serve(args) = &cli.command;
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads.max(1));
     }
@@ -388,6 +418,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = args.api_token.filter(|t| !t.is_empty()) {
         http = http.with_api_token(token);
     }
+    let admin = match args.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => Some(crosswire_cli::admin::Admin::new(&server, token)?),
+        None => None,
+    };
+    if let Some(admin) = &admin {
+        http = http.with_admin(admin.clone());
+    }
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
@@ -408,7 +445,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!(%addr, node = %server.node_name(), "crosswire relay ready");
+    if admin.is_some() {
+        tracing::info!(path = "/admin", "admin dashboard on");
+    }
     shutdown_signal().await;
+    if let Some(admin) = &admin {
+        admin.shutdown().await;
+    }
     server.shutdown().await;
     match serving.await {
         Ok(Ok(())) => {}

@@ -121,3 +121,48 @@ async fn sigterm_with_no_clients_exits_at_once() {
     assert!(status.success(), "exit status {status}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// `--log-format json`: one JSON object per line; a connection's opening and closing are
+/// logged at info inside its span (connection number, bound id, node), a message at debug.
+#[tokio::test]
+async fn json_logs_carry_the_connection_span() {
+    let relay = Relay::start_with(
+        &["--log-format", "json", "--name", "j1"],
+        &[("RUST_LOG", "info,crosswire::connection=debug")],
+    )
+    .await;
+    let mut client = Raw::connect(&relay, "alice").await;
+    assert_eq!(client.request("echo", json!(1)).await, json!(1));
+    client.close(4001).await;
+    let closed = relay
+        .wait_log("the close logged", |l| l.contains("connection closed"))
+        .await;
+    let parse = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let closed = parse(&closed);
+    assert_eq!(closed["level"], "INFO");
+    assert_eq!(closed["fields"]["code"], 4001);
+    assert_eq!(closed["span"]["name"], "conn");
+    assert_eq!(closed["span"]["id"], "alice");
+    assert_eq!(closed["span"]["node"], "j1");
+    assert!(closed["span"]["conn"].as_u64().is_some(), "{closed}");
+    let lines = relay.lines();
+    let opened = lines
+        .iter()
+        .find(|l| l.contains("connection opened"))
+        .map(|l| parse(l))
+        .expect("the opening logged");
+    assert_eq!(opened["span"], closed["span"]);
+    let message = lines
+        .iter()
+        .map(|l| parse(l))
+        .find(|v| v["fields"]["message"] == "message" && v["fields"]["event"] == "echo")
+        .expect("the message logged at debug");
+    assert_eq!(message["level"], "DEBUG");
+    assert_eq!(message["span"]["id"], "alice");
+    // Every line the node wrote is JSON.
+    for line in &lines {
+        parse(line);
+    }
+}

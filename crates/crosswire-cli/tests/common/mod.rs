@@ -65,6 +65,11 @@ fn parse_ready_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("crosswire relay ready") {
         return None;
     }
+    if line.starts_with('{') {
+        // --log-format json
+        let v: Value = serde_json::from_str(line).ok()?;
+        return v["fields"]["addr"].as_str()?.parse().ok();
+    }
     let rest = &line[line.find("addr=")? + "addr=".len()..];
     rest.split_whitespace().next()?.parse().ok()
 }
