@@ -758,6 +758,27 @@ pub async fn recv_within<T>(rx: &mut mpsc::UnboundedReceiver<T>, timeout: Durati
         .flatten()
 }
 
+/// Parses OpenMetrics text (what `GET /metrics` answers) into `name{labels}` → value,
+/// e.g. `crosswire_connections` or `crosswire_closes_total{code="1000"}`; comment lines are
+/// skipped. An error when the text does not end with `# EOF` or a sample has no number.
+pub fn parse_metrics(text: &str) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    if !text.ends_with("# EOF\n") {
+        return Err("not OpenMetrics text (no `# EOF` at the end)".to_string());
+    }
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line
+                .rsplit_once(' ')
+                .ok_or_else(|| format!("sample line without a value: {line:?}"))?;
+            let value: f64 = value
+                .parse()
+                .map_err(|e| format!("sample value of {line:?}: {e}"))?;
+            Ok((key.to_string(), value))
+        })
+        .collect()
+}
+
 /// Sends a plain HTTP/1.1 GET and returns the status and body (`Connection: close`).
 pub async fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;

@@ -1,24 +1,17 @@
 //! `Server::metrics_text`: the node's counters in the OpenMetrics text format, read by a
 //! real scrape over HTTP, adding up to what real clients did.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crosswire::{Room, ServerConfig};
 use crosswire_testkit::{http_get, install_relay, spawn_server, wait_until, RawClient, TIMEOUT};
 
 /// `name{labels}` → value, from an OpenMetrics text body.
-fn parse(body: &str) -> HashMap<String, f64> {
-    assert!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
+fn parse(body: &str) -> BTreeMap<String, f64> {
+    crosswire_testkit::parse_metrics(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
+fn value(metrics: &BTreeMap<String, f64>, key: &str) -> f64 {
     *metrics.get(key).unwrap_or_else(|| {
         let family = key.split('{').next().unwrap_or(key);
         let mut near: Vec<&String> = metrics.keys().filter(|k| k.starts_with(family)).collect();

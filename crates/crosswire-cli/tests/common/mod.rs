@@ -545,19 +545,12 @@ impl Relay {
     }
 
     /// `GET /metrics`, parsed: `name{labels}` → value.
-    pub async fn metrics(&self) -> std::collections::HashMap<String, f64> {
+    pub async fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
         let (status, body) = crosswire_testkit::http_get(self.addr, "/metrics")
             .await
             .unwrap_or_else(|e| panic!("GET /metrics on {}: {e}", self.addr));
         assert_eq!(status, 200, "{body}");
-        assert!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (key, value) = l.rsplit_once(' ')?;
-                Some((key.to_string(), value.parse().ok()?))
-            })
-            .collect()
+        crosswire_testkit::parse_metrics(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
     /// Polls `GET /healthz` until `pred(status, body)` holds; returns the body and how long
