@@ -17,6 +17,7 @@ use crate::stats::Stats;
 const QUERY_INSPECT: &str = "crosswire:inspect";
 const QUERY_SUMMARY: &str = "crosswire:summary";
 const QUERY_DISCONNECT: &str = "crosswire:disconnect";
+const QUERY_ROOM_SIZES: &str = "crosswire:room-sizes";
 
 /// Most rooms a [`NodeSummary`] lists.
 pub const MAX_TOP_ROOMS: usize = 100;
@@ -79,7 +80,9 @@ pub struct NodeSummary {
     pub broker_healthy: Option<bool>,
     /// Its broker's servers.
     pub broker_nodes: Vec<BrokerNodeSummary>,
-    /// Its largest rooms by local members, largest first.
+    /// Its largest rooms by local members, largest first. In a [`Server::cluster_summary`],
+    /// every room that is among the largest of any node, with this node's members of it (the
+    /// rooms it has no member of left out), so that the sizes add up across the nodes.
     pub rooms: Vec<RoomSize>,
 }
 
@@ -137,10 +140,12 @@ impl Server {
     }
 
     /// Every live node's summary (this one's included), sorted by node name; a node that
-    /// does not answer within the server request timeout is left out.
+    /// does not answer within the server request timeout is left out. Each node's `rooms`
+    /// hold its members of every room among any node's `top_rooms` largest, so a room's
+    /// size in the cluster is the sum over the nodes.
     pub async fn cluster_summary(&self, top_rooms: usize) -> Vec<NodeSummary> {
-        let options = ServerEmitOptions::new().except_self();
         let mut all = vec![self.node_summary(top_rooms)];
+        let options = ServerEmitOptions::new().except_self();
         if let Ok(replies) = self.request_server(QUERY_SUMMARY, &top_rooms, options) {
             let results = replies.collect().await;
             all.extend(
@@ -151,7 +156,57 @@ impl Server {
             );
         }
         all.sort_by(|a, b| a.node.cmp(&b.node));
+        if all.len() > 1 {
+            self.fill_room_sizes(&mut all).await;
+        }
         all
+    }
+
+    /// Replaces each summary's rooms with its node's members of every room listed by any
+    /// summary (a second round: one node's largest room may be small, but not absent, on
+    /// another).
+    async fn fill_room_sizes(&self, all: &mut [NodeSummary]) {
+        let rooms: Vec<Room> = all
+            .iter()
+            .flat_map(|s| s.rooms.iter().map(|r| r.room.clone()))
+            .collect::<std::collections::BTreeSet<Room>>()
+            .into_iter()
+            .collect();
+        if rooms.is_empty() {
+            return;
+        }
+        let options = ServerEmitOptions::new().except_self();
+        let Ok(replies) = self.request_server(QUERY_ROOM_SIZES, &rooms, options) else {
+            return;
+        };
+        let mut sizes = replies.collect().await.responses;
+        for summary in all.iter_mut() {
+            let found = if summary.node == self.node_name() {
+                Some(self.local_room_sizes(&rooms))
+            } else {
+                sizes
+                    .remove(&summary.node)
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            };
+            if let Some(found) = found {
+                summary.rooms = found;
+            }
+        }
+    }
+
+    /// This node's members of each of `rooms` (those it has members of), largest first.
+    fn local_room_sizes(&self, rooms: &[Room]) -> Vec<RoomSize> {
+        let mut sizes: Vec<RoomSize> = rooms
+            .iter()
+            .take(MAX_TOP_ROOMS * 64)
+            .map(|room| RoomSize {
+                room: room.clone(),
+                size: self.room_size(room),
+            })
+            .filter(|r| r.size > 0)
+            .collect();
+        sizes.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.room.cmp(&b.room)));
+        sizes
     }
 
     /// Closes `id`'s socket with `code` and `reason` on whichever node holds it. True when a
@@ -211,6 +266,9 @@ impl Server {
             Ack(socket.is_some())
         };
         table.add(QUERY_DISCONNECT, erase(disconnect), None, false);
+        let sizes =
+            |server: Server, Data(rooms): Data<Vec<Room>>| Ack(server.local_room_sizes(&rooms));
+        table.add(QUERY_ROOM_SIZES, erase(sizes), None, false);
     }
 }
 

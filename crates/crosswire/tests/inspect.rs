@@ -132,3 +132,33 @@ async fn queue_depth_shows_a_client_that_stopped_reading() {
     slow.resume_reading();
     assert!(wait_until(WAIT, || socket.info().queued_frames == 0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_sizes_add_up_over_the_nodes() {
+    let hub = MemoryHub::new();
+    let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+    assert!(wait_until(WAIT, || a.nodes() == ["a", "b"] && b.nodes() == ["a", "b"]).await);
+    let room = |id: &str| Room::new(RELAY_NAMESPACE, id);
+    // On a: "big" has two members, "shared" one; on b: "shared" has two.
+    for id in ["a1", "a2"] {
+        a.join(&room("big"), id);
+    }
+    a.join(&room("shared"), "a3");
+    for id in ["b1", "b2"] {
+        b.join(&room("shared"), id);
+    }
+    // With one room per node, a lists "big" and b "shared"; the second round fills in a's
+    // member of "shared", so its size over the cluster is 3.
+    let summary = b.cluster_summary(1).await;
+    let sizes = |node: usize| -> Vec<(String, usize)> {
+        summary[node]
+            .rooms
+            .iter()
+            .map(|r| (r.room.id().to_string(), r.size))
+            .collect()
+    };
+    assert_eq!(sizes(0), [("big".to_string(), 2), ("shared".to_string(), 1)]);
+    assert_eq!(sizes(1), [("shared".to_string(), 2)]);
+    // A single node's own summary lists its largest only.
+    assert_eq!(a.node_summary(1).rooms.len(), 1);
+}
