@@ -10,178 +10,32 @@
 // /usr/bin/chromium (or CHROMIUM_BIN); test.sh provides all three. Screenshots go to
 // <repo>/test-artifacts/; with UPDATE_DEMO_SCREENSHOT=1, admin.png is also copied to
 // docs/admin.png (the README's picture).
+// What both browser tests share (processes, redis-server, nodes, browser, screenshots) is in
+// harness.mjs.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
+import { STEP, collectPageErrors, freePort, launchBrowser, preflight, printFailureContext, say,
+  screenshot, shutdown, startCrosswire, startRedis, updateDocsPicture, waitForCluster, within } from './harness.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, '../..');
-const BINARY = process.env.CROSSWIRE_BIN || join(repo, 'target/debug/crosswire');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const REDIS = process.env.REDIS_SERVER || 'redis-server';
-const ARTIFACTS = join(repo, 'test-artifacts');
 /** The admin token of both nodes (this test's own cluster). */
 const TOKEN = 'admin-test-token';
-
-/** Generous bound for one step seen in the page (a join, a message, a reconnect). */
-const STEP = 15_000;
-/** Bound for a process to start and be ready. */
-const START = 20_000;
-
-const t0 = Date.now();
-const say = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-
-/** Fails after `ms` with `what` in the message. */
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `check` (async, truthy when done) every 100 ms for at most `ms`. */
-async function until(check, ms, what) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** A port that was free a moment ago (the kernel picked it). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Every child process started by this file, killed in `after` whatever happened. */
-const children = new Set();
-
-/** A child process with its output kept (printed when the test fails). */
-class Child {
-  constructor(label, cmd, args) {
-    this.label = label;
-    this.output = '';
-    const env = { ...process.env, NO_COLOR: '1', RUST_LOG: 'info', RUST_LOG_STYLE: 'never' };
-    for (const key of ['CROSSWIRE_HOST', 'CROSSWIRE_PORT', 'CROSSWIRE_NAME', 'CROSSWIRE_REDIS', 'CROSSWIRE_ADMIN_TOKEN']) delete env[key];
-    this.proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(this);
-    this.exited = new Promise((resolve) =>
-      this.proc.once('exit', (code, signal) => {
-        children.delete(this);
-        resolve(code ?? signal);
-      })
-    );
-    this.spawnError = new Promise((_, reject) => this.proc.once('error', reject));
-    this.spawnError.catch(() => {});
-    for (const stream of [this.proc.stdout, this.proc.stderr]) {
-      stream.setEncoding('utf8').on('data', (chunk) => {
-        this.output += chunk;
-        if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
-      });
-    }
-  }
-
-  running() {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  /** Waits until `re` matches the output; fails if the process exits first. */
-  async waitFor(re, ms, what) {
-    const exited = this.exited.then((code) => {
-      throw new Error(`${this.label} exited (${code}) before ${what}:\n${this.output}`);
-    });
-    exited.catch(() => {});
-    const seen = until(() => re.exec(this.output), ms, `${this.label}: ${what}`);
-    return Promise.race([seen, exited, this.spawnError]);
-  }
-
-  /** SIGKILL: the process dies without closing anything. */
-  async kill() {
-    if (this.running()) this.proc.kill('SIGKILL');
-    await within(this.exited, 5000, `${this.label} to exit`);
-  }
-}
-
-/** Answers whether a Redis server answers PING on `port`. */
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = createConnection({ host: '127.0.0.1', port });
-    let got = '';
-    const done = (ok) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1000, () => done(false));
-    sock.on('error', () => done(false));
-    sock.on('connect', () => sock.write('PING\r\n'));
-    sock.on('data', (d) => {
-      got += d;
-      if (got.includes('\r\n')) done(got.startsWith('+PONG'));
-    });
-  });
-}
-
-async function startRedis(port) {
-  const redis = new Child(`redis-server :${port}`, REDIS, [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-  ]);
-  await Promise.race([until(() => redisPing(port), START, `redis-server on port ${port}`), redis.spawnError]);
-  return redis;
-}
 
 /**
  * Starts `crosswire serve --name <name> --admin-token TOKEN` as one node of the cluster (port 0:
  * the kernel picks; the bound port is read back).
  */
 async function startNode(name, redisPort) {
-  const node = new Child(name, BINARY, [
+  const node = await startCrosswire(name, [
     'serve', '--host', '127.0.0.1', '--port', '0', '--name', name,
     '--redis', `redis://127.0.0.1:${redisPort}`, '--threads', '1', '--admin-token', TOKEN,
   ]);
-  const m = await node.waitFor(/crosswire relay ready.*?addr=(\S+)/, START, 'crosswire relay ready');
-  node.port = Number(m[1].split(':').pop());
-  node.http = `http://127.0.0.1:${node.port}`;
   node.ws = `ws://127.0.0.1:${node.port}`;
   return node;
 }
 
 /** Waits until the node's GET /healthz lists every one of `names` and reports a healthy broker. */
-async function waitForCluster(node, names) {
-  return until(
-    async () => {
-      const res = await fetch(`${node.http}/healthz`);
-      if (!res.ok) return false;
-      const body = await res.json();
-      return names.every((n) => body.nodes.includes(n)) && body.broker?.healthy ? body : false;
-    },
-    START,
-    `${node.label}'s /healthz to list ${names.join(', ')}`
-  );
-}
+const waitForHealthyCluster = (node, names) => waitForCluster(node, names, { healthyBroker: true });
 
 // ---- plain WebSocket clients of the relay ---------------------------------------------------
 
@@ -275,49 +129,26 @@ function waitForConnections(page, node, connections) {
 let redis, nodeA, nodeB, browser, page;
 const pageErrors = [];
 
-before(async () => {
-  assert.ok(existsSync(BINARY), `${BINARY} not found: build it with \`cargo build -p crosswire-cli\` (test.sh does)`);
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: install Debian's chromium package (test.sh does)`);
-  mkdirSync(ARTIFACTS, { recursive: true });
-});
+/** Saves a screenshot of the whole page as ARTIFACTS/`name`; returns its path. */
+const fullScreenshot = (page, name) => screenshot(page, name, { fullPage: true });
+
+before(preflight);
 
 after(async () => {
   try {
     for (const client of [...clients]) client.ws.terminate();
-    if (browser) await within(browser.close(), 10_000, 'the browser to close').catch((e) => say(String(e)));
   } finally {
-    for (const child of [...children]) {
-      await child.kill().catch((e) => say(String(e)));
-    }
+    await shutdown(browser);
   }
 });
-
-// Whatever happens (an uncaught error, a signal), the servers must not outlive the test.
-process.on('exit', () => {
-  for (const child of children) {
-    try {
-      child.proc.kill('SIGKILL');
-    } catch {}
-  }
-});
-
-async function screenshot(page, name) {
-  const path = join(ARTIFACTS, name);
-  await page.screenshot({ path, fullPage: true });
-  say(`screenshot: ${path}`);
-  return path;
-}
 
 test('the admin dashboard shows, inspects and disconnects the clients of a two-node cluster', { timeout: 120_000 }, async () => {
   try {
     await scenario();
   } catch (e) {
     // Leave what is needed to understand the failure: a screenshot, page errors, server output.
-    if (page && !page.isClosed()) await screenshot(page, 'admin-failure.png').catch(() => {});
-    for (const err of pageErrors) console.log(`page: ${err}`);
-    for (const child of [redis, nodeA, nodeB]) {
-      if (child) console.log(`--- ${child.label} output (last 4000 chars):\n${child.output.slice(-4000)}`);
-    }
+    if (page && !page.isClosed()) await fullScreenshot(page, 'admin-failure.png').catch(() => {});
+    printFailureContext(pageErrors, [redis, nodeA, nodeB]);
     throw e;
   } finally {
     clearInterval(traffic);
@@ -332,7 +163,7 @@ async function scenario() {
   say(`redis-server on port ${redisPort}`);
   [nodeA, nodeB] = await Promise.all([startNode('node-a', redisPort), startNode('node-b', redisPort)]);
   say(`node-a on ${nodeA.port}, node-b on ${nodeB.port}`);
-  await Promise.all([waitForCluster(nodeA, ['node-a', 'node-b']), waitForCluster(nodeB, ['node-a', 'node-b'])]);
+  await Promise.all([waitForHealthyCluster(nodeA, ['node-a', 'node-b']), waitForHealthyCluster(nodeB, ['node-a', 'node-b'])]);
   say('both nodes see the cluster');
 
   // The admin socket takes only the token; the application's sockets know nothing of it.
@@ -349,31 +180,10 @@ async function scenario() {
   assert.deepEqual(await a3.request('join', { room: 'lobby' }), { ok: true });
   say('5 clients connected: 3 on node-a, 2 on node-b; 4 in general, 1 in lobby');
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30_000,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
-  say(`browser ${browser.version()}`);
+  browser = await launchBrowser();
   const context = await browser.newContext({ viewport: { width: 1280, height: 680 } });
   page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`console: ${m.text()}`);
-  });
-  page.on('response', (r) => {
-    if (r.status() >= 400 && new URL(r.url()).pathname !== '/favicon.ico') pageErrors.push(`${r.status()} for ${r.url()}`);
-  });
+  collectPageErrors(page, pageErrors);
   await page.goto(`${nodeA.http}/admin#token=${TOKEN}`, { timeout: STEP });
   assert.equal(await page.title(), 'crosswire admin');
 
@@ -459,11 +269,8 @@ async function scenario() {
     null,
     { timeout: 30_000, polling: 200 }
   );
-  const shot = await screenshot(page, 'admin.png');
-  if (process.env.UPDATE_DEMO_SCREENSHOT === '1') {
-    copyFileSync(shot, join(repo, 'docs/admin.png'));
-    say('copied to docs/admin.png');
-  }
+  const shot = await fullScreenshot(page, 'admin.png');
+  updateDocsPicture(shot, 'admin.png');
 
   // A look-up of an id no one has.
   await page.locator('#lookup-id').fill('nobody');
