@@ -147,6 +147,16 @@ async fn a_gateway_forwards_a_client_request_to_a_logic_node() {
     cluster_suite::gateway_forwards_to_logic(&gateway, &logic).await;
 }
 
+/// `Server::request` reaches an id connected to another node over Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reaches_an_id_on_another_node_over_redis() {
+    let redis = redis();
+    let urls = [redis.url()];
+    let (a, b) = (node("a", &urls), node("b", &urls));
+    wait_nodes(&[&a, &b], &["a", "b"]).await;
+    cluster_suite::request_reaches_any_id(&a, &b).await;
+}
+
 /// A Redis node added at run time (`RedisBroker::add_node`) joins the publish and
 /// subscribe sets; when the first Redis node dies, server events and WebSocket deliveries
 /// flow through the new one.

@@ -254,3 +254,54 @@ pub async fn gateway_forwards_to_logic(gateway: &Server, logic: &Server) {
         json!({"callbackId":"c1","payload":{"item":"apple","price":42,"by":"logic"}})
     );
 }
+
+/// `Server::request` from `a` to an id connected to `b` (answered by a client that speaks the
+/// `ackId` extension), from `b` itself, to an id nobody holds (`NotConnected`), and to a
+/// client that never answers (a timeout within the bound given). `a` and `b` see each other;
+/// `b` gets the relay handlers and a listener here.
+pub async fn request_reaches_any_id(a: &Server, b: &Server) {
+    crate::install_relay(b);
+    let addr = serve_on_free_port(b).await;
+    let mut far = RawClient::connect_bound(addr, "far")
+        .await
+        .expect("connect");
+    let answering = tokio::spawn(async move {
+        // Answers every request with {"name": "Far", "asked": <payload>}, until told to stop.
+        while let Some(frame) = far.recv_json(WAIT).await {
+            let Some(ack_id) = frame["ackId"].as_str() else {
+                continue;
+            };
+            if frame["event"] == "stop" {
+                break;
+            }
+            let answer = json!({"name": "Far", "asked": frame["payload"]});
+            let text = crosswire::protocol::frame::encode_ack_text(ack_id, &answer).expect("ack");
+            far.send_text(&text).await.expect("answer");
+        }
+        far
+    });
+    let answer = a
+        .request("far", "whoami", &json!({"q": 2}), WAIT)
+        .await
+        .expect("answered");
+    assert_eq!(answer.get(), r#"{"asked":{"q":2},"name":"Far"}"#);
+    let answer = b
+        .request("far", "whoami", &1, WAIT)
+        .await
+        .expect("answered");
+    assert_eq!(answer.get(), r#"{"asked":1,"name":"Far"}"#);
+    assert!(matches!(
+        a.request("nobody", "whoami", &1, WAIT).await,
+        Err(crosswire::RequestError::NotConnected)
+    ));
+    // Told to stop, the client answers nothing more: a's next request times out at 300 ms.
+    let limit = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let stop = a.request("far", "stop", &(), limit).await;
+    assert!(
+        matches!(stop, Err(crosswire::RequestError::Timeout(t)) if t == limit),
+        "{stop:?}"
+    );
+    assert!(started.elapsed() >= limit && started.elapsed() < WAIT);
+    let _far = answering.await.expect("client task");
+}

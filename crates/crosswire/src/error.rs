@@ -65,6 +65,12 @@ pub enum RequestError {
     /// The socket closed before answering.
     #[error("socket closed before answering")]
     Closed,
+    /// No node holds a socket bound to the id ([`crate::Server::request`]).
+    #[error("id not connected on any node")]
+    NotConnected,
+    /// The request could not be carried between nodes; the text says why.
+    #[error("request between nodes failed: {0}")]
+    Cluster(String),
 }
 
 /// Listening or serving failed.

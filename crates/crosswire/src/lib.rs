@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod ack;
+mod client_requests;
 mod cluster;
 mod compression;
 mod config;

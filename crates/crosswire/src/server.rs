@@ -132,6 +132,7 @@ impl ServerBuilder {
         let server = Server { inner };
         server.install_queries();
         server.install_inspection();
+        server.install_client_requests();
         server.spawn_ping_sweep();
         Ok(server)
     }

@@ -157,7 +157,10 @@ async fn room_sizes_add_up_over_the_nodes() {
             .map(|r| (r.room.id().to_string(), r.size))
             .collect()
     };
-    assert_eq!(sizes(0), [("big".to_string(), 2), ("shared".to_string(), 1)]);
+    assert_eq!(
+        sizes(0),
+        [("big".to_string(), 2), ("shared".to_string(), 1)]
+    );
     assert_eq!(sizes(1), [("shared".to_string(), 2)]);
     // A single node's own summary lists its largest only.
     assert_eq!(a.node_summary(1).rooms.len(), 1);
