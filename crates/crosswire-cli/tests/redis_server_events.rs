@@ -157,6 +157,17 @@ async fn a_request_reaches_an_id_on_another_node_over_redis() {
     cluster_suite::request_reaches_any_id(&a, &b).await;
 }
 
+/// The same id logging in on two nodes at once, fifty times over Redis: exactly one socket
+/// each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_race_on_two_nodes_keeps_exactly_one_socket() {
+    let redis = redis();
+    let urls = [redis.url()];
+    let (a, b) = (node("a", &urls), node("b", &urls));
+    wait_nodes(&[&a, &b], &["a", "b"]).await;
+    cluster_suite::login_race_keeps_one_socket(&a, &b, 50).await;
+}
+
 /// A Redis node added at run time (`RedisBroker::add_node`) joins the publish and
 /// subscribe sets; when the first Redis node dies, server events and WebSocket deliveries
 /// flow through the new one.

@@ -247,10 +247,20 @@ pub enum Body {
         frame: Bytes,
     },
     /// `id` was bound on the origin node: any other node holding a socket for it closes it,
-    /// and every node records where `id` lives.
+    /// and every node records where `id` lives. Two binds of one id that cross (the same
+    /// user logging in on two nodes at once) are settled by their claims: the greater
+    /// `(claim, node, conn)` keeps its socket, the other closes, so exactly one remains.
     Takeover {
         /// The id that moved.
         id: String,
+        /// When it was bound, in milliseconds since the Unix epoch, raised above every claim
+        /// of the id the origin had seen (so a later bind wins even across clock skew);
+        /// 0 from a node that predates claims (its takeover always wins).
+        #[serde(default)]
+        claim: u64,
+        /// The bound connection's number on the origin node (the last tie-break).
+        #[serde(default)]
+        conn: u64,
     },
     /// `id` is no longer bound on the origin node.
     Gone {
@@ -490,7 +500,16 @@ mod tests {
             Envelope::decode(b"\x01\xc1nonsense"),
             Err(EnvelopeError::Decode(_))
         ));
-        let mut env = Envelope::new("a", 1, 1, Body::Takeover { id: "x".into() });
+        let mut env = Envelope::new(
+            "a",
+            1,
+            1,
+            Body::Takeover {
+                id: "x".into(),
+                claim: 1,
+                conn: 2,
+            },
+        );
         env.v = 9;
         let mut bytes = vec![MARKER_PLAIN];
         bytes.extend(rmp_serde::to_vec(&env).unwrap());

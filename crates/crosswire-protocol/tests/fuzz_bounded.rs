@@ -551,6 +551,8 @@ fn random_envelope(rng: &mut Rng) -> Envelope {
         },
         1 => Body::Takeover {
             id: random_string(rng),
+            claim: rng.next_u64(),
+            conn: rng.next_u64(),
         },
         2 => Body::Gone {
             id: random_string(rng),

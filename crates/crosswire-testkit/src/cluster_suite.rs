@@ -305,3 +305,69 @@ pub async fn request_reaches_any_id(a: &Server, b: &Server) {
     assert!(started.elapsed() >= limit && started.elapsed() < WAIT);
     let _far = answering.await.expect("client task");
 }
+
+/// The same id connecting to `a` and `b` at the same moment, `rounds` times: each time
+/// exactly one socket keeps the id (never none, never two), the other client gets the
+/// takeover close, and the winner stays open after both nodes heard both binds. `a` and `b`
+/// see each other; they get the relay handlers and listeners here.
+pub async fn login_race_keeps_one_socket(a: &Server, b: &Server, rounds: usize) {
+    crate::install_relay(a);
+    crate::install_relay(b);
+    // Counts the binds each node made (its connection handlers run after the relay's).
+    let binds: [Arc<AtomicUsize>; 2] = Default::default();
+    for (server, count) in [a, b].into_iter().zip(&binds) {
+        let count = Arc::clone(count);
+        server.on_system(move |_: crosswire::system::Connection| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let addrs = [serve_on_free_port(a).await, serve_on_free_port(b).await];
+    let nodes = [a, b];
+    for round in 0..rounds {
+        let id = format!("racer-{round}");
+        let target = format!("/?id={id}");
+        let (ca, cb) = tokio::join!(
+            RawClient::connect(addrs[0], &target),
+            RawClient::connect(addrs[1], &target)
+        );
+        let mut clients = [ca.expect("connect to a"), cb.expect("connect to b")];
+        let both_bound = || binds.iter().all(|n| n.load(Ordering::SeqCst) == round + 1);
+        assert!(wait_until(WAIT, both_bound).await, "round {round}: binds");
+        let held = |i: usize| nodes[i].socket(&id).is_some();
+        // One node lets go of the id; which one is decided by the claims.
+        assert!(
+            wait_until(WAIT, || held(0) != held(1)).await,
+            "round {round}: a holds {}, b holds {}",
+            held(0),
+            held(1)
+        );
+        let winner = usize::from(held(1));
+        let loser = 1 - winner;
+        let kept = nodes[winner].socket(&id).expect("the winner's socket");
+        let close = clients[loser].expect_close(WAIT).await;
+        assert_eq!(
+            close.map(|(code, _)| code),
+            Some(crosswire::close_code::TAKEN_OVER),
+            "round {round}: the loser's close"
+        );
+        // A marker the loser's node sends to everyone after both binds: once the winner's
+        // client has it, the winner's node has handled the loser's bind too.
+        nodes[loser]
+            .to_all()
+            .emit("marker", &round)
+            .expect("marker sent");
+        loop {
+            let frame = clients[winner]
+                .recv_json(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("round {round}: the winner got no marker"));
+            if frame["event"] == "marker" {
+                assert_eq!(frame["payload"], json!(round));
+                break;
+            }
+        }
+        assert!(!kept.is_closed(), "round {round}: the winner was closed");
+        assert_eq!(nodes[winner].socket(&id), Some(kept), "round {round}");
+        assert!(nodes[loser].socket(&id).is_none(), "round {round}");
+    }
+}

@@ -172,8 +172,9 @@ pub(crate) struct Cluster {
     announce_interval: Duration,
     node_ttl: Duration,
     peers: Mutex<HashMap<Arc<str>, Peer>>,
-    /// Where ids bound on other nodes live, learnt from their bind announcements.
-    locations: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// Where ids bound on other nodes live, learnt from their bind announcements, with the
+    /// claim each was bound with.
+    locations: Mutex<HashMap<Arc<str>, Location>>,
     seen: Mutex<HashMap<(Arc<str>, u64), SeenWindow>>,
     /// Runs of peers that said they leave, and when: a late announcement of theirs (one
     /// that crossed the departure, e.g. through another Redis node) does not bring them back.
@@ -301,7 +302,7 @@ impl Cluster {
                 {
                     let locations = lock(&self.locations);
                     for id in ids {
-                        let node = locations.get(id.as_str()).cloned();
+                        let node = locations.get(id.as_str()).map(|l| Arc::clone(&l.node));
                         by_node.entry(node).or_default().push(id);
                     }
                 }
@@ -328,12 +329,48 @@ impl Cluster {
     }
 
     pub(crate) fn location(&self, id: &str) -> Option<Arc<str>> {
-        lock(&self.locations).get(id).cloned()
+        lock(&self.locations).get(id).map(|l| Arc::clone(&l.node))
     }
 
-    pub(crate) fn announce_takeover(&self, id: &str) {
+    /// Records that `id` lives on `node`, unless a later claim of it was seen already.
+    fn located(&self, id: Arc<str>, node: &Arc<str>, claim: u64) {
+        let mut locations = lock(&self.locations);
+        match locations.get_mut(&id) {
+            Some(l) if l.claim > claim && claim != 0 => {}
+            Some(l) => {
+                l.node = Arc::clone(node);
+                l.claim = claim;
+            }
+            None => {
+                locations.insert(
+                    id,
+                    Location {
+                        node: Arc::clone(node),
+                        claim,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The claim for a bind of `id` here now: the time in milliseconds, raised above every
+    /// claim of `id` seen (another node's, or `floor`, the socket it replaces here), so that
+    /// a later bind wins over one this node knew of, whatever the clocks say.
+    pub(crate) fn claim_for(&self, id: &str, floor: u64) -> u64 {
+        let seen = lock(&self.locations).get(id).map_or(0, |l| l.claim);
+        crate::socket::unix_ms()
+            .max(seen.saturating_add(1))
+            .max(floor.saturating_add(1))
+    }
+
+    pub(crate) fn announce_takeover(&self, id: &str, claim: u64, conn: u64) {
         let channel = Arc::clone(&self.channels.ws_all);
-        self.publish(channel, Body::Takeover { id: id.to_string() });
+        let body = Body::Takeover {
+            id: id.to_string(),
+            claim,
+            conn,
+        };
+        self.publish(channel, body);
     }
 
     pub(crate) fn announce_gone(&self, id: &str) {
@@ -402,7 +439,7 @@ impl Cluster {
     fn forget_peer(&self, node: &str) -> bool {
         let removed = lock(&self.peers).remove(node).is_some();
         if removed {
-            lock(&self.locations).retain(|_, n| &**n != node);
+            lock(&self.locations).retain(|_, l| &*l.node != node);
             lock(&self.seen).retain(|(n, _), _| &**n != node);
         }
         removed
@@ -413,13 +450,39 @@ impl Cluster {
 /// reaction to other nodes, handlers and system events. Implemented by the node, so this
 /// layer looks down only; the tasks hold it weakly and stop when the node is gone.
 /// (Statically dispatched: the node's handlers need its `Arc`.)
+/// Where an id bound on another node lives, and the claim it was bound with.
+#[derive(Debug)]
+struct Location {
+    node: Arc<str>,
+    claim: u64,
+}
+
+/// A bind of an id, as two binds that cross are compared: the later claim wins; equal
+/// claims go to the greater node name, then the greater connection number. A claim of 0
+/// (from a node that predates claims) loses to nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) at: u64,
+    pub(crate) node: Arc<str>,
+    pub(crate) conn: u64,
+}
+
+impl Claim {
+    /// Whether this bind keeps its socket against `other`.
+    pub(crate) fn beats(&self, other: &Claim) -> bool {
+        other.at != 0 && (self.at, &self.node, self.conn) > (other.at, &other.node, other.conn)
+    }
+}
+
 pub(crate) trait Host: Send + Sync + Sized + 'static {
     /// This node's cluster part.
     fn cluster(&self) -> Option<&Cluster>;
     /// Delivers a frame that another node published to this node's sockets.
     fn deliver(self: &Arc<Self>, target: &Target, frame: &Bytes);
     /// `id` was bound on another node: close and forget the local socket bound to it.
-    fn taken_over(self: &Arc<Self>, id: &str);
+    /// Another node bound `id` with `remote`: a socket bound to it here closes unless its
+    /// own claim is greater, which is returned then.
+    fn taken_over(self: &Arc<Self>, id: &str, remote: &Claim) -> Option<Claim>;
     /// A room was removed on every node.
     fn remove_room(self: &Arc<Self>, namespace: &str, room: &str);
     /// A server-to-server event for this node.
@@ -698,14 +761,26 @@ fn apply<H: Host>(
             cluster.deliveries.fetch_add(1, Ordering::Relaxed);
             host.deliver(&target, &frame);
         }
-        Body::Takeover { id } => {
+        Body::Takeover { id, claim, conn } => {
             let id: Arc<str> = Arc::from(id);
-            lock(&cluster.locations).insert(Arc::clone(&id), Arc::clone(origin));
-            host.taken_over(&id);
+            let remote = Claim {
+                at: claim,
+                node: Arc::clone(origin),
+                conn,
+            };
+            match host.taken_over(&id, &remote) {
+                // Ours is the later bind: the origin closes its socket when it hears ours
+                // (again: it may have bound before ours reached it).
+                Some(kept) => cluster.announce_takeover(&id, kept.at, kept.conn),
+                None => cluster.located(id, origin, claim),
+            }
         }
         Body::Gone { id } => {
             let mut locations = lock(&cluster.locations);
-            if locations.get(id.as_str()).is_some_and(|n| n == origin) {
+            if locations
+                .get(id.as_str())
+                .is_some_and(|l| l.node == *origin)
+            {
                 locations.remove(id.as_str());
             }
         }
@@ -822,6 +897,26 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests {
+    use super::Claim;
+
+    #[test]
+    fn the_later_claim_wins_then_the_node_then_the_connection() {
+        let claim = |at, node: &str, conn| Claim {
+            at,
+            node: node.into(),
+            conn,
+        };
+        assert!(claim(2, "a", 1).beats(&claim(1, "b", 9)));
+        assert!(!claim(1, "b", 9).beats(&claim(2, "a", 1)));
+        assert!(claim(5, "b", 1).beats(&claim(5, "a", 9)));
+        assert!(claim(5, "a", 2).beats(&claim(5, "a", 1)));
+        // Exactly one of two claims wins.
+        let (x, y) = (claim(5, "a", 2), claim(5, "a", 2));
+        assert!(!x.beats(&y) && !y.beats(&x), "a claim does not beat itself");
+        // A takeover from a node without claims always wins.
+        assert!(!claim(u64::MAX, "z", 9).beats(&claim(0, "a", 1)));
+    }
+
     use super::SeenWindow;
 
     #[test]

@@ -3,6 +3,7 @@
 //! Rooms hold ids, not sockets, as in the seed: a socket is in a room through the id it is
 //! bound to, and leaves every room when its id is unbound on disconnect.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,9 @@ impl Server {
     pub fn bind(&self, id: &str, socket: &Socket) {
         let id: Arc<str> = Arc::from(id);
         let previous = self.write_registry().bind(Arc::clone(&id), &socket.shared);
+        let floor = previous
+            .as_ref()
+            .map_or(0, |old| old.claim.load(Ordering::Acquire));
         if let Some(old) = previous {
             tracing::debug!(id = %id, "id taken over by a new connection");
             old.request_close(
@@ -70,7 +74,9 @@ impl Server {
             );
         }
         if let Some(cluster) = &self.inner.cluster {
-            cluster.announce_takeover(&id);
+            let claim = cluster.claim_for(&id, floor);
+            socket.shared.claim.store(claim, Ordering::Release);
+            cluster.announce_takeover(&id, claim, socket.shared.conn_id);
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::ack::Acks;
-use crate::cluster::{Cluster, Host, Outgoing};
+use crate::cluster::{Claim, Cluster, Host, Outgoing};
 use crate::config::ServerConfig;
 use crate::error::{ConfigError, ServeError};
 use crate::events::{HandlerId, On};
@@ -571,9 +571,18 @@ impl Host for ServerInner {
         server(self).deliver_local(target, frame);
     }
 
-    fn taken_over(self: &Arc<Self>, id: &str) {
+    fn taken_over(self: &Arc<Self>, id: &str, remote: &Claim) -> Option<Claim> {
         let server = server(self);
         if let Some(socket) = server.socket(id) {
+            let local = Claim {
+                at: socket.shared.claim.load(Ordering::Acquire),
+                node: self.cluster.as_ref().map(|c| Arc::clone(&c.node))?,
+                conn: socket.conn_id(),
+            };
+            if local.at != 0 && local.beats(remote) {
+                tracing::debug!(id = %id, other = %remote.node, "id bound on another node too; this later bind stays");
+                return Some(local);
+            }
             tracing::debug!(id = %id, "id bound on another node");
             server.unbind_quiet(id);
             server.leave_all(id);
@@ -582,6 +591,7 @@ impl Host for ServerInner {
                 "taken over by a new connection",
             );
         }
+        None
     }
 
     fn remove_room(self: &Arc<Self>, namespace: &str, room: &str) {

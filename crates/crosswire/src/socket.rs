@@ -226,6 +226,8 @@ pub(crate) struct SocketShared {
     pub(crate) background: AtomicBool,
     /// Set by the first binding to an id (for the unbound timeout).
     pub(crate) ever_bound: AtomicBool,
+    /// The claim of its current binding in a cluster (see `cluster::Claim`); 0 when none.
+    pub(crate) claim: AtomicU64,
     /// The negotiated subprotocol.
     protocol: Option<Box<str>>,
     /// permessage-deflate, when negotiated: data frames large enough go out compressed.
@@ -412,6 +414,7 @@ impl SocketShared {
             background_generation: AtomicU64::new(0),
             background: AtomicBool::new(false),
             ever_bound: AtomicBool::new(false),
+            claim: AtomicU64::new(0),
             protocol: identity.protocol,
             deflate: identity.deflate,
             id: Mutex::new(None),

@@ -289,3 +289,10 @@ async fn single_node_requests_are_answered_in_process() {
     assert_eq!(ask_who(&server, ServerEmitOptions::new()).await, ["solo"]);
     assert_eq!(server.nodes(), ["solo"]);
 }
+
+/// The same id logging in on two nodes at once, fifty times: exactly one socket each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_race_on_two_nodes_keeps_exactly_one_socket() {
+    let (_hub, nodes) = cluster(&["a", "b"]).await;
+    cluster_suite::login_race_keeps_one_socket(&nodes[0], &nodes[1], 50).await;
+}
