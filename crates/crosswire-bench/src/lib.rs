@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod common;
+pub mod metrics;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;

@@ -25,25 +25,48 @@ pub async fn fetch(base: &str, options: &ConnectOptions) -> Result<Value> {
 }
 
 async fn get_healthz(url: &url::Url, options: &ConnectOptions) -> Result<Value> {
+    let (_, body) = get_body(url, "/healthz", options).await?;
+    let doc: Value = serde_json::from_slice(&body).context("/healthz is not JSON")?;
+    doc.get("stats")
+        .cloned()
+        .ok_or_else(|| anyhow!("/healthz has no stats"))
+}
+
+/// The body of a `GET path` on the node at `base` (a `ws://` or `wss://` URL), within the
+/// same timeout as [`fetch`]; an error unless the status is 200.
+pub async fn get(base: &str, path: &str, options: &ConnectOptions) -> Result<Vec<u8>> {
+    let url = url::Url::parse(base).with_context(|| format!("invalid server url {base:?}"))?;
+    let (status, body) = tokio::time::timeout(TIMEOUT, get_body(&url, path, options))
+        .await
+        .map_err(|_| anyhow!("GET {path} timed out"))??;
+    if status != "200" {
+        bail!("GET {path}: status {status}");
+    }
+    Ok(body)
+}
+
+/// The status code (as text) and body of a `GET path`.
+async fn get_body(
+    url: &url::Url,
+    path: &str,
+    options: &ConnectOptions,
+) -> Result<(String, Vec<u8>)> {
     let mut io = Transport::connect(url, options.tls.as_ref()).await?;
     let host = url.host_str().unwrap_or_default();
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     io.write_all(request.as_bytes()).await?;
     io.flush().await?;
     let mut buf = Vec::with_capacity(4096);
     loop {
         if let Some(body) = complete_body(&buf)? {
-            let doc: Value = serde_json::from_slice(body).context("/healthz is not JSON")?;
-            return doc
-                .get("stats")
-                .cloned()
-                .ok_or_else(|| anyhow!("/healthz has no stats"));
+            let status = buf.split(|&b| b == b' ').nth(1).unwrap_or_default();
+            return Ok((String::from_utf8_lossy(status).into_owned(), body.to_vec()));
         }
         if buf.len() > MAX_RESPONSE {
-            bail!("/healthz answer larger than {MAX_RESPONSE} bytes");
+            bail!("{path} answer larger than {MAX_RESPONSE} bytes");
         }
         if io.read_buf(&mut buf).await? == 0 {
-            bail!("/healthz answer cut short");
+            bail!("{path} answer cut short");
         }
     }
 }
@@ -59,7 +82,7 @@ fn complete_body(response: &[u8]) -> Result<Option<&[u8]>> {
         .filter_map(|line| line.split_once(':'))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
         .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .ok_or_else(|| anyhow!("/healthz answer has no Content-Length"))?;
+        .ok_or_else(|| anyhow!("answer has no Content-Length"))?;
     let body = &response[end + 4..];
     Ok((body.len() >= length).then(|| &body[..length]))
 }
