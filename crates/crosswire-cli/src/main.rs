@@ -51,6 +51,11 @@ struct ServeArgs {
     /// --redis, a generated one (host name and a random suffix, logged at start).
     #[arg(long, env = "CROSSWIRE_NAME")]
     name: Option<String>,
+    /// Track who is in the relay's rooms across the cluster: `presence {"room"}` lists every
+    /// node's members, and members get `presence` events as ids join and leave (a node that
+    /// dies takes its members with it). Each join and leave is then published to every node.
+    #[arg(long, env = "CROSSWIRE_PRESENCE")]
+    presence: bool,
     /// Log format: `text`, or `json` (one object per line). `RUST_LOG` sets the levels
     /// (default `info`: lifecycle events such as connections opened and closed; `debug` adds
     /// one line per message).
@@ -384,10 +389,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_server_ping_interval(Duration::from_secs(args.ping_interval))
         .with_max_message_size(args.max_message_size)
         .with_max_queue_bytes(args.max_queue_bytes);
-    let config = limits(
+    let mut config = limits(
         config.with_trusted_proxies(args.trusted_proxies.iter().copied()),
         &args,
     )?;
+    if args.presence {
+        config = config.with_presence([crosswire_cli::relay::NAMESPACE]);
+    }
     let server = if args.redis.is_empty() {
         Server::new(config)?
     } else {

@@ -14,13 +14,19 @@
 //!   `--trusted-proxy`, the one it forwarded. It tells which node serves a client behind a
 //!   load balancer, and what that node takes the client's address to be.
 //!
+//! - `presence {"room"}`: replies with the room's members, `[{"id", "node"}]`: on every
+//!   node when the server tracks the relay's presence (`crosswire serve --presence`), this
+//!   node's otherwise. With presence tracked, every member of a room gets event `presence`
+//!   `{"room", "id", "node", "joined"}` whenever an id joins or leaves it on any node (its
+//!   socket closed, or its node died, included).
+//!
 //! A payload of the wrong shape is answered (when a reply was asked for) with
 //! `{"ok": false, "error": "<what was wrong>"}` and sends nothing.
 
 use std::borrow::Cow;
 
-use crosswire::system::Connection;
-use crosswire::{Ack, Payload, RawValue, Room, Server, Socket};
+use crosswire::system::{Connection, PresenceJoin, PresenceLeave};
+use crosswire::{Ack, Payload, PresenceEntry, RawValue, Room, Server, Socket};
 use serde::{Deserialize, Serialize};
 
 /// The namespace of relay rooms.
@@ -152,6 +158,43 @@ fn to_ids(server: Server, payload: Payload) -> Ack<Answer> {
     })
 }
 
+/// The answer of `presence`: the members, or what was wrong with the payload.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Members {
+    Found(Vec<PresenceEntry>),
+    Invalid(Answer),
+}
+
+fn presence(server: Server, payload: Payload) -> Ack<Members> {
+    Ack(match payload.parse::<RoomName<'_>>() {
+        Ok(r) => Members::Found(server.presence(&Room::new(NAMESPACE, r.room))),
+        Err(e) => Members::Invalid(Answer {
+            ok: false,
+            error: Some(format!("invalid payload: {e}")),
+        }),
+    })
+}
+
+/// A join or leave, as the room's members get it.
+#[derive(Serialize)]
+struct PresenceEvent<'a> {
+    room: &'a str,
+    id: &'a str,
+    node: &'a str,
+    joined: bool,
+}
+
+/// Tells this node's members of the room (every node does the same for its own).
+fn tell_room(server: &Server, namespace: &str, event: &PresenceEvent<'_>) {
+    if namespace == NAMESPACE {
+        let _ = server
+            .to_room(Room::new(NAMESPACE, event.room))
+            .local()
+            .emit("presence", event);
+    }
+}
+
 /// Installs the relay handlers on `server`.
 pub fn install(server: &Server) {
     server.on_system(bind_from_query);
@@ -163,4 +206,23 @@ pub fn install(server: &Server) {
     server.on("to", to_id);
     server.on("ids", to_ids);
     server.on("whoami", whoami);
+    server.on("presence", presence);
+    server.on_system(|e: PresenceJoin, server: Server| {
+        let event = PresenceEvent {
+            room: &e.room,
+            id: &e.id,
+            node: &e.node,
+            joined: true,
+        };
+        tell_room(&server, &e.namespace, &event);
+    });
+    server.on_system(|e: PresenceLeave, server: Server| {
+        let event = PresenceEvent {
+            room: &e.room,
+            id: &e.id,
+            node: &e.node,
+            joined: false,
+        };
+        tell_room(&server, &e.namespace, &event);
+    });
 }

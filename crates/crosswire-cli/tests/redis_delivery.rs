@@ -211,3 +211,73 @@ async fn a_killed_node_expires_from_the_others_view() {
     z.expect_msg(&data).await;
     z.expect_nothing_more(&mut x).await;
 }
+
+/// Reads `raw`'s frames until a `presence` event for `id` on `node` with `joined`; fails
+/// after [`common::STEP`] (other frames are skipped).
+async fn wait_presence(raw: &mut Raw, id: &str, node: &str, joined: bool) {
+    let want = json!({"room": "lobby", "id": id, "node": node, "joined": joined});
+    let deadline = tokio::time::Instant::now() + common::STEP;
+    let mut skipped = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        let Some(common::Incoming::Text(text)) = raw.recv_within(common::STEP).await else {
+            continue;
+        };
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if frame["event"] == "presence" && frame["payload"] == want {
+            return;
+        }
+        skipped.push(text);
+    }
+    panic!("no presence event {want}; got {skipped:?}");
+}
+
+/// `crosswire serve --presence` over three nodes: the members of a room get `presence`
+/// events as ids join on any node; `presence {"room"}` lists every node's members; a node
+/// killed with SIGKILL takes its member with it (a leave event on the others, within the
+/// node TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_across_three_nodes_and_a_killed_one() {
+    let redis = redis();
+    let urls = [redis.url()];
+    let n1 = Relay::node("p1", &urls, &["--presence"]).await;
+    let n2 = Relay::node("p2", &urls, &["--presence"]).await;
+    let mut n3 = Relay::node("p3", &urls, &["--presence"]).await;
+    for n in [&n1, &n2, &n3] {
+        n.wait_cluster(&["p1", "p2", "p3"], 1).await;
+    }
+    let mut alice = Raw::connect(&n1, "alice").await;
+    let mut bob = Raw::connect(&n2, "bob").await;
+    let mut carol = Raw::connect(&n3, "carol").await;
+    assert_eq!(alice.request("join", json!({"room": "lobby"})).await, OK());
+    assert_eq!(bob.request("join", json!({"room": "lobby"})).await, OK());
+    wait_presence(&mut alice, "bob", "p2", true).await;
+    assert_eq!(carol.request("join", json!({"room": "lobby"})).await, OK());
+    wait_presence(&mut alice, "carol", "p3", true).await;
+    wait_presence(&mut bob, "carol", "p3", true).await;
+    let everyone = json!([
+        {"id": "alice", "node": "p1"},
+        {"id": "bob", "node": "p2"},
+        {"id": "carol", "node": "p3"}
+    ]);
+    assert_eq!(
+        carol.request("presence", json!({"room": "lobby"})).await,
+        everyone
+    );
+
+    // SIGKILL: nobody says carol left; the others notice when p3 expires.
+    let killed = std::time::Instant::now();
+    n3.kill();
+    wait_presence(&mut alice, "carol", "p3", false).await;
+    wait_presence(&mut bob, "carol", "p3", false).await;
+    eprintln!("carol's leave seen {:?} after the kill", killed.elapsed());
+    let left = json!([{"id": "alice", "node": "p1"}, {"id": "bob", "node": "p2"}]);
+    assert_eq!(
+        alice.request("presence", json!({"room": "lobby"})).await,
+        left
+    );
+    assert_eq!(
+        bob.request("presence", json!({"room": "lobby"})).await,
+        left
+    );
+    drop(carol);
+}

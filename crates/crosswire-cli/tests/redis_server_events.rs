@@ -168,6 +168,23 @@ async fn a_login_race_on_two_nodes_keeps_exactly_one_socket() {
     cluster_suite::login_race_keeps_one_socket(&a, &b, 50).await;
 }
 
+/// Presence over Redis: joins, leaves, a closed socket, a late node, and a node that dies
+/// without a word (its broker and tasks dropped), whose members leave within its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_members_across_nodes_over_redis() {
+    let redis = redis();
+    let urls = [redis.url()];
+    cluster_suite::presence_across_nodes(|name| {
+        let broker = RedisBroker::new(RedisConfig::from_urls(urls.clone()).expect("redis urls"))
+            .expect("broker");
+        Server::builder(cluster_suite::presence_config(name))
+            .broker(Arc::new(broker))
+            .build()
+            .expect("valid config")
+    })
+    .await;
+}
+
 /// A Redis node added at run time (`RedisBroker::add_node`) joins the publish and
 /// subscribe sets; when the first Redis node dies, server events and WebSocket deliveries
 /// flow through the new one.

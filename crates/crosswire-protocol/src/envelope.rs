@@ -308,6 +308,19 @@ pub enum Body {
     },
     /// The origin node is shutting down.
     Leave,
+    /// An id joined or left a room of a namespace whose presence is tracked (sent on the
+    /// namespace's channel, which every node tracking it subscribes to). Last, so that the
+    /// variants before it keep their numbers.
+    Presence {
+        /// Room namespace.
+        namespace: String,
+        /// Room id.
+        room: String,
+        /// The member.
+        id: String,
+        /// Joined (true) or left.
+        joined: bool,
+    },
 }
 
 impl Envelope {

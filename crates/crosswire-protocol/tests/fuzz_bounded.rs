@@ -534,7 +534,7 @@ fn random_envelope(rng: &mut Rng) -> Envelope {
             .map(|_| random_string(rng))
             .collect::<Vec<_>>()
     };
-    let body = match rng.below(8) {
+    let body = match rng.below(9) {
         0 => Body::Deliver {
             target: match rng.below(4) {
                 0 => Target::All { except: ids(rng) },
@@ -576,6 +576,12 @@ fn random_envelope(rng: &mut Rng) -> Envelope {
             ttl_ms: rng.next_u64(),
             compression: rng.chance(2),
             hello: rng.chance(2),
+        },
+        7 => Body::Presence {
+            namespace: random_string(rng),
+            room: random_string(rng),
+            id: random_string(rng),
+            joined: rng.chance(2),
         },
         _ => Body::Leave,
     };

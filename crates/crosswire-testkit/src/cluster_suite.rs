@@ -371,3 +371,118 @@ pub async fn login_race_keeps_one_socket(a: &Server, b: &Server, rounds: usize) 
         assert!(nodes[loser].socket(&id).is_none(), "round {round}");
     }
 }
+
+/// The namespace the presence scenario tracks.
+pub const PRESENCE_NAMESPACE: &str = "p";
+
+/// A node configuration for [`presence_across_nodes`]: [`node_config`] with presence on
+/// [`PRESENCE_NAMESPACE`] and no protocol ping sweep (which would keep a dropped node
+/// announcing itself until its next tick).
+pub fn presence_config(name: &str) -> ServerConfig {
+    node_config(name)
+        .with_presence([PRESENCE_NAMESPACE])
+        .with_server_ping_interval(Duration::ZERO)
+}
+
+/// Presence over three nodes made by `make` (from [`presence_config`]): joins and leaves on
+/// every node are seen on `a` as events and in `Server::presence`, a closed socket leaves, a
+/// node that dies without a word takes its members with it (leave events within the node
+/// time to live), and a node that joins later learns the members already there.
+pub async fn presence_across_nodes(make: impl Fn(&str) -> Server) {
+    use crosswire::system::{PresenceJoin, PresenceLeave};
+    use crosswire::Room;
+    use tokio::sync::mpsc;
+
+    let (a, b, c) = (make("a"), make("b"), make("c"));
+    wait_nodes(&[&a, &b, &c], &["a", "b", "c"]).await;
+    let (tx, mut events) = mpsc::unbounded_channel::<String>();
+    let joined = tx.clone();
+    a.on_system(move |e: PresenceJoin| {
+        let _ = joined.send(format!("+{}@{} {}", e.id, e.node, e.room));
+    });
+    a.on_system(move |e: PresenceLeave| {
+        let _ = tx.send(format!("-{}@{} {}", e.id, e.node, e.room));
+    });
+    let room = Room::new(PRESENCE_NAMESPACE, "r");
+    let listed = |server: &Server| -> Vec<String> {
+        server
+            .presence(&room)
+            .into_iter()
+            .map(|e| format!("{}@{}", e.id, e.node))
+            .collect()
+    };
+    b.join(&room, "x");
+    c.join(&room, "y");
+    a.join(&room, "z");
+    assert!(
+        wait_until(WAIT, || [&a, &b, &c]
+            .iter()
+            .all(|s| listed(s) == ["x@b", "y@c", "z@a"]))
+        .await,
+        "a {:?}, b {:?}, c {:?}",
+        listed(&a),
+        listed(&b),
+        listed(&c)
+    );
+    let mut seen = next_events(&mut events, 3).await;
+    seen.sort();
+    assert_eq!(seen, ["+x@b r", "+y@c r", "+z@a r"]);
+
+    // A leave on c.
+    c.leave(&room, "y");
+    assert!(wait_until(WAIT, || listed(&a) == ["x@b", "z@a"]).await);
+    assert_eq!(next_events(&mut events, 1).await, ["-y@c r"]);
+
+    // A socket on b bound as w joins, then closes: w leaves.
+    crate::install_relay(&b);
+    let addr = serve_on_free_port(&b).await;
+    let w = RawClient::connect_bound(addr, "w").await.expect("connect");
+    b.join(&room, "w");
+    assert!(wait_until(WAIT, || listed(&a) == ["w@b", "x@b", "z@a"]).await);
+    assert_eq!(next_events(&mut events, 1).await, ["+w@b r"]);
+    w.send_close(1000, "bye").await.expect("close");
+    assert!(wait_until(WAIT, || listed(&a) == ["x@b", "z@a"]).await);
+    assert_eq!(next_events(&mut events, 1).await, ["-w@b r"]);
+
+    // A node that joins later learns who is there already.
+    let d = make("d");
+    wait_nodes(&[&a, &b, &c, &d], &["a", "b", "c", "d"]).await;
+    assert!(
+        wait_until(WAIT, || listed(&d) == ["x@b", "z@a"]).await,
+        "d {:?}",
+        listed(&d)
+    );
+
+    // c's member; then c dies without a word: its member leaves, on every node.
+    c.join(&room, "y");
+    assert!(wait_until(WAIT, || listed(&a) == ["x@b", "y@c", "z@a"]).await);
+    assert_eq!(next_events(&mut events, 1).await, ["+y@c r"]);
+    drop(c);
+    assert!(
+        wait_until(WAIT, || listed(&a) == ["x@b", "z@a"]
+            && listed(&d) == ["x@b", "z@a"])
+        .await,
+        "a {:?}, d {:?}",
+        listed(&a),
+        listed(&d)
+    );
+    assert!(wait_until(WAIT, || !a.nodes().contains(&"c".to_string())).await);
+    assert_eq!(next_events(&mut events, 1).await, ["-y@c r"]);
+    assert!(events.try_recv().is_err(), "no other presence event on a");
+    drop(w);
+}
+
+/// The next `n` events of `rx`, each within [`WAIT`].
+async fn next_events(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    n: usize,
+) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        match crate::recv_within(rx, WAIT).await {
+            Some(e) => got.push(e),
+            None => panic!("{} of {n} events, then none: {got:?}", got.len()),
+        }
+    }
+    got
+}

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+use crate::registry::Membership;
 use crate::socket::Batch;
 use crate::stats::Stats;
 use crate::sync::lock;
@@ -485,6 +486,8 @@ pub(crate) trait Host: Send + Sync + Sized + 'static {
     fn taken_over(self: &Arc<Self>, id: &str, remote: &Claim) -> Option<Claim>;
     /// A room was removed on every node.
     fn remove_room(self: &Arc<Self>, namespace: &str, room: &str);
+    /// A member of `origin` joined or left a room whose presence is tracked.
+    fn presence(self: &Arc<Self>, origin: &Arc<str>, change: Membership);
     /// A server-to-server event for this node.
     fn server_event(
         self: &Arc<Self>,
@@ -785,6 +788,20 @@ fn apply<H: Host>(
             }
         }
         Body::RemoveRoom { namespace, room } => host.remove_room(&namespace, &room),
+        Body::Presence {
+            namespace,
+            room,
+            id,
+            joined,
+        } => {
+            let change = Membership {
+                namespace: namespace.into(),
+                room: room.into(),
+                id: id.into(),
+                joined,
+            };
+            host.presence(origin, change);
+        }
         Body::ServerEvent {
             event,
             payload,

@@ -48,6 +48,7 @@ pub struct ServerConfig {
     pub(crate) compress_above: Option<usize>,
     pub(crate) server_request_timeout: Duration,
     pub(crate) preset_namespaces: Vec<String>,
+    pub(crate) presence: Vec<String>,
     pub(crate) auto_unsubscribe: bool,
     pub(crate) lowercase_param_keys: bool,
     pub(crate) strip_leading_slash: bool,
@@ -82,6 +83,7 @@ impl Default for ServerConfig {
             compress_above: None,
             server_request_timeout: Duration::from_secs(5),
             preset_namespaces: Vec::new(),
+            presence: Vec::new(),
             auto_unsubscribe: true,
             lowercase_param_keys: false,
             strip_leading_slash: true,
@@ -210,6 +212,21 @@ impl ServerConfig {
         S: Into<String>,
     {
         self.preset_namespaces = namespaces.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Tracks who is in the rooms of `namespaces` across the cluster (presence):
+    /// [`crate::Server::presence`] lists a room's members on every node, and every node raises
+    /// [`crate::system::PresenceJoin`] and [`crate::system::PresenceLeave`] as they change (a
+    /// node that leaves or expires takes its members with it). Each join and leave is then
+    /// published to every node, which also stays subscribed to these namespaces. Default:
+    /// none.
+    pub fn with_presence<I, S>(mut self, namespaces: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.presence = namespaces.into_iter().map(Into::into).collect();
         self
     }
 

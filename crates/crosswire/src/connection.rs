@@ -817,7 +817,7 @@ fn on_text(server: &Server, socket: &Socket, text: &str) {
 /// Removes a finished connection from the registry: id unbound (and announced), rooms left,
 /// pending requests dropped.
 fn remove_socket(server: &Server, socket: &Socket) {
-    let (changes, unbound) = {
+    let (changes, unbound, members) = {
         let mut registry = server.write_registry();
         // Under the registry's lock, so that a node's totals count this socket's traffic
         // exactly once, whenever they are read: among the live sockets or the closed ones.
@@ -826,7 +826,8 @@ fn remove_socket(server: &Server, socket: &Socket) {
             .stats
             .closed_traffic
             .add(&socket.shared.traffic());
-        registry.remove_conn(&socket.shared)
+        let (changes, unbound) = registry.remove_conn(&socket.shared);
+        (changes, unbound, registry.take_changes())
     };
     if let (Some(id), Some(cluster)) = (unbound, &server.inner.cluster) {
         cluster.announce_gone(&id);
@@ -835,5 +836,6 @@ fn remove_socket(server: &Server, socket: &Socket) {
     for change in changes {
         server.namespace_changed(change);
     }
+    server.announce_presence(members);
     server.inner.conn_removed.notify_waiters();
 }

@@ -20,7 +20,7 @@ const QUERY_DISCONNECT: &str = "crosswire:disconnect";
 const QUERY_ROOM_SIZES: &str = "crosswire:room-sizes";
 
 /// Most rooms a [`NodeSummary`] lists.
-pub const MAX_TOP_ROOMS: usize = 100;
+pub(crate) const MAX_TOP_ROOMS: usize = 100;
 
 /// Where an id is connected: its node, its socket's counters, and its rooms there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +114,7 @@ impl Server {
         None
     }
 
-    /// This node's summary, with its `top_rooms` largest rooms (at most [`MAX_TOP_ROOMS`]).
+    /// This node's summary, with its `top_rooms` largest rooms (at most 100).
     pub fn node_summary(&self, top_rooms: usize) -> NodeSummary {
         let broker_nodes = self
             .broker_node_stats()

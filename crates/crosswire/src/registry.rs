@@ -47,6 +47,21 @@ pub(crate) struct Registry {
     rooms: HashMap<Arc<str>, HashMap<Arc<str>, Members>>,
     /// id → (namespace, room) it joined.
     joined: HashMap<Arc<str>, Vec<RoomKey>>,
+    /// The namespaces whose memberships are tracked across the cluster (presence).
+    tracked: HashSet<String>,
+    /// Joins and leaves of tracked namespaces not yet announced.
+    changes: Vec<Membership>,
+    /// Members of tracked rooms on other nodes: room → id → node.
+    remote: HashMap<RoomKey, HashMap<Arc<str>, Arc<str>>>,
+}
+
+/// An id joined or left a room of a tracked namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) room: Arc<str>,
+    pub(crate) id: Arc<str>,
+    pub(crate) joined: bool,
 }
 
 /// A change in which namespaces have local members, for broker subscriptions.
@@ -60,6 +75,121 @@ pub(crate) enum NamespaceChange {
 }
 
 impl Registry {
+    /// An empty registry tracking the memberships of `namespaces` for presence.
+    pub(crate) fn tracking(namespaces: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            tracked: namespaces.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether `namespace`'s memberships are tracked across the cluster.
+    pub(crate) fn is_tracked(&self, namespace: &str) -> bool {
+        self.tracked.contains(namespace)
+    }
+
+    /// The tracked joins and leaves since the last call, in order.
+    pub(crate) fn take_changes(&mut self) -> Vec<Membership> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn track(&mut self, namespace: &Arc<str>, room: &Arc<str>, id: &Arc<str>, joined: bool) {
+        if self.tracked.contains(&**namespace) {
+            self.changes.push(Membership {
+                namespace: Arc::clone(namespace),
+                room: Arc::clone(room),
+                id: Arc::clone(id),
+                joined,
+            });
+        }
+    }
+
+    /// Records a member of a tracked room on `node`; whether it is new.
+    pub(crate) fn remote_join(&mut self, m: &Membership, node: &Arc<str>) -> bool {
+        let key = (Arc::clone(&m.namespace), Arc::clone(&m.room));
+        let members = self.remote.entry(key).or_default();
+        members.insert(Arc::clone(&m.id), Arc::clone(node)).as_ref() != Some(node)
+    }
+
+    /// Removes a member of a tracked room on `node`; whether it was there.
+    pub(crate) fn remote_leave(&mut self, m: &Membership, node: &str) -> bool {
+        let key = (Arc::clone(&m.namespace), Arc::clone(&m.room));
+        let Some(members) = self.remote.get_mut(&key) else {
+            return false;
+        };
+        if members.get(&m.id).is_none_or(|n| &**n != node) {
+            return false;
+        }
+        members.remove(&m.id);
+        if members.is_empty() {
+            self.remote.remove(&key);
+        }
+        true
+    }
+
+    /// Removes every member on `node` (it left the cluster); what was removed.
+    pub(crate) fn remote_node_gone(&mut self, node: &str) -> Vec<Membership> {
+        let mut gone = Vec::new();
+        self.remote.retain(|(namespace, room), members| {
+            members.retain(|id, n| {
+                let keep = &**n != node;
+                if !keep {
+                    gone.push(Membership {
+                        namespace: Arc::clone(namespace),
+                        room: Arc::clone(room),
+                        id: Arc::clone(id),
+                        joined: false,
+                    });
+                }
+                keep
+            });
+            !members.is_empty()
+        });
+        gone
+    }
+
+    /// Every member of a tracked room, here and on other nodes: (id, node or `None` here).
+    pub(crate) fn presence(
+        &self,
+        namespace: &str,
+        room: &str,
+    ) -> Vec<(Arc<str>, Option<Arc<str>>)> {
+        let mut all: Vec<(Arc<str>, Option<Arc<str>>)> = self
+            .room_members(namespace, room)
+            .map(|m| m.keys().map(|id| (Arc::clone(id), None)).collect())
+            .unwrap_or_default();
+        let key: (Arc<str>, Arc<str>) = (Arc::from(namespace), Arc::from(room));
+        if let Some(remote) = self.remote.get(&key) {
+            all.extend(
+                remote
+                    .iter()
+                    .map(|(id, n)| (Arc::clone(id), Some(Arc::clone(n)))),
+            );
+        }
+        all
+    }
+
+    /// The local memberships of the tracked namespaces (for a node that just joined).
+    pub(crate) fn tracked_memberships(&self) -> Vec<Membership> {
+        let mut all = Vec::new();
+        for (namespace, rooms) in &self.rooms {
+            if !self.tracked.contains(&**namespace) {
+                continue;
+            }
+            for (room, members) in rooms {
+                for id in members.keys() {
+                    all.push(Membership {
+                        namespace: Arc::clone(namespace),
+                        room: Arc::clone(room),
+                        id: Arc::clone(id),
+                        joined: true,
+                    });
+                }
+            }
+        }
+        all
+    }
+
     pub(crate) fn insert_conn(&mut self, socket: Arc<SocketShared>) {
         self.conns.insert(socket.conn_id, socket);
     }
@@ -182,6 +312,7 @@ impl Registry {
             std::collections::hash_map::Entry::Occupied(_) => false,
         };
         if inserted {
+            self.track(&ns_key, &room_key, &id, true);
             self.joined
                 .entry(id)
                 .or_default()
@@ -205,16 +336,33 @@ impl Registry {
     }
 
     fn remove_member(&mut self, namespace: &str, room: &str, id: &str) -> NamespaceChange {
-        let Some(rooms) = self.rooms.get_mut(namespace) else {
+        let Some(ns_key) = self
+            .rooms
+            .get_key_value(namespace)
+            .map(|(k, _)| Arc::clone(k))
+        else {
             return NamespaceChange::None;
         };
-        if let Some(members) = rooms.get_mut(room) {
-            members.remove(id);
-            if members.is_empty() {
-                rooms.remove(room);
+        let mut left = None;
+        if let Some(rooms) = self.rooms.get_mut(namespace) {
+            let room_key = rooms.get_key_value(room).map(|(k, _)| Arc::clone(k));
+            if let (Some(room_key), Some(members)) = (room_key, rooms.get_mut(room)) {
+                if let Some((id_key, _)) = members.remove_entry(id) {
+                    left = Some((room_key, id_key));
+                }
+                if members.is_empty() {
+                    rooms.remove(room);
+                }
             }
         }
-        if rooms.is_empty() {
+        if let Some((room_key, id_key)) = &left {
+            self.track(&ns_key, room_key, id_key, false);
+        }
+        if self
+            .rooms
+            .get(namespace)
+            .is_some_and(|rooms| rooms.is_empty())
+        {
             if let Some((k, _)) = self.rooms.remove_entry(namespace) {
                 return NamespaceChange::Removed(k);
             }
@@ -234,13 +382,22 @@ impl Registry {
 
     /// Removes a room; returns its former members and the namespace change.
     pub(crate) fn remove_room(&mut self, namespace: &str, room: &str) -> NamespaceChange {
-        let Some(rooms) = self.rooms.get_mut(namespace) else {
+        let Some(ns_key) = self
+            .rooms
+            .get_key_value(namespace)
+            .map(|(k, _)| Arc::clone(k))
+        else {
             return NamespaceChange::None;
         };
-        let Some(members) = rooms.remove(room) else {
+        let Some((room_key, members)) = self
+            .rooms
+            .get_mut(namespace)
+            .and_then(|rooms| rooms.remove_entry(room))
+        else {
             return NamespaceChange::None;
         };
         for id in members.keys() {
+            self.track(&ns_key, &room_key, id, false);
             if let Some(list) = self.joined.get_mut(id) {
                 list.retain(|(n, r)| !(&**n == namespace && &**r == room));
                 if list.is_empty() {
@@ -248,7 +405,11 @@ impl Registry {
                 }
             }
         }
-        if rooms.is_empty() {
+        if self
+            .rooms
+            .get(namespace)
+            .is_some_and(|rooms| rooms.is_empty())
+        {
             if let Some((k, _)) = self.rooms.remove_entry(namespace) {
                 return NamespaceChange::Removed(k);
             }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Server;
-use crate::registry::{Match, NamespaceChange};
+use crate::registry::{Match, Membership, NamespaceChange};
 use crate::socket::Socket;
+use crate::system::{PresenceJoin, PresenceLeave};
+use crosswire_protocol::envelope::Body;
 
 /// A room's name: a namespace (e.g. `chat`, `game:hot`) and a room id within it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,22 +101,37 @@ impl Server {
 
     /// Adds `id` to `room`.
     pub fn join(&self, room: &Room, id: &str) {
-        let change = self.write_registry().join(&room.namespace, &room.id, id);
+        let (change, members) = {
+            let mut registry = self.write_registry();
+            let change = registry.join(&room.namespace, &room.id, id);
+            (change, registry.take_changes())
+        };
         self.namespace_changed(change);
+        self.announce_presence(members);
     }
 
     /// Removes `id` from `room`.
     pub fn leave(&self, room: &Room, id: &str) {
-        let change = self.write_registry().leave(&room.namespace, &room.id, id);
+        let (change, members) = {
+            let mut registry = self.write_registry();
+            let change = registry.leave(&room.namespace, &room.id, id);
+            (change, registry.take_changes())
+        };
         self.namespace_changed(change);
+        self.announce_presence(members);
     }
 
     /// Removes `id` from every room.
     pub fn leave_all(&self, id: &str) {
-        let changes = self.write_registry().leave_all(id);
+        let (changes, members) = {
+            let mut registry = self.write_registry();
+            let changes = registry.leave_all(id);
+            (changes, registry.take_changes())
+        };
         for change in changes {
             self.namespace_changed(change);
         }
+        self.announce_presence(members);
     }
 
     /// Removes a room on this node and, in a cluster, on every node.
@@ -126,8 +143,67 @@ impl Server {
     }
 
     pub(crate) fn remove_room_local(&self, namespace: &str, room: &str) {
-        let change = self.write_registry().remove_room(namespace, room);
+        let (change, members) = {
+            let mut registry = self.write_registry();
+            let change = registry.remove_room(namespace, room);
+            (change, registry.take_changes())
+        };
         self.namespace_changed(change);
+        self.announce_presence(members);
+    }
+
+    /// Announces this node's tracked joins and leaves to the others and raises them here.
+    pub(crate) fn announce_presence(&self, changes: Vec<Membership>) {
+        if changes.is_empty() {
+            return;
+        }
+        let me = self.node_name().to_string();
+        for change in changes {
+            if let Some(cluster) = &self.inner.cluster {
+                let channel: Arc<str> = cluster.channels.room(&change.namespace).into();
+                cluster.publish(
+                    channel,
+                    Body::Presence {
+                        namespace: change.namespace.to_string(),
+                        room: change.room.to_string(),
+                        id: change.id.to_string(),
+                        joined: change.joined,
+                    },
+                );
+            }
+            self.raise_presence(&change, &me);
+        }
+    }
+
+    /// Raises the system event of a tracked join or leave (of `node`'s member).
+    pub(crate) fn raise_presence(&self, change: &Membership, node: &str) {
+        let (namespace, room, id) = (
+            change.namespace.to_string(),
+            change.room.to_string(),
+            change.id.to_string(),
+        );
+        let node = node.to_string();
+        if change.joined {
+            self.emit_system(
+                &PresenceJoin {
+                    namespace,
+                    room,
+                    id,
+                    node,
+                },
+                None,
+            );
+        } else {
+            self.emit_system(
+                &PresenceLeave {
+                    namespace,
+                    room,
+                    id,
+                    node,
+                },
+                None,
+            );
+        }
     }
 
     /// Keeps the broker subscriptions in step with the namespaces that have local rooms.

@@ -22,7 +22,7 @@ use crate::events::{HandlerId, On};
 use crate::handler::{erase, handler_panicked, Handler};
 use crate::limits::Admission;
 use crate::node::{Server, ServerInner};
-use crate::registry::Registry;
+use crate::registry::{Membership, Registry};
 use crate::socket::{Batch, Socket, SocketShared};
 use crate::stats::{Counters, Stats};
 use crate::sync;
@@ -93,7 +93,14 @@ impl ServerBuilder {
         config.validate()?;
         let heartbeat_frame =
             ws::server_frame(ws::OpCode::Text, config.heartbeat_message.as_bytes());
+        // Every node tracking a namespace's presence hears its joins and leaves.
+        for namespace in config.presence.clone() {
+            if !config.preset_namespaces.contains(&namespace) {
+                config.preset_namespaces.push(namespace);
+            }
+        }
         let preset: HashSet<String> = config.preset_namespaces.iter().cloned().collect();
+        let registry = Registry::tracking(config.presence.iter().cloned());
         let (cluster, outgoing_rx) = match self.broker {
             Some(broker) => {
                 let (cluster, rx) = Cluster::new(&config, broker);
@@ -106,7 +113,7 @@ impl ServerBuilder {
             .unwrap_or_else(default_max_connections);
         let inner = Arc::new(ServerInner {
             config,
-            registry: RwLock::new(Registry::default()),
+            registry: RwLock::new(registry),
             events: crate::node::Handlers::timed(),
             system: Default::default(),
             server_events: crate::node::Handlers::timed(),
@@ -133,6 +140,7 @@ impl ServerBuilder {
         server.install_queries();
         server.install_inspection();
         server.install_client_requests();
+        server.install_presence();
         server.spawn_ping_sweep();
         Ok(server)
     }
@@ -598,6 +606,10 @@ impl Host for ServerInner {
         server(self).remove_room_local(namespace, room);
     }
 
+    fn presence(self: &Arc<Self>, origin: &Arc<str>, change: Membership) {
+        server(self).remote_presence(origin, change);
+    }
+
     fn server_event(
         self: &Arc<Self>,
         origin: &str,
@@ -619,8 +631,10 @@ impl Host for ServerInner {
     fn peer_changed(self: &Arc<Self>, node: &str, joined: bool) {
         let server = server(self);
         if joined {
+            server.presence_sync_to(node);
             server.emit_system(&system::NodeJoined::new(node), None);
         } else {
+            server.presence_node_gone(node);
             server.emit_system(&system::NodeLeft::new(node), None);
         }
     }

@@ -131,6 +131,33 @@ system_events! {
         pub node: String,
     } = "node-left";
 
+    /// An id joined a room of a namespace with presence on
+    /// ([`crate::ServerConfig::with_presence`]), on this node or another: raised on every
+    /// node tracking the namespace.
+    PresenceJoin {
+        /// The room's namespace.
+        pub namespace: String,
+        /// The room id.
+        pub room: String,
+        /// The member.
+        pub id: String,
+        /// The node it joined on.
+        pub node: String,
+    } = "presence-join";
+
+    /// An id left a room of a namespace with presence on: it left, its socket closed, the
+    /// room was removed, or its node left the cluster or expired.
+    PresenceLeave {
+        /// The room's namespace.
+        pub namespace: String,
+        /// The room id.
+        pub room: String,
+        /// The member.
+        pub id: String,
+        /// The node it was on.
+        pub node: String,
+    } = "presence-leave";
+
     /// Another live node uses this node's name (a different process run with the same
     /// name): messages meant for either node reach both, and each drops the other's as its
     /// own echo. Raised once per episode (again only after the other node was silent for the

@@ -296,3 +296,12 @@ async fn a_login_race_on_two_nodes_keeps_exactly_one_socket() {
     let (_hub, nodes) = cluster(&["a", "b"]).await;
     cluster_suite::login_race_keeps_one_socket(&nodes[0], &nodes[1], 50).await;
 }
+
+/// Presence over the in-process hub: joins, leaves, a closed socket, a late node, a node
+/// that dies without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_members_across_nodes() {
+    let hub = MemoryHub::new();
+    cluster_suite::presence_across_nodes(|name| node(&hub, cluster_suite::presence_config(name)))
+        .await;
+}
