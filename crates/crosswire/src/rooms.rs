@@ -64,10 +64,18 @@ impl Server {
     /// on this node or another — is closed with the takeover code (default 4012).
     pub fn bind(&self, id: &str, socket: &Socket) {
         let id: Arc<str> = Arc::from(id);
+        // The claim is on the socket before the id points at it: a takeover from another
+        // node handled in between compares against it, never against none.
+        let claim = self.inner.cluster.as_ref().map(|cluster| {
+            let floor = self
+                .read_registry()
+                .get(&id)
+                .map_or(0, |old| old.claim.load(Ordering::Acquire));
+            let claim = cluster.claim_for(&id, floor);
+            socket.shared.claim.store(claim, Ordering::Release);
+            claim
+        });
         let previous = self.write_registry().bind(Arc::clone(&id), &socket.shared);
-        let floor = previous
-            .as_ref()
-            .map_or(0, |old| old.claim.load(Ordering::Acquire));
         if let Some(old) = previous {
             tracing::debug!(id = %id, "id taken over by a new connection");
             old.request_close(
@@ -75,9 +83,7 @@ impl Server {
                 "taken over by a new connection",
             );
         }
-        if let Some(cluster) = &self.inner.cluster {
-            let claim = cluster.claim_for(&id, floor);
-            socket.shared.claim.store(claim, Ordering::Release);
+        if let (Some(cluster), Some(claim)) = (&self.inner.cluster, claim) {
             cluster.announce_takeover(&id, claim, socket.shared.conn_id);
         }
     }
