@@ -185,13 +185,24 @@ struct PresenceEvent<'a> {
     joined: bool,
 }
 
+impl<'a> PresenceEvent<'a> {
+    fn new(room: &'a str, id: &'a str, node: &'a str, joined: bool) -> Self {
+        Self {
+            room,
+            id,
+            node,
+            joined,
+        }
+    }
+}
+
 /// Tells this node's members of the room (every node does the same for its own).
-fn tell_room(server: &Server, namespace: &str, event: &PresenceEvent<'_>) {
+fn tell_room(server: &Server, namespace: &str, event: PresenceEvent<'_>) {
     if namespace == NAMESPACE {
         let _ = server
             .to_room(Room::new(NAMESPACE, event.room))
             .local()
-            .emit("presence", event);
+            .emit("presence", &event);
     }
 }
 
@@ -208,21 +219,11 @@ pub fn install(server: &Server) {
     server.on("whoami", whoami);
     server.on("presence", presence);
     server.on_system(|e: PresenceJoin, server: Server| {
-        let event = PresenceEvent {
-            room: &e.room,
-            id: &e.id,
-            node: &e.node,
-            joined: true,
-        };
-        tell_room(&server, &e.namespace, &event);
+        let event = PresenceEvent::new(&e.room, &e.id, &e.node, true);
+        tell_room(&server, &e.namespace, event);
     });
     server.on_system(|e: PresenceLeave, server: Server| {
-        let event = PresenceEvent {
-            room: &e.room,
-            id: &e.id,
-            node: &e.node,
-            joined: false,
-        };
-        tell_room(&server, &e.namespace, &event);
+        let event = PresenceEvent::new(&e.room, &e.id, &e.node, false);
+        tell_room(&server, &e.namespace, event);
     });
 }
