@@ -468,6 +468,21 @@ pub async fn presence_across_nodes(make: impl Fn(&str) -> Server) {
     );
     assert!(wait_until(WAIT, || !a.nodes().contains(&"c".to_string())).await);
     assert_eq!(next_events(&mut events, 1).await, ["-y@c r"]);
+
+    // d restarts at once, well within its TTL: the old run's member leaves at the first
+    // announcement of the new run, and the new run learns the others' members.
+    d.join(&room, "v");
+    assert!(wait_until(WAIT, || listed(&a) == ["v@d", "x@b", "z@a"]).await);
+    assert_eq!(next_events(&mut events, 1).await, ["+v@d r"]);
+    drop(d);
+    let d = make("d");
+    assert_eq!(next_events(&mut events, 1).await, ["-v@d r"]);
+    assert!(
+        wait_until(WAIT, || listed(&d) == ["x@b", "z@a"]).await,
+        "d {:?}",
+        listed(&d)
+    );
+    assert_eq!(listed(&a), ["x@b", "z@a"]);
     assert!(events.try_recv().is_err(), "no other presence event on a");
     drop(w);
 }

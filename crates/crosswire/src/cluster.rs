@@ -28,7 +28,7 @@
 //! task, so messages from this node reach the broker in the order they were sent.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -181,6 +181,8 @@ pub(crate) struct Cluster {
     /// that crossed the departure, e.g. through another Redis node) does not bring them back.
     departed: Mutex<HashMap<(Arc<str>, u64), Instant>>,
     stop: CancellationToken,
+    /// Set once the initial subscriptions are made and the hello is queued.
+    hello_sent: AtomicBool,
     received: AtomicU64,
     duplicates: AtomicU64,
     deliveries: AtomicU64,
@@ -227,6 +229,7 @@ impl Cluster {
                 seen: Mutex::new(HashMap::new()),
                 departed: Mutex::new(HashMap::new()),
                 stop: CancellationToken::new(),
+                hello_sent: AtomicBool::new(false),
                 received: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
@@ -574,6 +577,7 @@ async fn run_outgoing<H: Host>(
     // Subscribed: now say hello, so the others answer with their own announcements.
     if let Some(cluster) = host.upgrade().as_deref().and_then(H::cluster) {
         cluster.announce(true);
+        cluster.hello_sent.store(true, Ordering::Release);
     }
     let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
@@ -623,6 +627,12 @@ async fn run_announcer<H: Host>(host: Weak<H>, interval: Duration) {
         let Some(cluster) = host.cluster() else {
             return;
         };
+        // Not before the hello: until then this node is not subscribed to its own channels,
+        // and what another node sends it on learning of it (a request, the presence it
+        // should know) would be lost.
+        if !cluster.hello_sent.load(Ordering::Acquire) {
+            continue;
+        }
         cluster.announce(false);
         for node in cluster.expire_peers(Instant::now()) {
             tracing::info!(node = %node, "node expired");
@@ -898,15 +908,23 @@ impl Cluster {
         };
         let previous = lock(&self.peers).insert(Arc::clone(origin), peer);
         let new = previous.is_none();
-        if let Some(old) = previous.filter(|p| p.incarnation != incarnation) {
-            // The node restarted: forget the duplicate window of its previous run.
+        let restarted = previous.filter(|p| p.incarnation != incarnation);
+        if let Some(old) = &restarted {
+            // The node restarted before it expired: its previous run left (with what was
+            // learnt from it: the duplicate window, where its ids lived, its members), and a
+            // new run joined, which learns what a new node learns.
+            tracing::info!(node = %origin, "node restarted");
             lock(&self.seen).remove(&(Arc::clone(origin), old.incarnation));
+            lock(&self.locations).retain(|_, l| l.node != *origin);
+            host.peer_changed(origin, false);
         }
-        if new {
-            tracing::info!(node = %origin, "node joined");
+        if new || restarted.is_some() {
+            if new {
+                tracing::info!(node = %origin, "node joined");
+            }
             host.peer_changed(origin, true);
         }
-        if hello || new {
+        if hello || new || restarted.is_some() {
             self.announce(false);
         }
     }

@@ -133,14 +133,17 @@ impl ServerBuilder {
             admission: Admission::new(max_connections),
             started_at_ms: crate::socket::unix_ms(),
         });
-        if let Some(rx) = outgoing_rx {
-            crate::cluster::start(Arc::downgrade(&inner), &inner.config, rx);
-        }
         let server = Server { inner };
+        // The built-in server events are in place before the node hears anything: a node
+        // that learns of this one may ask it something (or send it presence) at once.
         server.install_queries();
         server.install_inspection();
         server.install_client_requests();
         server.install_presence();
+        if let Some(rx) = outgoing_rx {
+            let inner = &server.inner;
+            crate::cluster::start(Arc::downgrade(inner), &inner.config, rx);
+        }
         server.spawn_ping_sweep();
         Ok(server)
     }
