@@ -125,7 +125,9 @@ system_events! {
         pub node: String,
     } = "node-joined";
 
-    /// A node left the cluster or stopped announcing itself.
+    /// A node left the cluster or stopped announcing itself. A node restarted before it
+    /// expired (a new run under the same name) raises this for its previous run, then
+    /// [`NodeJoined`] for the new one.
     NodeLeft {
         /// Its name.
         pub node: String,
