@@ -43,17 +43,14 @@ impl Histogram {
 
     /// The counts so far.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = 0;
-        let mut buckets = [0; BUCKETS.len()];
+        let mut buckets = [0; BUCKETS.len() + 1];
         for (slot, n) in buckets.iter_mut().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
-            *slot = cumulative;
+            *slot = n.load(Ordering::Relaxed);
         }
-        let above = self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
         HistogramSnapshot {
-            // Counted from the buckets, so `count` is never below the last bucket even
-            // when an observation lands between the loads.
-            count: cumulative + above,
+            // Summed from the buckets, so `count` always matches them even when an
+            // observation lands between the loads.
+            count: buckets.iter().sum(),
             sum: Duration::from_micros(self.sum_micros.load(Ordering::Relaxed)),
             buckets,
         }
@@ -67,14 +64,31 @@ pub struct HistogramSnapshot {
     pub count: u64,
     /// Their sum (microsecond resolution).
     pub sum: Duration,
-    /// Cumulative counts: `buckets[i]` observations took at most `BUCKETS[i]` seconds.
-    pub buckets: [u64; BUCKETS.len()],
+    /// Per bucket, not cumulative: `buckets[i]` observations took more than `BUCKETS[i - 1]`
+    /// and at most `BUCKETS[i]` seconds; the last slot counts those above every bound.
+    pub buckets: [u64; BUCKETS.len() + 1],
 }
 
 impl HistogramSnapshot {
-    /// `(upper bound in seconds, cumulative count)` per bucket, as Prometheus exports them.
+    /// `(upper bound in seconds, cumulative count)` per bound, as Prometheus exports them
+    /// (the `+Inf` bucket is [`HistogramSnapshot::count`]).
     pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        BUCKETS.iter().copied().zip(self.buckets.iter().copied())
+        BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .scan(0, |below, (&bound, &n)| {
+                *below += n;
+                Some((bound, *below))
+            })
+    }
+
+    /// `(upper bound in seconds, count)` per bucket, `f64::MAX` standing for `+Inf` last.
+    pub fn per_bucket(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.buckets.iter().copied())
     }
 
     /// The mean duration, if anything was observed.
@@ -101,15 +115,21 @@ mod tests {
         let s = h.snapshot();
         assert_eq!(s.count, 5);
         assert_eq!(s.buckets[0], 2);
-        assert_eq!(s.buckets[1], 3);
-        assert_eq!(s.buckets[4], 3);
-        assert_eq!(s.buckets[5], 4);
-        assert_eq!(s.buckets[BUCKETS.len() - 1], 4);
+        assert_eq!(s.buckets[1], 1);
+        assert_eq!(s.buckets[5], 1);
+        assert_eq!(s.buckets[BUCKETS.len()], 1);
+        let cumulative: Vec<u64> = s.cumulative().map(|(_, n)| n).collect();
+        assert_eq!(cumulative[0], 2);
+        assert_eq!(cumulative[1], 3);
+        assert_eq!(cumulative[4], 3);
+        assert_eq!(cumulative[5], 4);
+        assert_eq!(cumulative[BUCKETS.len() - 1], 4);
+        assert_eq!(s.per_bucket().last(), Some((f64::MAX, 1)));
+        assert_eq!(s.per_bucket().map(|(_, n)| n).sum::<u64>(), s.count);
         assert_eq!(
             s.sum,
             Duration::from_micros(50 + 100 + 101 + 3_000 + 60_000_000)
         );
-        assert_eq!(s.cumulative().next(), Some((0.0001, 2)));
         assert_eq!(Histogram::new().snapshot().mean(), None);
     }
 

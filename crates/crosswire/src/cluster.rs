@@ -450,10 +450,6 @@ impl Cluster {
     }
 }
 
-/// What the cluster layer needs from the node above it: local delivery, the registry's
-/// reaction to other nodes, handlers and system events. Implemented by the node, so this
-/// layer looks down only; the tasks hold it weakly and stop when the node is gone.
-/// (Statically dispatched: the node's handlers need its `Arc`.)
 /// Where an id bound on another node lives, and the claim it was bound with.
 #[derive(Debug)]
 struct Location {
@@ -478,6 +474,10 @@ impl Claim {
     }
 }
 
+/// What the cluster layer needs from the node above it: local delivery, the registry's
+/// reaction to other nodes, handlers and system events. Implemented by the node, so this
+/// layer looks down only; the tasks hold it weakly and stop when the node is gone.
+/// (Statically dispatched: the node's handlers need its `Arc`.)
 pub(crate) trait Host: Send + Sync + Sized + 'static {
     /// This node's cluster part.
     fn cluster(&self) -> Option<&Cluster>;
@@ -932,7 +932,7 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests {
-    use super::Claim;
+    use super::{Claim, SeenWindow};
 
     #[test]
     fn the_later_claim_wins_then_the_node_then_the_connection() {
@@ -951,8 +951,6 @@ mod tests {
         // A takeover from a node without claims always wins.
         assert!(!claim(u64::MAX, "z", 9).beats(&claim(0, "a", 1)));
     }
-
-    use super::SeenWindow;
 
     #[test]
     fn window_drops_duplicates_in_any_order() {

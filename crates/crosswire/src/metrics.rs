@@ -448,15 +448,8 @@ impl Snapshot {
 /// A per-broker-server counter: name, help, and how to read it.
 type BrokerCounter = (&'static str, &'static str, fn(&BrokerNodeStats) -> u64);
 
-/// Encodes a histogram snapshot (its cumulative counts turned back into per-bucket counts,
-/// as the encoder wants them, with the `+Inf` bucket last).
+/// Encodes a histogram snapshot.
 fn histogram(mut metric: MetricEncoder<'_>, h: &HistogramSnapshot) -> Result<(), std::fmt::Error> {
-    let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(h.buckets.len() + 1);
-    let mut below = 0;
-    for (bound, cumulative) in h.cumulative() {
-        buckets.push((bound, cumulative - below));
-        below = cumulative;
-    }
-    buckets.push((f64::MAX, h.count.saturating_sub(below)));
+    let buckets: Vec<(f64, u64)> = h.per_bucket().collect();
     metric.encode_histogram::<NoLabelSet>(h.sum.as_secs_f64(), h.count, &buckets, None)
 }
