@@ -86,20 +86,17 @@ impl Server {
         options: ServerEmitOptions,
         timeout: Duration,
     ) -> Option<Result<Box<RawValue>, RequestError>> {
-        let mut replies = match self.request_server(QUERY_CLIENT_REQUEST, forward, options) {
-            Ok(replies) => replies,
-            Err(e) => return Some(Err(RequestError::Cluster(e.to_string()))),
-        };
-        while let Some(reply) = replies.next().await {
-            match serde_json::from_str::<Outcome>(reply.payload.get()) {
-                Ok(Outcome::Answered { answer }) => return Some(Ok(answer)),
-                Ok(Outcome::Timeout) => return Some(Err(RequestError::Timeout(timeout))),
-                Ok(Outcome::Closed) => return Some(Err(RequestError::Closed)),
-                Ok(Outcome::Failed { error }) => return Some(Err(RequestError::Cluster(error))),
-                Ok(Outcome::NotHere) | Err(_) => {}
-            }
-        }
-        None
+        let here = |o: &Outcome| !matches!(o, Outcome::NotHere);
+        let (_, outcome) = self
+            .first_reply(QUERY_CLIENT_REQUEST, forward, options, here)
+            .await?;
+        Some(match outcome {
+            Outcome::Answered { answer } => Ok(answer),
+            Outcome::Timeout => Err(RequestError::Timeout(timeout)),
+            Outcome::Closed => Err(RequestError::Closed),
+            Outcome::Failed { error } => Err(RequestError::Cluster(error)),
+            Outcome::NotHere => return None,
+        })
     }
 
     /// Installs the handler that forwards other nodes' requests to local sockets.

@@ -817,8 +817,8 @@ fn on_text(server: &Server, socket: &Socket, text: &str) {
 /// Removes a finished connection from the registry: id unbound (and announced), rooms left,
 /// pending requests dropped.
 fn remove_socket(server: &Server, socket: &Socket) {
-    let (changes, unbound, members) = {
-        let mut registry = server.write_registry();
+    let mut unbound = None;
+    server.change_rooms(|registry| {
         // Under the registry's lock, so that a node's totals count this socket's traffic
         // exactly once, whenever they are read: among the live sockets or the closed ones.
         server
@@ -826,16 +826,13 @@ fn remove_socket(server: &Server, socket: &Socket) {
             .stats
             .closed_traffic
             .add(&socket.shared.traffic());
-        let (changes, unbound) = registry.remove_conn(&socket.shared);
-        (changes, unbound, registry.take_changes())
-    };
+        let (changes, id) = registry.remove_conn(&socket.shared);
+        unbound = id;
+        changes
+    });
     if let (Some(id), Some(cluster)) = (unbound, &server.inner.cluster) {
         cluster.announce_gone(&id);
     }
     server.inner.acks.drop_conn(socket.shared.conn_id);
-    for change in changes {
-        server.namespace_changed(change);
-    }
-    server.announce_presence(members);
     server.inner.conn_removed.notify_waiters();
 }

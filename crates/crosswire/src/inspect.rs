@@ -105,13 +105,9 @@ impl Server {
             return Some(found);
         }
         let options = ServerEmitOptions::new().except_self();
-        let mut replies = self.request_server(QUERY_INSPECT, &id, options).ok()?;
-        while let Some(reply) = replies.next().await {
-            if let Ok(Some(found)) = serde_json::from_str::<Option<Located>>(reply.payload.get()) {
-                return Some(found);
-            }
-        }
-        None
+        self.first_reply(QUERY_INSPECT, id, options, Option::is_some)
+            .await
+            .and_then(|(_, found): (String, Option<Located>)| found)
     }
 
     /// This node's summary, with its `top_rooms` largest rooms (at most 100).
@@ -222,15 +218,9 @@ impl Server {
             reason: reason.to_string(),
         };
         let options = ServerEmitOptions::new().except_self();
-        let Ok(mut replies) = self.request_server(QUERY_DISCONNECT, &args, options) else {
-            return false;
-        };
-        while let Some(reply) = replies.next().await {
-            if serde_json::from_str::<bool>(reply.payload.get()).unwrap_or(false) {
-                return true;
-            }
-        }
-        false
+        self.first_reply(QUERY_DISCONNECT, &args, options, |had: &bool| *had)
+            .await
+            .is_some()
     }
 
     /// The `n` local rooms with the most members, largest first (ties by name).

@@ -77,6 +77,9 @@ impl Server {
 
     /// A node left the cluster or expired: its members leave every tracked room.
     pub(crate) fn presence_node_gone(&self, node: &str) {
+        if !self.read_registry().tracks_any() {
+            return;
+        }
         let gone = self.write_registry().remote_node_gone(node);
         for change in gone {
             self.raise_presence(&change, node);

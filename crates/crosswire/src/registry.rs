@@ -93,11 +93,12 @@ impl Registry {
         std::mem::take(&mut self.changes)
     }
 
-    fn track(&mut self, namespace: &Arc<str>, room: &Arc<str>, id: &Arc<str>, joined: bool) {
-        if self.tracked.contains(&**namespace) {
+    /// Records a join or leave for presence, when `namespace` is tracked.
+    fn track(&mut self, namespace: &str, room: &str, id: &Arc<str>, joined: bool) {
+        if self.tracked.contains(namespace) {
             self.changes.push(Membership {
-                namespace: Arc::clone(namespace),
-                room: Arc::clone(room),
+                namespace: Arc::from(namespace),
+                room: Arc::from(room),
                 id: Arc::clone(id),
                 joined,
             });
@@ -172,22 +173,25 @@ impl Registry {
     /// The local memberships of the tracked namespaces (for a node that just joined).
     pub(crate) fn tracked_memberships(&self) -> Vec<Membership> {
         let mut all = Vec::new();
-        for (namespace, rooms) in &self.rooms {
-            if !self.tracked.contains(&**namespace) {
+        for namespace in &self.tracked {
+            let Some((namespace, rooms)) = self.rooms.get_key_value(namespace.as_str()) else {
                 continue;
-            }
+            };
             for (room, members) in rooms {
-                for id in members.keys() {
-                    all.push(Membership {
-                        namespace: Arc::clone(namespace),
-                        room: Arc::clone(room),
-                        id: Arc::clone(id),
-                        joined: true,
-                    });
-                }
+                all.extend(members.keys().map(|id| Membership {
+                    namespace: Arc::clone(namespace),
+                    room: Arc::clone(room),
+                    id: Arc::clone(id),
+                    joined: true,
+                }));
             }
         }
         all
+    }
+
+    /// Whether any namespace is tracked for presence.
+    pub(crate) fn tracks_any(&self) -> bool {
+        !self.tracked.is_empty()
     }
 
     pub(crate) fn insert_conn(&mut self, socket: Arc<SocketShared>) {
@@ -336,33 +340,21 @@ impl Registry {
     }
 
     fn remove_member(&mut self, namespace: &str, room: &str, id: &str) -> NamespaceChange {
-        let Some(ns_key) = self
-            .rooms
-            .get_key_value(namespace)
-            .map(|(k, _)| Arc::clone(k))
-        else {
+        let Some(rooms) = self.rooms.get_mut(namespace) else {
             return NamespaceChange::None;
         };
         let mut left = None;
-        if let Some(rooms) = self.rooms.get_mut(namespace) {
-            let room_key = rooms.get_key_value(room).map(|(k, _)| Arc::clone(k));
-            if let (Some(room_key), Some(members)) = (room_key, rooms.get_mut(room)) {
-                if let Some((id_key, _)) = members.remove_entry(id) {
-                    left = Some((room_key, id_key));
-                }
-                if members.is_empty() {
-                    rooms.remove(room);
-                }
+        if let Some(members) = rooms.get_mut(room) {
+            left = members.remove_entry(id).map(|(id, _)| id);
+            if members.is_empty() {
+                rooms.remove(room);
             }
         }
-        if let Some((room_key, id_key)) = &left {
-            self.track(&ns_key, room_key, id_key, false);
+        let emptied = rooms.is_empty();
+        if let Some(id) = left {
+            self.track(namespace, room, &id, false);
         }
-        if self
-            .rooms
-            .get(namespace)
-            .is_some_and(|rooms| rooms.is_empty())
-        {
+        if emptied {
             if let Some((k, _)) = self.rooms.remove_entry(namespace) {
                 return NamespaceChange::Removed(k);
             }
@@ -382,22 +374,15 @@ impl Registry {
 
     /// Removes a room; returns its former members and the namespace change.
     pub(crate) fn remove_room(&mut self, namespace: &str, room: &str) -> NamespaceChange {
-        let Some(ns_key) = self
-            .rooms
-            .get_key_value(namespace)
-            .map(|(k, _)| Arc::clone(k))
-        else {
+        let Some(rooms) = self.rooms.get_mut(namespace) else {
             return NamespaceChange::None;
         };
-        let Some((room_key, members)) = self
-            .rooms
-            .get_mut(namespace)
-            .and_then(|rooms| rooms.remove_entry(room))
-        else {
+        let Some(members) = rooms.remove(room) else {
             return NamespaceChange::None;
         };
+        let emptied = rooms.is_empty();
         for id in members.keys() {
-            self.track(&ns_key, &room_key, id, false);
+            self.track(namespace, room, id, false);
             if let Some(list) = self.joined.get_mut(id) {
                 list.retain(|(n, r)| !(&**n == namespace && &**r == room));
                 if list.is_empty() {
@@ -405,11 +390,7 @@ impl Registry {
                 }
             }
         }
-        if self
-            .rooms
-            .get(namespace)
-            .is_some_and(|rooms| rooms.is_empty())
-        {
+        if emptied {
             if let Some((k, _)) = self.rooms.remove_entry(namespace) {
                 return NamespaceChange::Removed(k);
             }

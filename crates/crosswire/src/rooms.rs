@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Server;
-use crate::registry::{Match, Membership, NamespaceChange};
+use crate::registry::{Match, Membership, NamespaceChange, Registry};
 use crate::socket::Socket;
 use crate::system::{PresenceJoin, PresenceLeave};
 use crosswire_protocol::envelope::Body;
@@ -107,37 +107,17 @@ impl Server {
 
     /// Adds `id` to `room`.
     pub fn join(&self, room: &Room, id: &str) {
-        let (change, members) = {
-            let mut registry = self.write_registry();
-            let change = registry.join(&room.namespace, &room.id, id);
-            (change, registry.take_changes())
-        };
-        self.namespace_changed(change);
-        self.announce_presence(members);
+        self.change_rooms(|registry| [registry.join(&room.namespace, &room.id, id)]);
     }
 
     /// Removes `id` from `room`.
     pub fn leave(&self, room: &Room, id: &str) {
-        let (change, members) = {
-            let mut registry = self.write_registry();
-            let change = registry.leave(&room.namespace, &room.id, id);
-            (change, registry.take_changes())
-        };
-        self.namespace_changed(change);
-        self.announce_presence(members);
+        self.change_rooms(|registry| [registry.leave(&room.namespace, &room.id, id)]);
     }
 
     /// Removes `id` from every room.
     pub fn leave_all(&self, id: &str) {
-        let (changes, members) = {
-            let mut registry = self.write_registry();
-            let changes = registry.leave_all(id);
-            (changes, registry.take_changes())
-        };
-        for change in changes {
-            self.namespace_changed(change);
-        }
-        self.announce_presence(members);
+        self.change_rooms(|registry| registry.leave_all(id));
     }
 
     /// Removes a room on this node and, in a cluster, on every node.
@@ -149,12 +129,27 @@ impl Server {
     }
 
     pub(crate) fn remove_room_local(&self, namespace: &str, room: &str) {
-        let (change, members) = {
+        self.change_rooms(|registry| [registry.remove_room(namespace, room)]);
+    }
+
+    /// Changes room memberships under the registry's lock with `change`, then, with the lock
+    /// released, follows the namespaces it added or emptied with the broker subscriptions
+    /// and announces the presence changes it made.
+    pub(crate) fn change_rooms<C>(&self, change: impl FnOnce(&mut Registry) -> C)
+    where
+        C: IntoIterator<Item = NamespaceChange>,
+    {
+        let (namespaces, members) = {
             let mut registry = self.write_registry();
-            let change = registry.remove_room(namespace, room);
-            (change, registry.take_changes())
+            let namespaces: Vec<NamespaceChange> = change(&mut registry)
+                .into_iter()
+                .filter(|c| *c != NamespaceChange::None)
+                .collect();
+            (namespaces, registry.take_changes())
         };
-        self.namespace_changed(change);
+        for namespace in namespaces {
+            self.namespace_changed(namespace);
+        }
         self.announce_presence(members);
     }
 

@@ -256,12 +256,27 @@ impl Server {
         if self.socket(id).is_some() {
             return Some(self.node_name().to_string());
         }
-        let replies =
-            self.request_server(QUERY_LOCATE, &id, ServerEmitOptions::new().except_self());
-        let mut replies = replies.ok()?;
-        while let Some(r) = replies.next().await {
-            if serde_json::from_str::<bool>(r.payload.get()).unwrap_or(false) {
-                return Some(r.node);
+        let options = ServerEmitOptions::new().except_self();
+        self.first_reply(QUERY_LOCATE, &id, options, |here: &bool| *here)
+            .await
+            .map(|(node, _)| node)
+    }
+
+    /// Asks the nodes of `options` and returns the first reply that parses as `R` and
+    /// passes `wanted`, with the node that sent it; `None` when none does within the
+    /// request's timeout. (Replies that do not parse are skipped.)
+    pub(crate) async fn first_reply<R: serde::de::DeserializeOwned>(
+        &self,
+        event: &str,
+        args: &(impl Serialize + ?Sized),
+        options: ServerEmitOptions,
+        wanted: impl Fn(&R) -> bool,
+    ) -> Option<(String, R)> {
+        let mut replies = self.request_server(event, args, options).ok()?;
+        while let Some(reply) = replies.next().await {
+            match serde_json::from_str::<R>(reply.payload.get()) {
+                Ok(answer) if wanted(&answer) => return Some((reply.node, answer)),
+                _ => {}
             }
         }
         None
