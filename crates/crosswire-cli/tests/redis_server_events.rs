@@ -34,21 +34,25 @@ fn node(name: &str, urls: &[String]) -> Server {
     node_with_broker(name, urls).0
 }
 
+/// Nodes `names` over one Redis, once they all see each other.
+async fn discovered(redis: &crosswire_testkit::RedisServer, names: &[&str]) -> Vec<Server> {
+    let urls = [redis.url()];
+    let nodes: Vec<Server> = names.iter().map(|n| node(n, &urls)).collect();
+    wait_nodes(&nodes.iter().collect::<Vec<_>>(), names).await;
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_targeted_and_except_self_over_redis() {
     let redis = redis();
-    let urls = [redis.url()];
-    let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(n, &urls)).collect();
-    wait_nodes(&nodes.iter().collect::<Vec<_>>(), &["a", "b", "c"]).await;
+    let nodes = discovered(&redis, &["a", "b", "c"]).await;
     cluster_suite::broadcast_targeted_and_except_self(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_by_one_timeout_with_partial_replies_and_cancel_over_redis() {
     let redis = redis();
-    let urls = [redis.url()];
-    let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(n, &urls)).collect();
-    wait_nodes(&nodes.iter().collect::<Vec<_>>(), &["a", "b", "c"]).await;
+    let nodes = discovered(&redis, &["a", "b", "c"]).await;
     cluster_suite::one_by_one_timeout_and_cancel(&nodes).await;
 }
 
@@ -140,21 +144,16 @@ async fn expected_counts_follow_node_discovery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_forwards_a_client_request_to_a_logic_node() {
     let redis = redis();
-    let urls = [redis.url()];
-    let gateway = node("gateway", &urls);
-    let logic = node("logic", &urls);
-    wait_nodes(&[&gateway, &logic], &["gateway", "logic"]).await;
-    cluster_suite::gateway_forwards_to_logic(&gateway, &logic).await;
+    let nodes = discovered(&redis, &["gateway", "logic"]).await;
+    cluster_suite::gateway_forwards_to_logic(&nodes[0], &nodes[1]).await;
 }
 
 /// `Server::request` reaches an id connected to another node over Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_reaches_an_id_on_another_node_over_redis() {
     let redis = redis();
-    let urls = [redis.url()];
-    let (a, b) = (node("a", &urls), node("b", &urls));
-    wait_nodes(&[&a, &b], &["a", "b"]).await;
-    cluster_suite::request_reaches_any_id(&a, &b).await;
+    let nodes = discovered(&redis, &["a", "b"]).await;
+    cluster_suite::request_reaches_any_id(&nodes[0], &nodes[1]).await;
 }
 
 /// The same id logging in on two nodes at once, fifty times over Redis: exactly one socket
@@ -162,10 +161,8 @@ async fn a_request_reaches_an_id_on_another_node_over_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_race_on_two_nodes_keeps_exactly_one_socket() {
     let redis = redis();
-    let urls = [redis.url()];
-    let (a, b) = (node("a", &urls), node("b", &urls));
-    wait_nodes(&[&a, &b], &["a", "b"]).await;
-    cluster_suite::login_race_keeps_one_socket(&a, &b, 50).await;
+    let nodes = discovered(&redis, &["a", "b"]).await;
+    cluster_suite::login_race_keeps_one_socket(&nodes[0], &nodes[1], 50).await;
 }
 
 /// Presence over Redis: joins, leaves, a closed socket, a late node, and a node that dies
