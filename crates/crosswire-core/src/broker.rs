@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::history::{MemoryHistory, Position, Retention, StreamRead};
+
 /// Locks a mutex, ignoring poisoning: every critical section here is a few map operations
 /// that leave the data consistent even if a panic unwound through one.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -28,6 +30,20 @@ pub struct BrokerMessage {
     pub channel: Arc<str>,
     /// The bytes as published.
     pub payload: Bytes,
+    /// Its place in its stream, for a message published with
+    /// [`Broker::publish_recorded`]; `None` otherwise.
+    pub position: Option<Position>,
+}
+
+impl BrokerMessage {
+    /// A message received on `channel`, without a position.
+    pub fn new(channel: Arc<str>, payload: Bytes) -> Self {
+        Self {
+            channel,
+            payload,
+            position: None,
+        }
+    }
 }
 
 /// A broker operation failed.
@@ -44,6 +60,9 @@ pub enum BrokerError {
     /// A backend-specific failure; the text says what.
     #[error("broker error: {0}")]
     Backend(String),
+    /// This broker does not do what was asked (e.g. keep history).
+    #[error("this broker does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// Health of a broker as a whole.
@@ -152,6 +171,35 @@ pub trait Broker: Send + Sync + 'static {
     fn node_stats(&self) -> Vec<BrokerNodeStats> {
         Vec::new()
     }
+
+    /// Appends `payload` to history stream `stream` (trimmed to `retention`) and publishes it
+    /// on `channel` with its new [`Position`], in one step: every subscriber, this node
+    /// included (no echo is dropped here), receives it with
+    /// [`BrokerMessage::position`] set, in offset order. Ordered like
+    /// [`Broker::publish`]. The default refuses: [`BrokerError::Unsupported`].
+    fn publish_recorded(
+        &self,
+        channel: &str,
+        stream: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let _ = (channel, stream, payload, retention);
+        Box::pin(async { Err(BrokerError::Unsupported("history")) })
+    }
+
+    /// Reads history stream `stream`: its epoch and last offset, and the messages after
+    /// `since` that `retention` still keeps. The default refuses:
+    /// [`BrokerError::Unsupported`].
+    fn read_stream(
+        &self,
+        stream: &str,
+        since: Option<u64>,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<StreamRead<Bytes>, BrokerError>> {
+        let _ = (stream, since, retention);
+        Box::pin(async { Err(BrokerError::Unsupported("history")) })
+    }
 }
 
 /// Capacity of a [`MemoryBroker`]'s inbound queue. A publisher waits when a receiving node
@@ -164,6 +212,9 @@ const MEMORY_QUEUE: usize = 8192;
 #[derive(Clone, Default)]
 pub struct MemoryHub {
     inner: Arc<Mutex<HubInner>>,
+    /// The hub's history. An async lock: a recorded publish holds it from taking its offset
+    /// until every receiver has it queued, so receivers see each stream in offset order.
+    history: Arc<tokio::sync::Mutex<MemoryHistory<Bytes>>>,
 }
 
 #[derive(Default)]
@@ -204,6 +255,7 @@ impl MemoryHub {
         );
         MemoryBroker {
             hub: Arc::downgrade(&self.inner),
+            history: Arc::downgrade(&self.history),
             key,
             rx: Mutex::new(Some(rx)),
         }
@@ -213,6 +265,7 @@ impl MemoryHub {
 /// One node's connection to a [`MemoryHub`].
 pub struct MemoryBroker {
     hub: Weak<Mutex<HubInner>>,
+    history: Weak<tokio::sync::Mutex<MemoryHistory<Bytes>>>,
     key: u64,
     rx: Mutex<Option<mpsc::Receiver<BrokerMessage>>>,
 }
@@ -234,26 +287,67 @@ impl Broker for MemoryBroker {
         // The receivers are chosen now, at call time; sending happens when the future runs.
         // Each node's queue is FIFO, so successive publishes keep their order.
         let channel: Arc<str> = Arc::from(channel);
-        let targets: Option<Vec<mpsc::Sender<BrokerMessage>>> = self.hub.upgrade().map(|hub| {
-            lock(&hub)
-                .nodes
-                .values()
-                .filter(|n| n.channels.contains(&channel))
-                .map(|n| n.tx.clone())
-                .collect()
-        });
+        let targets = subscribers(&self.hub, &channel);
         Box::pin(async move {
-            let targets = targets.ok_or(BrokerError::Unavailable)?;
+            let targets = targets?;
             for tx in targets {
                 // A node that went away is simply skipped, as Redis would.
                 let _ = tx
-                    .send(BrokerMessage {
-                        channel: Arc::clone(&channel),
-                        payload: payload.clone(),
-                    })
+                    .send(BrokerMessage::new(Arc::clone(&channel), payload.clone()))
                     .await;
             }
             Ok(())
+        })
+    }
+
+    fn publish_recorded(
+        &self,
+        channel: &str,
+        stream: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (hub, history) = (self.hub.clone(), self.history.clone());
+        let channel: Arc<str> = Arc::from(channel);
+        let stream = stream.to_string();
+        Box::pin(async move {
+            let history = history.upgrade().ok_or(BrokerError::Unavailable)?;
+            let mut history = history.lock().await;
+            let targets = subscribers(&hub, &channel)?;
+            let position = history.append(
+                &stream,
+                payload.clone(),
+                &retention,
+                std::time::Instant::now(),
+            );
+            for tx in targets {
+                let message = BrokerMessage {
+                    channel: Arc::clone(&channel),
+                    payload: payload.clone(),
+                    position: Some(position.clone()),
+                };
+                let _ = tx.send(message).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        since: Option<u64>,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<StreamRead<Bytes>, BrokerError>> {
+        let history = self.history.clone();
+        let stream = stream.to_string();
+        Box::pin(async move {
+            let history = history.upgrade().ok_or(BrokerError::Unavailable)?;
+            let read =
+                history
+                    .lock()
+                    .await
+                    .read(&stream, since, &retention, std::time::Instant::now());
+            Ok(read)
         })
     }
 
@@ -284,6 +378,21 @@ impl Broker for MemoryBroker {
             total: 1,
         }
     }
+}
+
+/// The queues of the hub's nodes subscribed to `channel`.
+fn subscribers(
+    hub: &Weak<Mutex<HubInner>>,
+    channel: &str,
+) -> Result<Vec<mpsc::Sender<BrokerMessage>>, BrokerError> {
+    let hub = hub.upgrade().ok_or(BrokerError::Unavailable)?;
+    let inner = lock(&hub);
+    Ok(inner
+        .nodes
+        .values()
+        .filter(|n| n.channels.contains(channel))
+        .map(|n| n.tx.clone())
+        .collect())
 }
 
 impl MemoryBroker {

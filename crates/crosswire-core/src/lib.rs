@@ -28,9 +28,11 @@
 
 mod broker;
 pub mod histogram;
+pub mod history;
 
 pub use broker::{
     BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats, MemoryBroker,
     MemoryHub,
 };
 pub use histogram::{Histogram, HistogramSnapshot};
+pub use history::{Position, Retention, StreamRead};
