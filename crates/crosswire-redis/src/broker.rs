@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crosswire_core::{
-    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats,
+    BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats, Retention,
+    StreamRead,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
@@ -16,8 +17,8 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, RedisConfig, RedisNodeConfig};
 use crate::health::NodeStatus;
 use crate::shared::{
-    lock, read, write, Node, NodeCounters, PublishJob, Shared, SubscribeCommand, SubscribeOutcome,
-    NO_LATENCY,
+    lock, read, write, Node, NodeCounters, PublishJob, Record, Shared, SubscribeCommand,
+    SubscribeOutcome, NO_LATENCY,
 };
 use crate::{publisher, subscriber};
 
@@ -124,6 +125,7 @@ impl RedisBroker {
             subscribe_tx,
             check_now: Notify::new(),
             counters: NodeCounters::default(),
+            connection: Mutex::new(None),
         });
         tracing::info!(node = %node.name, url = %crate::config::redact(&node.config.url), "redis node added");
         write(&self.shared.nodes).push(Arc::clone(&node));
@@ -209,34 +211,67 @@ impl Broker for RedisBroker {
                 started,
                 tried: vec![Arc::clone(&node.name)],
                 siblings: names.iter().filter(|n| **n != node.name).cloned().collect(),
+                record: None,
             };
             if let Some(job) = Shared::enqueue(node, job) {
                 shared.reroute(job, "publish queue full");
             }
             replies.push(rx);
         }
-        // A safety net over the retry budget (two command timeouts): never hang.
-        let deadline = started + shared.config.command_timeout * 2 + Duration::from_millis(250);
+        Box::pin(outcome(replies, shared.deadline(started)))
+    }
+
+    fn publish_recorded(
+        &self,
+        channel: &str,
+        stream: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        // One node, the stream's home: the offsets of a stream come from one place. Queued
+        // now, like a plain publish, so successive ones keep their order.
+        let shared = &self.shared;
+        let Some(node) = shared.stream_home(stream, &[]) else {
+            return Box::pin(async { Err(BrokerError::Unavailable) });
+        };
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let job = PublishJob {
+            channel: Arc::from(channel),
+            payload,
+            reply: Some(tx),
+            started,
+            tried: vec![Arc::clone(&node.name)],
+            siblings: Vec::new(),
+            record: Some(Record {
+                stream: Arc::from(stream),
+                retention,
+            }),
+        };
+        if let Some(job) = Shared::enqueue(&node, job) {
+            shared.reroute(job, "publish queue full");
+        }
+        Box::pin(outcome(vec![rx], shared.deadline(started)))
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        since: Option<u64>,
+        retention: Retention,
+    ) -> BoxFuture<'static, Result<StreamRead<Bytes>, BrokerError>> {
+        let connection = self
+            .shared
+            .stream_home(stream, &[])
+            .and_then(|node| lock(&node.connection).clone());
+        let stream = stream.to_string();
+        let limit = self.shared.config.command_timeout;
         Box::pin(async move {
-            let mut delivered = false;
-            let mut failure = None;
-            for reply in replies {
-                match tokio::time::timeout_at(deadline, reply).await {
-                    Ok(Ok(Ok(()))) => delivered = true,
-                    Ok(Ok(Err(e))) => failure = Some(e),
-                    Ok(Err(_)) => {
-                        failure = Some(BrokerError::Backend("publish was dropped".into()))
-                    }
-                    Err(_) => {
-                        failure = Some(BrokerError::Backend("publish not confirmed in time".into()))
-                    }
-                }
-            }
-            match (delivered, failure) {
-                (true, _) => Ok(()),
-                (false, Some(e)) => Err(e),
-                (false, None) => Err(BrokerError::Unavailable),
-            }
+            let mut connection = connection.ok_or(BrokerError::Unavailable)?;
+            let read = crate::history::read(&mut connection, &stream, since, &retention);
+            tokio::time::timeout(limit, read).await.map_err(|_| {
+                BrokerError::Backend(format!("history read of {stream:?} timed out"))
+            })?
         })
     }
 
@@ -332,6 +367,28 @@ impl RedisBroker {
                 node.subscribe_tx.send(command(tx)).ok().map(|()| rx)
             })
             .collect()
+    }
+}
+
+/// The outcome of a publish queued on one or more nodes: delivered if any copy was.
+async fn outcome(
+    replies: Vec<oneshot::Receiver<Result<(), BrokerError>>>,
+    deadline: Instant,
+) -> Result<(), BrokerError> {
+    let mut delivered = false;
+    let mut failure = None;
+    for reply in replies {
+        match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(Ok(()))) => delivered = true,
+            Ok(Ok(Err(e))) => failure = Some(e),
+            Ok(Err(_)) => failure = Some(BrokerError::Backend("publish was dropped".into())),
+            Err(_) => failure = Some(BrokerError::Backend("publish not confirmed in time".into())),
+        }
+    }
+    match (delivered, failure) {
+        (true, _) => Ok(()),
+        (false, Some(e)) => Err(e),
+        (false, None) => Err(BrokerError::Unavailable),
     }
 }
 

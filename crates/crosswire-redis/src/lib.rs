@@ -142,6 +142,7 @@
 mod broker;
 mod config;
 mod health;
+mod history;
 mod publisher;
 mod resp;
 mod shared;

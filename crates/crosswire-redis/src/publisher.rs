@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::health::{HealthEventKind, Role};
-use crate::shared::{Node, PublishJob, Shared};
+use crate::shared::{lock, Node, PublishJob, Shared};
 
 /// Runs until the broker is dropped (the task is aborted then).
 pub(crate) async fn run(
@@ -33,8 +33,10 @@ pub(crate) async fn run(
                     HealthEventKind::Connected
                 };
                 ever_up = true;
+                *lock(&node.connection) = Some(connection.clone());
                 shared.report(&node, Role::Publisher, event, None);
                 let (event, error) = serve(&shared, &node, &mut connection, &mut jobs).await;
+                lock(&node.connection).take();
                 node.publisher_healthy.store(false, Ordering::Release);
                 down_reported = true;
                 shared.report(&node, Role::Publisher, event, Some(error));
@@ -88,6 +90,13 @@ async fn connect(shared: &Shared, node: &Node) -> Result<MultiplexedConnection, 
     ping(shared, node, &mut connection)
         .await
         .map_err(|(_, e)| e)?;
+    timeout(
+        config.command_timeout,
+        crate::history::load_scripts(&mut connection),
+    )
+    .await
+    .map_err(|_| "SCRIPT LOAD timed out".to_string())?
+    .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
     Ok(connection)
 }
 
@@ -152,10 +161,21 @@ async fn serve(
                 }
                 let mut pipe = redis::pipe();
                 for job in &batch {
-                    pipe.cmd("PUBLISH")
-                        .arg(job.channel.as_bytes())
-                        .arg(job.payload.as_ref())
-                        .ignore();
+                    match &job.record {
+                        None => {
+                            pipe.cmd("PUBLISH")
+                                .arg(job.channel.as_bytes())
+                                .arg(job.payload.as_ref())
+                                .ignore();
+                        }
+                        Some(r) => crate::history::add_publish(
+                            &mut pipe,
+                            &job.channel,
+                            &r.stream,
+                            &job.payload,
+                            &r.retention,
+                        ),
+                    }
                 }
                 let sent = Instant::now();
                 let outcome = timeout(config.command_timeout, pipe.query_async::<()>(connection)).await;

@@ -11,7 +11,7 @@ use crosswire_core::{BrokerError, BrokerMessage, BrokerNodeStats, Histogram};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::config::{RedisConfig, RedisNodeConfig};
+use crate::config::{PublishStrategy, RedisConfig, RedisNodeConfig};
 use crate::health::{HealthEvent, HealthEventKind, Role};
 use crate::strategy::{pick, Candidate};
 
@@ -43,6 +43,14 @@ pub(crate) struct PublishJob {
     pub(crate) tried: Vec<Arc<str>>,
     /// Nodes carrying the other copy (redundancy 2): a retry avoids them.
     pub(crate) siblings: Vec<Arc<str>>,
+    /// Set for a recorded publish: the history stream it is appended to.
+    pub(crate) record: Option<Record>,
+}
+
+/// The history part of a recorded publish.
+pub(crate) struct Record {
+    pub(crate) stream: Arc<str>,
+    pub(crate) retention: crosswire_core::Retention,
 }
 
 impl PublishJob {
@@ -91,6 +99,9 @@ pub(crate) struct Node {
     pub(crate) check_now: Notify,
     /// Counters for [`crosswire_core::Broker::node_stats`].
     pub(crate) counters: NodeCounters,
+    /// The publish connection while it is up (a clone: redis-rs multiplexes it), for history
+    /// reads.
+    pub(crate) connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 /// One node's publish and receive counters.
@@ -143,9 +154,26 @@ impl Shared {
         lock(&self.channels).iter().cloned().collect()
     }
 
+    /// The healthy node holding history stream `stream` (its home: rendezvous hashing of the
+    /// stream name over the healthy nodes, whatever the strategy), skipping `exclude`.
+    pub(crate) fn stream_home(&self, stream: &str, exclude: &[Arc<str>]) -> Option<Arc<Node>> {
+        self.choose_with(PublishStrategy::ChannelAffine, stream, 1, exclude)
+            .pop()
+    }
+
     /// Up to `count` healthy publishers for `channel`, skipping `exclude`.
     pub(crate) fn choose(
         &self,
+        channel: &str,
+        count: usize,
+        exclude: &[Arc<str>],
+    ) -> Vec<Arc<Node>> {
+        self.choose_with(self.config.strategy, channel, count, exclude)
+    }
+
+    fn choose_with(
+        &self,
+        strategy: PublishStrategy,
         channel: &str,
         count: usize,
         exclude: &[Arc<str>],
@@ -164,17 +192,16 @@ impl Shared {
             .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let random = rand::random::<usize>();
-        pick(
-            self.config.strategy,
-            channel,
-            &candidates,
-            count,
-            turn,
-            random,
-        )
-        .into_iter()
-        .map(|i| Arc::clone(healthy[i]))
-        .collect()
+        pick(strategy, channel, &candidates, count, turn, random)
+            .into_iter()
+            .map(|i| Arc::clone(healthy[i]))
+            .collect()
+    }
+
+    /// When a publish started at `started` stops waiting: a safety net over the retry budget
+    /// (two command timeouts), so it never hangs.
+    pub(crate) fn deadline(&self, started: Instant) -> Instant {
+        started + self.config.command_timeout * 2 + Duration::from_millis(250)
     }
 
     /// Queues `job` on `node`; gives it back when the queue is full.
@@ -197,7 +224,11 @@ impl Shared {
             }
             let mut exclude = job.tried.clone();
             exclude.extend(job.siblings.iter().cloned());
-            let Some(node) = self.choose(&job.channel, 1, &exclude).pop() else {
+            let next = match &job.record {
+                Some(record) => self.stream_home(&record.stream, &exclude),
+                None => self.choose(&job.channel, 1, &exclude).pop(),
+            };
+            let Some(node) = next else {
                 let any_healthy = read(&self.nodes)
                     .iter()
                     .any(|n| n.publisher_healthy.load(Ordering::Acquire));

@@ -471,7 +471,14 @@ impl<'a> Session<'a> {
             Bytes::copy_from_slice(&payload)
         };
         self.node.counters.received.fetch_add(1, Ordering::Relaxed);
-        let message = BrokerMessage { channel, payload };
+        let message = match crate::history::split_positioned(&payload) {
+            Some((position, payload)) => BrokerMessage {
+                channel,
+                payload,
+                position: Some(position),
+            },
+            None => BrokerMessage::new(channel, payload),
+        };
         match self.shared.messages.try_send(message) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {

@@ -1,0 +1,234 @@
+//! History in Redis: one Redis Stream per history stream, written and published by one Lua
+//! script so that a message's offset, its place in the stream and its publication are one
+//! atomic step.
+//!
+//! For stream `S` the keys are `S` (a Redis Stream of entries `o <offset> d <payload>`) and
+//! `S:meta` (a hash: `e` the epoch, `o` the last offset). Names given by the node contain a
+//! `{…}` hash tag, so both keys of a stream fall in one Redis Cluster slot.
+//!
+//! - **Publish** (`EVALSHA`, pipelined with the plain `PUBLISH`es): creates the epoch when the
+//!   meta hash is missing (Redis restarted without persistence, or the stream expired), takes
+//!   the next offset, `XADD`s with `MAXLEN ~ max_len`, trims entries older than the window
+//!   (`XTRIM MINID`), renews both keys' expiry, and `PUBLISH`es
+//!   `0xC1 <offset> ' ' <epoch> ' ' <payload>`. `0xC1` is a byte no MessagePack value begins
+//!   with, and no crosswire envelope either, so a subscriber tells positioned messages apart
+//!   without knowing which channels carry them.
+//! - **Read** (`EVALSHA` on the same connection): the epoch (created if missing, so a first
+//!   joiner gets the epoch later messages will carry), the last offset, and the entries after
+//!   the offset asked for — at most `max_len`, none older than the window.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crosswire_core::history::META_TTL;
+use crosswire_core::{BrokerError, Position, Retention, StreamRead};
+use redis::aio::MultiplexedConnection;
+
+/// First byte of a positioned message.
+pub(crate) const MARKER: u8 = 0xC1;
+
+/// Makes the epoch when the meta hash has none (shared by both scripts).
+const ENSURE_EPOCH: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+end
+";
+
+/// KEYS: stream, meta. ARGV: channel, payload, max_len, ttl_ms, meta_ttl_ms.
+static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"{ENSURE_EPOCH}
+local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'd', ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XTRIM', KEYS[1], 'MINID', now - tonumber(ARGV[4]))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[1], string.char(193) .. offset .. ' ' .. epoch .. ' ' .. ARGV[2])
+return offset
+"
+    ))
+});
+
+/// KEYS: stream, meta. ARGV: since (-1: none), max_len, ttl_ms, meta_ttl_ms.
+/// Returns `{epoch, top, o1, d1, o2, d2, …}`, oldest first.
+static READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"{ENSURE_EPOCH}
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local top = tonumber(redis.call('HGET', KEYS[2], 'o'))
+local since = tonumber(ARGV[1])
+local out = {{epoch, tostring(top)}}
+local want = top - since
+if since < 0 or want <= 0 or want > tonumber(ARGV[2]) then
+  return out
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local oldest = math.max(0, now - tonumber(ARGV[3]))
+local got = redis.call('XREVRANGE', KEYS[1], '+', oldest, 'COUNT', want)
+for i = #got, 1, -1 do
+  local fields = got[i][2]
+  local o, d
+  for j = 1, #fields, 2 do
+    if fields[j] == 'o' then o = fields[j + 1] elseif fields[j] == 'd' then d = fields[j + 1] end
+  end
+  if o and d and tonumber(o) > since then
+    out[#out + 1] = o
+    out[#out + 1] = d
+  end
+end
+return out
+"
+    ))
+});
+
+/// The meta key of stream `stream`.
+fn meta_key(stream: &str) -> String {
+    format!("{stream}:meta")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Loads both scripts on a fresh connection, so pipelined `EVALSHA`s find them.
+pub(crate) async fn load_scripts(connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    PUBLISH.load_async(connection).await?;
+    READ.load_async(connection).await?;
+    Ok(())
+}
+
+/// Adds a recorded publish to a pipeline.
+pub(crate) fn add_publish(
+    pipe: &mut redis::Pipeline,
+    channel: &str,
+    stream: &str,
+    payload: &[u8],
+    retention: &Retention,
+) {
+    pipe.cmd("EVALSHA")
+        .arg(PUBLISH.get_hash())
+        .arg(2)
+        .arg(stream)
+        .arg(meta_key(stream))
+        .arg(channel.as_bytes())
+        .arg(payload)
+        .arg(retention.max_len)
+        .arg(millis(retention.ttl))
+        .arg(millis(META_TTL))
+        .ignore();
+}
+
+/// Reads a stream (see the module docs).
+pub(crate) async fn read(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    since: Option<u64>,
+    retention: &Retention,
+) -> Result<StreamRead<Bytes>, BrokerError> {
+    let since_arg = since.map_or(-1i128, i128::from);
+    let reply: Vec<Vec<u8>> = READ
+        .key(stream)
+        .key(meta_key(stream))
+        .arg(since_arg.to_string())
+        .arg(retention.max_len)
+        .arg(millis(retention.ttl))
+        .arg(millis(META_TTL))
+        .invoke_async(connection)
+        .await
+        .map_err(|e| BrokerError::Backend(format!("history read of {stream:?}: {e}")))?;
+    parse_read(reply, since)
+        .ok_or_else(|| BrokerError::Backend(format!("history read of {stream:?}: malformed reply")))
+}
+
+fn parse_read(reply: Vec<Vec<u8>>, since: Option<u64>) -> Option<StreamRead<Bytes>> {
+    let mut parts = reply.into_iter();
+    let epoch: Arc<str> = Arc::from(std::str::from_utf8(&parts.next()?).ok()?);
+    let top = parse_u64(&parts.next()?)?;
+    let mut entries = Vec::new();
+    while let (Some(offset), Some(data)) = (parts.next(), parts.next()) {
+        entries.push((parse_u64(&offset)?, Bytes::from(data)));
+    }
+    let complete = since.is_some_and(|since| {
+        since <= top
+            && entries
+                .first()
+                .map_or(since == top, |(o, _)| *o == since + 1)
+            && entries.len() as u64 == top - since
+    });
+    Some(StreamRead {
+        epoch,
+        top,
+        entries,
+        complete,
+    })
+}
+
+fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Splits a positioned message into its position and payload; `None` for any other message.
+pub(crate) fn split_positioned(payload: &Bytes) -> Option<(Position, Bytes)> {
+    let rest = payload.strip_prefix(&[MARKER])?;
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let offset = parse_u64(&rest[..space])?;
+    let rest = &rest[space + 1..];
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let epoch = std::str::from_utf8(&rest[..space]).ok()?;
+    let start = payload.len() - (rest.len() - space - 1);
+    Some((Position::new(offset, epoch), payload.slice(start..)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positioned_messages_split_and_others_do_not() {
+        let message = Bytes::from_static(b"\xC142 18f3-0 \x01payload bytes");
+        let (position, payload) = split_positioned(&message).expect("positioned");
+        assert_eq!(position, Position::new(42, "18f3-0"));
+        assert_eq!(&payload[..], b"\x01payload bytes");
+        for other in [
+            &b"\x01envelope"[..],
+            b"\xC1",
+            b"\xC1x y z",
+            b"\xC142",
+            b"\xC142 e",
+            b"",
+        ] {
+            assert!(split_positioned(&Bytes::copy_from_slice(other)).is_none());
+        }
+        let (_, empty) = split_positioned(&Bytes::from_static(b"\xC11 e ")).expect("empty");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn reads_are_complete_only_without_a_gap() {
+        let b = |s: &str| s.as_bytes().to_vec();
+        let read = parse_read(
+            vec![b("e"), b("5"), b("4"), b("x"), b("5"), b("y")],
+            Some(3),
+        );
+        let read = read.expect("parsed");
+        assert!(read.complete);
+        assert_eq!(read.entries.len(), 2);
+        let gap = parse_read(vec![b("e"), b("5"), b("5"), b("y")], Some(3)).expect("parsed");
+        assert!(!gap.complete, "offset 4 is missing");
+        let caught_up = parse_read(vec![b("e"), b("5")], Some(5)).expect("parsed");
+        assert!(caught_up.complete);
+        let ahead = parse_read(vec![b("e"), b("5")], Some(7)).expect("parsed");
+        assert!(!ahead.complete);
+        let fresh = parse_read(vec![b("e"), b("0")], None).expect("parsed");
+        assert!(!fresh.complete && fresh.top == 0);
+        assert!(parse_read(vec![b("e")], None).is_none());
+    }
+}
