@@ -17,7 +17,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use crosswire::{IpNet, PerMessageDeflate, RateLimit, RateLimitPolicy, Server, ServerConfig};
+use crosswire::{
+    IpNet, PerMessageDeflate, RateLimit, RateLimitPolicy, Retention, Server, ServerConfig,
+};
 use crosswire_cli::http::HttpOptions;
 use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
 use tracing_subscriber::EnvFilter;
@@ -56,6 +58,18 @@ struct ServeArgs {
     /// dies takes its members with it). Each join and leave is then published to every node.
     #[arg(long, env = "CROSSWIRE_PRESENCE")]
     presence: bool,
+    /// Keep a history of the relay's rooms, so a client that comes back (to any node) gets
+    /// what it missed: events carry `stream`/`offset`/`epoch`, and `join` takes
+    /// `{"room", "since"}` (docs/PROTOCOL.md, "History and recovery"). In memory on a single
+    /// node, in Redis Streams with --redis.
+    #[arg(long, env = "CROSSWIRE_HISTORY")]
+    history: bool,
+    /// With --history: messages kept per room.
+    #[arg(long, default_value_t = 100, env = "CROSSWIRE_HISTORY_SIZE")]
+    history_size: usize,
+    /// With --history: seconds a message is kept.
+    #[arg(long, default_value_t = 120, env = "CROSSWIRE_HISTORY_TTL")]
+    history_ttl: u64,
     /// Log format: `text`, or `json` (one object per line). `RUST_LOG` sets the levels
     /// (default `info`: lifecycle events such as connections opened and closed; `debug` adds
     /// one line per message).
@@ -395,6 +409,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     if args.presence {
         config = config.with_presence([crosswire_cli::relay::NAMESPACE]);
+    }
+    if args.history {
+        let window = Retention::new(args.history_size, Duration::from_secs(args.history_ttl));
+        config = config.with_history(crosswire_cli::relay::NAMESPACE, window);
     }
     let server = if args.redis.is_empty() {
         Server::new(config)?

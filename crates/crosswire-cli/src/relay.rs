@@ -3,7 +3,10 @@
 //! - connect with query `id=<unique client id>`: the socket is bound to that id (a socket
 //!   without one is closed with 4011);
 //! - `join` / `leave` `{"room"}`: joins or leaves room `<room>` of namespace `relay`, replies
-//!   `{"ok": true}`;
+//!   `{"ok": true}`. With history on (`crosswire serve --history`), `join` takes
+//!   `{"room", "since": {"offset", "epoch"}}`: the messages missed since that position are sent
+//!   first, in order, and the reply is `{"ok": true, "stream", "offset", "epoch",
+//!   "recovered"}` (see "History and recovery" in docs/PROTOCOL.md);
 //! - `echo <any>`: replies with the same payload;
 //! - `room {"room", "data"}`: event `msg` with `data` to every member of the room on every
 //!   node; `all {"data"}`: to every socket; `to {"id", "data"}`: to one client; `ids {"ids",
@@ -97,6 +100,68 @@ fn bind_from_query(_: Connection, server: Server, socket: Socket) {
     match socket.query("id") {
         Some(id) if !id.is_empty() => server.bind(id, &socket),
         _ => socket.close(crosswire::close_code::AUTH_FAILED, "id required"),
+    }
+}
+
+/// `join` with history: `{"room", "since"?}`.
+#[derive(Deserialize)]
+struct JoinSince {
+    room: String,
+    #[serde(default)]
+    since: Option<Since>,
+}
+
+/// A position as a client sends it back.
+#[derive(Deserialize)]
+struct Since {
+    offset: u64,
+    epoch: String,
+}
+
+/// The answer of a `join` with history.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Joined {
+    Joined {
+        ok: bool,
+        stream: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        recovered: bool,
+    },
+    Refused(Answer),
+}
+
+fn refused(error: String) -> Ack<Joined> {
+    Ack(Joined::Refused(Answer {
+        ok: false,
+        error: Some(error),
+    }))
+}
+
+async fn join_recovering(server: Server, socket: Socket, payload: Payload) -> Ack<Joined> {
+    let request = match payload.parse::<JoinSince>() {
+        Ok(r) => r,
+        Err(e) => return refused(format!("invalid payload: {e}")),
+    };
+    let Some(id) = socket.id() else {
+        return refused("not bound to an id".to_string());
+    };
+    let since = request
+        .since
+        .map(|s| crosswire::Position::new(s.offset, s.epoch));
+    let room = Room::new(NAMESPACE, request.room);
+    match server.join_recovering(&room, &id, since).await {
+        Ok(r) => Ack(Joined::Joined {
+            ok: true,
+            stream: r.stream,
+            offset: r.position.as_ref().map(|p| p.offset),
+            epoch: r.position.map(|p| p.epoch.to_string()),
+            recovered: r.recovered,
+        }),
+        Err(e) => refused(e.to_string()),
     }
 }
 
@@ -209,7 +274,11 @@ fn tell_room(server: &Server, namespace: &str, event: PresenceEvent<'_>) {
 /// Installs the relay handlers on `server`.
 pub fn install(server: &Server) {
     server.on_system(bind_from_query);
-    server.on("join", join);
+    if server.history_window(NAMESPACE).is_some() {
+        server.on("join", join_recovering);
+    } else {
+        server.on("join", join);
+    }
     server.on("leave", leave);
     server.on("echo", |payload: Payload| Ack(payload));
     server.on("room", to_room);

@@ -165,6 +165,24 @@ async fn a_login_race_on_two_nodes_keeps_exactly_one_socket() {
     cluster_suite::login_race_keeps_one_socket(&nodes[0], &nodes[1], 50).await;
 }
 
+/// History and recovery over Redis (Streams written by the publish script): a client away
+/// for two seconds while messages flow comes back on another node with every message once
+/// and in order; past the window it is told `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_another_node_recovers_what_it_missed_over_redis() {
+    let redis = redis();
+    let urls = [redis.url()];
+    cluster_suite::recovery_across_nodes(|name| {
+        let broker = RedisBroker::new(RedisConfig::from_urls(urls.clone()).expect("redis urls"))
+            .expect("broker");
+        Server::builder(cluster_suite::history_config(name))
+            .broker(Arc::new(broker))
+            .build()
+            .expect("valid config")
+    })
+    .await;
+}
+
 /// Presence over Redis: joins, leaves, a closed socket, a late node, and a node that dies
 /// without a word (its broker and tasks dropped), whose members leave within its TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,6 +192,52 @@ pub fn encode_event_raw(event: &str, payload: &RawValue) -> Bytes {
     }
 }
 
+/// The event frame `frame` with its place in a history stream added:
+/// `{"event", "payload", "stream", "offset", "epoch"}` (clients that do not know the fields
+/// ignore them). `None` when `frame` is not one unmasked, final text frame holding a JSON
+/// object, as [`encode_event`] and [`encode_event_raw`] make.
+pub fn with_position(frame: &[u8], stream: &str, offset: u64, epoch: &str) -> Option<Bytes> {
+    let text = server_text(frame)?;
+    let body = text.strip_suffix(b"}")?;
+    let extra = stream.len() + epoch.len() + 64;
+    let frame = build_frame::<std::convert::Infallible>(OpCode::Text, text.len() + extra, |buf| {
+        buf.put_slice(body);
+        buf.put_slice(b",\"stream\":");
+        write_json_str(buf, stream);
+        buf.put_slice(b",\"offset\":");
+        buf.put_slice(offset.to_string().as_bytes());
+        buf.put_slice(b",\"epoch\":");
+        write_json_str(buf, epoch);
+        buf.put_u8(b'}');
+        Ok(())
+    });
+    match frame {
+        Ok(f) => Some(f),
+        Err(never) => match never {},
+    }
+}
+
+/// The payload of one unmasked, final text frame (as a server sends), or `None`.
+fn server_text(frame: &[u8]) -> Option<&[u8]> {
+    let (&b0, rest) = frame.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    if b0 != 0x80 | OpCode::Text as u8 || b1 & 0x80 != 0 {
+        return None;
+    }
+    let (len, rest) = match b1 & 0x7f {
+        126 => {
+            let (n, rest) = rest.split_first_chunk::<2>()?;
+            (u64::from(u16::from_be_bytes(*n)), rest)
+        }
+        127 => {
+            let (n, rest) = rest.split_first_chunk::<8>()?;
+            (u64::from_be_bytes(*n), rest)
+        }
+        n => (u64::from(n), rest),
+    };
+    (rest.len() as u64 == len).then_some(rest)
+}
+
 /// Encodes a server → client request: an event carrying an `ackId` that crosswire clients
 /// answer and older clients ignore.
 pub fn encode_request<T: Serialize + ?Sized>(
@@ -311,6 +357,33 @@ mod tests {
             Decoded::Message(Message::Text(t), _) => t.to_string(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn positions_are_added_to_event_frames_of_any_length() {
+        for size in [3usize, 200, 70_000] {
+            let payload = "x".repeat(size);
+            let frame = encode_event("msg", &payload).unwrap();
+            let positioned = with_position(&frame, "chat/lobby", 42, "e\"1").unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text_of(&positioned)).unwrap();
+            assert_eq!(value["event"], "msg");
+            assert_eq!(value["payload"], payload.as_str());
+            assert_eq!(value["stream"], "chat/lobby");
+            assert_eq!(value["offset"], 42);
+            assert_eq!(value["epoch"], "e\"1");
+        }
+        let raw = encode_event_raw("m", RawValue::from_string("[1]".into()).unwrap().as_ref());
+        assert!(with_position(&raw, "s", 1, "e").is_some());
+        // Not a server text frame holding an object: left alone.
+        assert!(
+            with_position(&crate::ws::server_frame(OpCode::Binary, b"{}"), "s", 1, "e").is_none()
+        );
+        assert!(
+            with_position(&crate::ws::server_frame(OpCode::Text, b"[1]"), "s", 1, "e").is_none()
+        );
+        let frame = encode_event("msg", &1).unwrap();
+        assert!(with_position(&frame[..frame.len() - 1], "s", 1, "e").is_none());
+        assert!(with_position(b"", "s", 1, "e").is_none());
     }
 
     #[test]

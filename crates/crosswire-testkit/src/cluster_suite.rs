@@ -501,3 +501,219 @@ async fn next_events(
     }
     got
 }
+
+/// Namespace of the rooms that keep history in [`history_config`].
+pub const HISTORY_NAMESPACE: &str = "hist";
+
+/// Messages each room of [`HISTORY_NAMESPACE`] keeps in [`history_config`].
+pub const HISTORY_LEN: usize = 2_000;
+
+/// [`node_config`] with a history of [`HISTORY_LEN`] messages (2 minutes) for the rooms of
+/// [`HISTORY_NAMESPACE`].
+pub fn history_config(name: &str) -> ServerConfig {
+    node_config(name).with_history(
+        HISTORY_NAMESPACE,
+        crosswire::Retention::new(HISTORY_LEN, Duration::from_secs(120)),
+    )
+}
+
+/// One `msg` event of a recorded room as a client got it: its payload (a number) and place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positioned {
+    /// The payload.
+    pub n: u64,
+    /// The stream position.
+    pub position: crosswire::Position,
+}
+
+/// Reads `msg` events from `client` until one with payload `last` (or `WAIT` passes),
+/// returning them all; other frames are skipped.
+pub async fn read_positioned(client: &mut RawClient, last: u64) -> Vec<Positioned> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.last().is_none_or(|p: &Positioned| p.n < last) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(text) = client.recv_text(left).await else {
+            break;
+        };
+        if let Some(p) = positioned(&text) {
+            got.push(p);
+        }
+    }
+    got
+}
+
+/// The `msg` event in `text`, with its position, if it is one.
+pub fn positioned(text: &str) -> Option<Positioned> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if v["event"] != "msg" {
+        return None;
+    }
+    Some(Positioned {
+        n: v["payload"].as_u64()?,
+        position: crosswire::Position::new(v["offset"].as_u64()?, v["epoch"].as_str()?),
+    })
+}
+
+/// Sends `msg` `from..=to` to `room` from `server`, one every `every`.
+pub fn send_numbers(
+    server: &Server,
+    room: &crosswire::Room,
+    from: u64,
+    to: u64,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (server, room) = (server.clone(), room.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_micros(1)));
+        for n in from..=to {
+            if !every.is_zero() {
+                tick.tick().await;
+            }
+            server.to_room(&room).emit("msg", &n).expect("emit");
+        }
+    })
+}
+
+/// Recovery across nodes made by `make` (from [`history_config`]): a client on `a` follows a
+/// room that `b` sends 1,000 messages to over about three seconds; it loses its connection
+/// for two seconds, comes back on `c` with the last position it saw, and ends with every
+/// message exactly once and in order (`recovered: true`), live ones flowing all along. Then
+/// the same past the window: `recovered: false`, nothing replayed, live messages after.
+pub async fn recovery_across_nodes(make: impl Fn(&str) -> Server) {
+    use crosswire::Room;
+
+    let (a, b, c) = (make("a"), make("b"), make("c"));
+    wait_nodes(&[&a, &b, &c], &["a", "b", "c"]).await;
+    let (addr_a, addr_c) = (serve_on_free_port(&a).await, serve_on_free_port(&c).await);
+    crate::install_relay(&a);
+    crate::install_relay(&c);
+    let room = Room::new(HISTORY_NAMESPACE, "live");
+    let mut x = RawClient::connect_bound(addr_a, "x")
+        .await
+        .expect("connect");
+    assert!(wait_until(WAIT, || a.socket("x").is_some()).await);
+    let first = a.join_recovering(&room, "x", None).await.expect("join");
+    assert_eq!(first.stream, "hist/live");
+    assert!(!first.recovered);
+    let start = first.position.expect("a position");
+
+    let sender = send_numbers(&b, &room, 1, 1000, Duration::from_millis(3));
+    let before = read_positioned(&mut x, 300).await;
+    assert!(
+        before.len() >= 300,
+        "got {} of 300 before the outage",
+        before.len()
+    );
+    drop(x);
+    let away = tokio::time::Instant::now();
+    assert!(wait_until(WAIT, || a.socket("x").is_none()).await);
+    tokio::time::sleep_until(away + Duration::from_secs(2)).await;
+    let last = before.last().expect("one").position.clone();
+    let mut x = RawClient::connect_bound(addr_c, "x")
+        .await
+        .expect("reconnect");
+    assert!(wait_until(WAIT, || c.socket("x").is_some()).await);
+    let back = c
+        .join_recovering(&room, "x", Some(last))
+        .await
+        .expect("rejoin");
+    assert!(back.recovered, "{back:?}");
+    assert!(back.replayed > 0, "{back:?}");
+    let after = read_positioned(&mut x, 1000).await;
+    sender.await.expect("sender");
+    let all: Vec<&Positioned> = before.iter().chain(&after).collect();
+    let numbers: Vec<u64> = all.iter().map(|p| p.n).collect();
+    assert_eq!(
+        numbers,
+        (1..=1000).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
+    for (i, p) in all.iter().enumerate() {
+        assert_eq!(
+            p.position.offset,
+            start.offset + 1 + i as u64,
+            "offsets without a gap"
+        );
+        assert_eq!(p.position.epoch, start.epoch);
+    }
+
+    // Past the window: more messages than the history keeps while the client is away. A
+    // watcher on `a` tells when `a` has had them all (and so has the history).
+    let last = all.last().expect("one").position.clone();
+    drop(x);
+    assert!(wait_until(WAIT, || c.socket("x").is_none()).await);
+    let mut watcher = RawClient::connect_bound(addr_a, "w")
+        .await
+        .expect("connect");
+    assert!(wait_until(WAIT, || a.socket("w").is_some()).await);
+    a.join_recovering(&room, "w", None).await.expect("join");
+    let flood = HISTORY_LEN as u64 + 50;
+    send_numbers(&b, &room, 1001, 1000 + flood, Duration::ZERO)
+        .await
+        .expect("sender");
+    let seen = read_positioned(&mut watcher, 1000 + flood).await;
+    assert_eq!(seen.len() as u64, flood, "the watcher got the flood");
+    let top = last.offset + flood;
+    let mut x = RawClient::connect_bound(addr_a, "x")
+        .await
+        .expect("reconnect");
+    assert!(wait_until(WAIT, || a.socket("x").is_some()).await);
+    let back = a
+        .join_recovering(&room, "x", Some(last.clone()))
+        .await
+        .expect("rejoin");
+    assert!(!back.recovered, "{back:?}");
+    assert_eq!(back.replayed, 0);
+    assert_eq!(back.position.as_ref().map(|p| p.offset), Some(top));
+    let next = 1001 + flood;
+    b.to_room(&room).emit("msg", &next).expect("emit");
+    let live = read_positioned(&mut x, next).await;
+    assert_eq!(
+        live.iter().map(|p| p.n).collect::<Vec<_>>(),
+        [next],
+        "only the live message after the join"
+    );
+    assert_eq!(live[0].position.offset, top + 1);
+    let stats = a.stats();
+    assert!(stats.recoveries_missed >= 1, "{stats:?}");
+    assert!(c.stats().recoveries >= 1);
+    drop((x, watcher));
+    joins_during_a_flood(&a, &b, addr_a, &room).await;
+}
+
+/// Joins in the middle of a flood from another node: each client gets every message after
+/// the position its join reports, exactly once and in order, whatever was still on its way
+/// from the broker when the history was read.
+async fn joins_during_a_flood(
+    a: &Server,
+    b: &Server,
+    addr_a: std::net::SocketAddr,
+    room: &crosswire::Room,
+) {
+    for round in 0..10u64 {
+        let id = format!("f{round}");
+        let mut client = RawClient::connect_bound(addr_a, &id)
+            .await
+            .expect("connect");
+        assert!(wait_until(WAIT, || a.socket(&id).is_some()).await);
+        let from = 10_000 + round * 1000;
+        let sender = send_numbers(b, room, from, from + 999, Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(round % 4)).await;
+        let joined = a.join_recovering(room, &id, None).await.expect("join");
+        sender.await.expect("sender");
+        let got = read_positioned(&mut client, from + 999).await;
+        // What came before the reply (kept while the history was read) and after it: one
+        // run of offsets without a gap or a repeat, reaching past the reported position.
+        let at = joined.position.expect("a position").offset;
+        let offsets: Vec<u64> = got.iter().map(|p| p.position.offset).collect();
+        let first = offsets.first().copied().unwrap_or(at + 1);
+        let want: Vec<u64> = (first..first + offsets.len() as u64).collect();
+        assert_eq!(offsets, want, "round {round}: once and in order");
+        assert!(
+            first <= at + 1,
+            "round {round}: nothing skipped after {at}: {first}"
+        );
+        assert_eq!(got.last().map(|p| p.n), Some(from + 999), "round {round}");
+    }
+}

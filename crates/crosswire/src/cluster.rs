@@ -41,7 +41,7 @@ use crate::registry::Membership;
 use crate::socket::Batch;
 use crate::stats::Stats;
 use crate::sync::lock;
-use crosswire_core::{Broker, BrokerMessage};
+use crosswire_core::{Broker, BrokerMessage, Position, Retention, StreamRead};
 use crosswire_protocol::envelope::{Body, Codec, Envelope, EnvelopeError, Target};
 
 /// Capacity of the ordered queue of outgoing broker operations.
@@ -55,6 +55,8 @@ const DEDUP_WINDOW: u64 = 1 << 16;
 
 pub(crate) enum Outgoing {
     Publish(Arc<str>, Bytes),
+    /// A publish appended to a history stream: channel, stream key, envelope, window.
+    PublishRecorded(Arc<str>, String, Bytes, Retention),
     Subscribe(String),
     Unsubscribe(String),
     /// Answered once every operation queued before it has been handed to the broker.
@@ -276,6 +278,47 @@ impl Cluster {
         stats.remote_deliveries = self.deliveries.load(Ordering::Relaxed);
     }
 
+    /// Publishes a delivery to a room that keeps history: appended to stream `key` and
+    /// published by the broker in one step, and delivered by every node (this one too) when it
+    /// comes back with its position.
+    pub(crate) fn publish_recorded(
+        &self,
+        target: Target,
+        frame: Bytes,
+        key: String,
+        window: Retention,
+    ) {
+        let Target::Room { namespace, .. } = &target else {
+            return;
+        };
+        let channel: Arc<str> = Arc::from(self.channels.room(namespace));
+        if let Some(bytes) = self.envelope(Body::Deliver { target, frame }) {
+            self.queue(Outgoing::PublishRecorded(channel, key, bytes, window));
+        }
+    }
+
+    /// The deliveries of a history read, decoded. An entry that does not decode makes the read
+    /// incomplete: a client is never told it recovered around a message it cannot get.
+    pub(crate) fn decode_read(&self, read: StreamRead<Bytes>) -> StreamRead<(Target, Bytes)> {
+        let mut complete = read.complete;
+        let mut entries = Vec::with_capacity(read.entries.len());
+        for (offset, bytes) in read.entries {
+            match self.codec.decode(&bytes).map(|e| e.body) {
+                Ok(Body::Deliver { target, frame }) => entries.push((offset, (target, frame))),
+                Ok(_) | Err(_) => {
+                    tracing::warn!(offset, "undecodable history entry skipped");
+                    complete = false;
+                }
+            }
+        }
+        StreamRead {
+            epoch: read.epoch,
+            top: read.top,
+            entries,
+            complete,
+        }
+    }
+
     /// Publishes a client-bound delivery on the channels that reach its recipients.
     pub(crate) fn publish_delivery(&self, target: Target, frame: Bytes) {
         match target {
@@ -483,6 +526,8 @@ pub(crate) trait Host: Send + Sync + Sized + 'static {
     fn cluster(&self) -> Option<&Cluster>;
     /// Delivers a frame that another node published to this node's sockets.
     fn deliver(self: &Arc<Self>, target: &Target, frame: &Bytes);
+    /// Delivers a recorded frame (any node's, this one's included) with its position.
+    fn deliver_positioned(self: &Arc<Self>, target: &Target, frame: &Bytes, position: &Position);
     /// `id` was bound on another node: close and forget the local socket bound to it.
     /// Another node bound `id` with `remote`: a socket bound to it here closes unless its
     /// own claim is greater, which is returned then.
@@ -586,6 +631,9 @@ async fn run_outgoing<H: Host>(
             .drain(..)
             .filter_map(|op| match op {
                 Outgoing::Publish(channel, bytes) => Some(broker.publish(&channel, bytes)),
+                Outgoing::PublishRecorded(channel, key, bytes, window) => {
+                    Some(broker.publish_recorded(&channel, &key, bytes, window))
+                }
                 Outgoing::Subscribe(channel) => Some(broker.subscribe(&channel)),
                 Outgoing::Unsubscribe(channel) => Some(broker.unsubscribe(&channel)),
                 Outgoing::Flush(done) => {
@@ -749,6 +797,14 @@ fn handle<H: Host>(host: &Arc<H>, cluster: &Cluster, message: &BrokerMessage) {
     if envelope.origin == *cluster.node {
         if envelope.incarnation != cluster.incarnation {
             cluster.saw_own_name(host, envelope.incarnation);
+            return;
+        }
+        // A recorded message comes back to its sender too: it is delivered here only now,
+        // with its position.
+        if let (Some(position), Body::Deliver { target, frame }) =
+            (&message.position, &envelope.body)
+        {
+            host.deliver_positioned(target, frame, position);
         }
         return;
     }
@@ -758,6 +814,11 @@ fn handle<H: Host>(host: &Arc<H>, cluster: &Cluster, message: &BrokerMessage) {
         return;
     }
     cluster.received.fetch_add(1, Ordering::Relaxed);
+    if let (Some(position), Body::Deliver { target, frame }) = (&message.position, &envelope.body) {
+        cluster.deliveries.fetch_add(1, Ordering::Relaxed);
+        host.deliver_positioned(target, frame, position);
+        return;
+    }
     apply(host, cluster, &origin, envelope.incarnation, envelope.body);
 }
 

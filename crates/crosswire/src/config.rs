@@ -49,6 +49,7 @@ pub struct ServerConfig {
     pub(crate) server_request_timeout: Duration,
     pub(crate) preset_namespaces: Vec<String>,
     pub(crate) presence: Vec<String>,
+    pub(crate) history: std::collections::HashMap<String, crosswire_core::Retention>,
     pub(crate) auto_unsubscribe: bool,
     pub(crate) lowercase_param_keys: bool,
     pub(crate) strip_leading_slash: bool,
@@ -84,6 +85,7 @@ impl Default for ServerConfig {
             server_request_timeout: Duration::from_secs(5),
             preset_namespaces: Vec::new(),
             presence: Vec::new(),
+            history: std::collections::HashMap::new(),
             auto_unsubscribe: true,
             lowercase_param_keys: false,
             strip_leading_slash: true,
@@ -227,6 +229,22 @@ impl ServerConfig {
         S: Into<String>,
     {
         self.presence = namespaces.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Keeps a history of the events sent to the rooms of `namespace`, within `window` (e.g.
+    /// `Retention::new(100, Duration::from_secs(120))`, the default window): every event sent
+    /// to such a room carries its position (`stream`, `offset`, `epoch`), and a client that
+    /// comes back re-joins with [`crate::Server::join_recovering`] and gets what it missed.
+    /// On a single node the history is in memory; in a cluster the broker keeps it (Redis
+    /// Streams). Every node stays subscribed to the namespace. Default: no namespace keeps
+    /// history. See [`crate::history`].
+    pub fn with_history(
+        mut self,
+        namespace: impl Into<String>,
+        window: crosswire_core::Retention,
+    ) -> Self {
+        self.history.insert(namespace.into(), window);
         self
     }
 

@@ -169,17 +169,41 @@ impl<K> Emit<'_, K> {
 
     /// Sends event `event` with a serialisable payload. The frame is encoded once and shared
     /// by every recipient, local or remote. Returns how many local sockets got it.
+    ///
+    /// To a room that keeps history ([`crate::ServerConfig::with_history`]) the event is
+    /// recorded and carries its position; in a cluster it is then delivered, here too, once
+    /// the broker has given it its place, and the count returned is the room's local members.
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, payload: &T) -> Result<usize, EmitError> {
         let frame = frame::encode_event(event, payload)?;
-        self.send_frame(frame)
+        self.send_event(frame)
     }
 
     /// Sends event `event` with a payload that is already JSON text (never re-parsed).
+    /// Recorded like [`Emit::emit`].
     pub fn emit_raw(self, event: &str, payload: &RawValue) -> Result<usize, EmitError> {
-        self.send_frame(frame::encode_event_raw(event, payload))
+        self.send_event(frame::encode_event_raw(event, payload))
     }
 
-    /// Sends a text message as it is, outside the event protocol (encoded once).
+    /// An event frame: recorded when it goes to a room that keeps history (and not only to
+    /// this node), sent as it is otherwise.
+    fn send_event(self, frame: Bytes) -> Result<usize, EmitError> {
+        if self.local {
+            return self.send_frame(frame);
+        }
+        let Some(window) = self.server.recorded_room(&self.target) else {
+            return self.send_frame(frame);
+        };
+        if self.server.is_shutting_down() {
+            return Err(EmitError::ShutDown);
+        }
+        let batch = Batch::begin();
+        let delivered = self.server.send_recorded(self.target, frame, window);
+        drop(batch);
+        Ok(delivered)
+    }
+
+    /// Sends a text message as it is, outside the event protocol (encoded once). Never
+    /// recorded, even to a room that keeps history.
     pub fn send_text(self, text: &str) -> Result<usize, EmitError> {
         self.send_frame(ws::server_frame(ws::OpCode::Text, text.as_bytes()))
     }

@@ -90,6 +90,7 @@ mod error;
 mod events;
 pub mod handler;
 mod handshake;
+pub mod history;
 mod inspect;
 mod limits;
 mod listener;
@@ -114,7 +115,7 @@ pub use compression::PerMessageDeflate;
 pub use config::{ServerConfig, SlowClientPolicy};
 pub use crosswire_core::{
     BoxFuture, Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerNodeStats,
-    HistogramSnapshot, MemoryBroker, MemoryHub,
+    HistogramSnapshot, MemoryBroker, MemoryHub, Position, Retention,
 };
 pub use emit::{target, Emit};
 pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError, ServerEmitError};
@@ -124,6 +125,7 @@ pub use handler::{
     Payload, Reply, State,
 };
 pub use handshake::HeaderRetention;
+pub use history::{HistoryError, Recovery};
 pub use inspect::{BrokerNodeSummary, Located, NodeSummary, RoomSize};
 pub use ipnet::IpNet;
 pub use limits::{RateLimit, RateLimitPolicy};

@@ -97,7 +97,7 @@ impl Snapshot {
     }
 
     /// `(name, help, value)` of every plain counter.
-    fn counters(&self) -> [(&'static str, &'static str, u64); 29] {
+    fn counters(&self) -> [(&'static str, &'static str, u64); 33] {
         let s = &self.stats;
         let t = &s.traffic;
         [
@@ -131,6 +131,26 @@ impl Snapshot {
                 "local_deliveries",
                 "Messages queued to this node's sockets by emits: one per receiving socket.",
                 s.local_deliveries,
+            ),
+            (
+                "recoveries",
+                "Re-joins with a position that got every missed message.",
+                s.recoveries,
+            ),
+            (
+                "recoveries_missed",
+                "Re-joins with a position past the history window or of another epoch.",
+                s.recoveries_missed,
+            ),
+            (
+                "replayed_messages",
+                "Missed messages queued by recoveries.",
+                s.replayed_messages,
+            ),
+            (
+                "history_errors",
+                "History reads that failed; the room was joined without recovery.",
+                s.history_errors,
             ),
             (
                 "queue_full_drops",

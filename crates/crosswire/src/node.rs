@@ -64,6 +64,8 @@ pub(crate) struct ServerInner {
     /// Signalled whenever a connection is removed.
     pub(crate) conn_removed: Notify,
     pub(crate) preset: HashSet<String>,
+    /// History and pending recoveries of the rooms that keep history.
+    pub(crate) history: crate::history::History,
     /// Connections held or being upgraded, against the maximum.
     pub(crate) admission: Arc<Admission>,
     /// When the node was built, in milliseconds since the Unix epoch.

@@ -57,6 +57,12 @@ impl From<&Room> for Room {
     }
 }
 
+/// What a change of room memberships leaves to follow up once the registry is released.
+pub(crate) struct RoomChanges {
+    namespaces: Vec<NamespaceChange>,
+    members: Vec<Membership>,
+}
+
 impl Server {
     // ----- ids -----
 
@@ -82,6 +88,7 @@ impl Server {
                 self.inner.config.takeover_close_code,
                 "taken over by a new connection",
             );
+            self.leave_recorded_rooms(&id);
         }
         if let (Some(cluster), Some(claim)) = (&self.inner.cluster, claim) {
             cluster.announce_takeover(&id, claim, socket.shared.conn_id);
@@ -139,18 +146,38 @@ impl Server {
     where
         C: IntoIterator<Item = NamespaceChange>,
     {
-        let (namespaces, members) = {
-            let mut registry = self.write_registry();
-            let namespaces: Vec<NamespaceChange> = change(&mut registry)
-                .into_iter()
-                .filter(|c| *c != NamespaceChange::None)
-                .collect();
-            (namespaces, registry.take_changes())
-        };
-        for namespace in namespaces {
+        let changes = self.change_rooms_locked(change);
+        self.rooms_changed(changes);
+    }
+
+    /// The first half of [`Server::change_rooms`]: changes memberships under the registry's
+    /// lock and returns what [`Server::rooms_changed`] must follow up, for callers that hold
+    /// another lock meanwhile (nothing here raises events).
+    pub(crate) fn change_rooms_locked<C>(
+        &self,
+        change: impl FnOnce(&mut Registry) -> C,
+    ) -> RoomChanges
+    where
+        C: IntoIterator<Item = NamespaceChange>,
+    {
+        let mut registry = self.write_registry();
+        let namespaces: Vec<NamespaceChange> = change(&mut registry)
+            .into_iter()
+            .filter(|c| *c != NamespaceChange::None)
+            .collect();
+        RoomChanges {
+            namespaces,
+            members: registry.take_changes(),
+        }
+    }
+
+    /// The second half of [`Server::change_rooms`]: follows the namespaces added or emptied
+    /// with the broker subscriptions and announces the presence changes.
+    pub(crate) fn rooms_changed(&self, changes: RoomChanges) {
+        for namespace in changes.namespaces {
             self.namespace_changed(namespace);
         }
-        self.announce_presence(members);
+        self.announce_presence(changes.members);
     }
 
     /// Announces this node's tracked joins and leaves to the others and raises them here.

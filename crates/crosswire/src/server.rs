@@ -28,6 +28,7 @@ use crate::stats::{Counters, Stats};
 use crate::sync;
 use crate::system::{self, SystemEvent};
 use crate::tls::Tls;
+use crosswire_core::Position;
 use crosswire_core::{Broker, BrokerHealth, BrokerMessage};
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::ws;
@@ -99,7 +100,19 @@ impl ServerBuilder {
                 config.preset_namespaces.push(namespace);
             }
         }
+        // Every node hears the rooms that keep history, so a recovery never waits for a
+        // subscription and misses what is published meanwhile.
+        for namespace in config.history.keys().cloned().collect::<Vec<_>>() {
+            if !config.preset_namespaces.contains(&namespace) {
+                config.preset_namespaces.push(namespace);
+            }
+        }
         let preset: HashSet<String> = config.preset_namespaces.iter().cloned().collect();
+        let history = crate::history::History::new(
+            config.history.clone(),
+            self.broker.is_some(),
+            &config.ws_channel_prefix,
+        );
         let registry = Registry::tracking(config.presence.iter().cloned());
         let (cluster, outgoing_rx) = match self.broker {
             Some(broker) => {
@@ -130,6 +143,7 @@ impl ServerBuilder {
             shutdown: Notify::new(),
             conn_removed: Notify::new(),
             preset,
+            history,
             admission: Admission::new(max_connections),
             started_at_ms: crate::socket::unix_ms(),
         });
@@ -305,6 +319,10 @@ impl Server {
             compressed_messages: load(&c.compressed_messages),
             compressed_bytes_in: load(&c.compressed_bytes_in),
             compressed_bytes_out: load(&c.compressed_bytes_out),
+            recoveries: load(&c.recoveries),
+            recoveries_missed: load(&c.recoveries_missed),
+            replayed_messages: load(&c.replayed_messages),
+            history_errors: load(&c.history_errors),
             ..Stats::default()
         };
         if let Some(cluster) = &self.inner.cluster {
@@ -580,6 +598,10 @@ impl Host for ServerInner {
 
     fn deliver(self: &Arc<Self>, target: &Target, frame: &Bytes) {
         server(self).deliver_local(target, frame);
+    }
+
+    fn deliver_positioned(self: &Arc<Self>, target: &Target, frame: &Bytes, position: &Position) {
+        server(self).deliver_from_broker(target, frame, position);
     }
 
     fn taken_over(self: &Arc<Self>, id: &str, remote: &Claim) -> Option<Claim> {

@@ -27,6 +27,10 @@ pub(crate) struct Counters {
     pub(crate) compressed_messages: AtomicU64,
     pub(crate) compressed_bytes_in: AtomicU64,
     pub(crate) compressed_bytes_out: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
+    pub(crate) recoveries_missed: AtomicU64,
+    pub(crate) replayed_messages: AtomicU64,
+    pub(crate) history_errors: AtomicU64,
     /// Traffic of the sockets that have closed (the live ones are summed when asked).
     pub(crate) closed_traffic: Traffic,
     /// Closes by close code.
@@ -183,4 +187,13 @@ pub struct Stats {
     /// Messages queued to this node's sockets by emits (to a room, ids, everyone), whichever
     /// node sent them: one per receiving socket.
     pub local_deliveries: u64,
+    /// Re-joins with a position that got every missed message ([`crate::Server::join_recovering`]).
+    pub recoveries: u64,
+    /// Re-joins with a position that could not be recovered (past the window, or another
+    /// epoch): the client was told `recovered: false`.
+    pub recoveries_missed: u64,
+    /// Missed messages queued by recoveries.
+    pub replayed_messages: u64,
+    /// History reads that failed (the broker was down); the room was joined without recovery.
+    pub history_errors: u64,
 }

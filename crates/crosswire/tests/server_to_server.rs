@@ -305,3 +305,13 @@ async fn presence_follows_members_across_nodes() {
     cluster_suite::presence_across_nodes(|name| node(&hub, cluster_suite::presence_config(name)))
         .await;
 }
+
+/// History and recovery over the in-process hub: a client away for two seconds while
+/// messages flow comes back on another node with every message once and in order; past the
+/// window it is told `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_another_node_recovers_what_it_missed() {
+    let hub = MemoryHub::new();
+    cluster_suite::recovery_across_nodes(|name| node(&hub, cluster_suite::history_config(name)))
+        .await;
+}

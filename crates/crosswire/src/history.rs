@@ -1,0 +1,500 @@
+//! History and recovery: the rooms of a namespace configured with
+//! [`ServerConfig::with_history`](crate::ServerConfig::with_history) keep their last messages,
+//! every event sent to them carries its [`Position`], and a client that comes back (to any
+//! node) re-joins with the last position it saw through [`Server::join_recovering`]: it gets
+//! what it missed, in order, then the live messages, none twice and none skipped.
+//!
+//! ```
+//! use std::time::Duration;
+//! use crosswire::{Retention, Room, Server, ServerConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ServerConfig::default()
+//!     .with_history("chat", Retention::new(100, Duration::from_secs(120)));
+//! let server = Server::new(config)?;
+//! let lobby = Room::new("chat", "lobby");
+//! server.to_room(&lobby).emit("said", "hello")?;
+//! // A client bound to "ann" comes back having seen nothing: it learns where the room is.
+//! let joined = server.join_recovering(&lobby, "ann", None).await?;
+//! assert_eq!(joined.stream, "chat/lobby");
+//! assert!(!joined.recovered);
+//! assert_eq!(joined.position.map(|p| p.offset), Some(1));
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//! - **Single node**: a [`MemoryHistory`] in the node. An emit takes the next offset, records
+//!   the frame and delivers it under one lock, so offsets and delivery order agree.
+//! - **Cluster**: the broker keeps the history ([`Broker::publish_recorded`]: with Redis, a
+//!   Stream per room written by the same script that publishes). Every node, the sender
+//!   included, delivers a recorded message when it comes back from the broker with its
+//!   position, so all nodes deliver a room's messages in offset order.
+//! - **Recovery**: the joining id is registered as *pending* on the stream before the history
+//!   is read, so every live message from then on is kept for it; the read gives what it missed;
+//!   then, under the lock that live delivery takes, the missed messages and the kept live ones
+//!   after them are queued, and the id joins the room. A message both read and kept is sent
+//!   once (by offset).
+//!
+//! [`Broker::publish_recorded`]: crosswire_core::Broker::publish_recorded
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crosswire_core::history::MemoryHistory;
+use crosswire_core::{Position, Retention, StreamRead};
+use crosswire_protocol::envelope::Target;
+use crosswire_protocol::frame;
+
+use crate::node::Server;
+use crate::rooms::Room;
+use crate::sync::lock;
+
+/// Live messages kept for one pending recovery at most; past it the recovery reports
+/// `recovered: false` (the client reloads) rather than hold unbounded memory.
+const PENDING_LIMIT: usize = 10_000;
+
+/// What [`Server::join_recovering`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// The stream's name as clients see it: `<namespace>/<room>`.
+    pub stream: String,
+    /// The stream's position as of the last message queued to the client (`None` when the
+    /// history could not be read: the room was joined without it).
+    pub position: Option<Position>,
+    /// Whether every message after the position asked for was queued: false on a first join,
+    /// past the window, or after the epoch changed (the application should reload its state).
+    pub recovered: bool,
+    /// How many missed messages were queued.
+    pub replayed: usize,
+}
+
+/// Why [`Server::join_recovering`] could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// The room's namespace keeps no history ([`crate::ServerConfig::with_history`]).
+    #[error("namespace {0:?} keeps no history")]
+    NotRecorded(String),
+}
+
+/// What a single node records per message.
+#[derive(Clone)]
+struct Recorded {
+    target: Target,
+    frame: Bytes,
+}
+
+/// An id waiting for its history read, and the live messages kept for it meanwhile.
+struct Pending {
+    id: Arc<str>,
+    kept: Vec<(Position, Bytes)>,
+    overflowed: bool,
+}
+
+/// An id that joined at `position` after reading the history: a message the read already
+/// held may still be on its way from the broker, and is not sent to it again when it comes.
+/// Dropped at the first later message (the broker delivers a stream in order), or after
+/// [`FLOOR_TTL`].
+struct Floor {
+    id: Arc<str>,
+    position: Position,
+    at: Instant,
+}
+
+/// How long a [`Floor`] waits for the stream to pass it: far longer than a message takes
+/// from the broker.
+const FLOOR_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The recoveries of one stream in progress, and the joins it may still owe a skip.
+#[derive(Default)]
+struct Waiting {
+    pending: Vec<Pending>,
+    floors: Vec<Floor>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.floors.is_empty()
+    }
+
+    /// Keeps a copy of a live message for each pending recovery it is for, and returns the
+    /// ids that had it in their history read already.
+    fn see(&mut self, target: &Target, position: &Position, frame: &Bytes) -> Vec<String> {
+        for p in self.pending.iter_mut().filter(|p| !skips(target, &p.id)) {
+            if p.kept.len() < PENDING_LIMIT {
+                p.kept.push((position.clone(), frame.clone()));
+            } else {
+                p.overflowed = true;
+            }
+        }
+        let mut seen = Vec::new();
+        self.floors.retain(|f| {
+            let behind = f.position.epoch == position.epoch && position.offset <= f.position.offset;
+            if behind {
+                seen.push(f.id.to_string());
+            }
+            behind
+        });
+        seen
+    }
+}
+
+/// The node's history part.
+pub(crate) struct History {
+    windows: HashMap<String, Retention>,
+    /// The history itself, on a node without a broker.
+    local: Option<Mutex<MemoryHistory<Recorded>>>,
+    /// Recoveries in progress by stream. Live delivery of a recorded message happens under
+    /// this lock (see the module docs).
+    pending: Mutex<HashMap<Arc<str>, Waiting>>,
+    /// Broker key of stream `s`: `<prefix>{s}`.
+    key_prefix: String,
+}
+
+impl History {
+    pub(crate) fn new(
+        windows: HashMap<String, Retention>,
+        clustered: bool,
+        ws_prefix: &str,
+    ) -> Self {
+        let local = (!clustered && !windows.is_empty()).then(|| Mutex::new(MemoryHistory::new()));
+        Self {
+            windows,
+            local,
+            pending: Mutex::new(HashMap::new()),
+            key_prefix: format!("{ws_prefix}:history:"),
+        }
+    }
+
+    /// The window of a namespace that keeps history.
+    pub(crate) fn window(&self, namespace: &str) -> Option<Retention> {
+        self.windows.get(namespace).copied()
+    }
+
+    /// Whether any namespace keeps history.
+    pub(crate) fn is_on(&self) -> bool {
+        !self.windows.is_empty()
+    }
+
+    /// The broker key of a stream (a hash tag keeps its keys in one Redis Cluster slot).
+    pub(crate) fn key(&self, stream: &str) -> String {
+        format!("{}{{{stream}}}", self.key_prefix)
+    }
+}
+
+/// The stream name of a room.
+pub(crate) fn stream_name(namespace: &str, room: &str) -> String {
+    format!("{namespace}/{room}")
+}
+
+/// Whether a delivery to `target` skips `id`.
+fn skips(target: &Target, id: &str) -> bool {
+    match target {
+        Target::Room { except, .. } | Target::All { except } => except.iter().any(|e| e == id),
+        _ => false,
+    }
+}
+
+impl Server {
+    fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    /// The history window of `namespace`, if its rooms keep history
+    /// ([`crate::ServerConfig::with_history`]).
+    pub fn history_window(&self, namespace: &str) -> Option<Retention> {
+        self.history().window(namespace)
+    }
+
+    /// The recorded room a send to `target` goes to, with its window, if it is one.
+    pub(crate) fn recorded_room(&self, target: &Target) -> Option<Retention> {
+        match target {
+            Target::Room { namespace, .. } if self.history().is_on() => {
+                self.history().window(namespace)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends an event frame to a recorded room: on a single node, records and delivers it;
+    /// in a cluster, hands it to the broker, and it is delivered (here too) when it comes back
+    /// with its position. Returns the room's local member count.
+    pub(crate) fn send_recorded(&self, target: Target, frame: Bytes, window: Retention) -> usize {
+        let Target::Room {
+            namespace, room, ..
+        } = &target
+        else {
+            return 0;
+        };
+        let stream = stream_name(namespace, room);
+        if let Some(cluster) = &self.inner.cluster {
+            let members = self
+                .read_registry()
+                .room_members(namespace, room)
+                .map_or(0, |m| m.len());
+            let key = self.history().key(&stream);
+            cluster.publish_recorded(target, frame, key, window);
+            return members;
+        }
+        let Some(local) = &self.history().local else {
+            return 0;
+        };
+        let mut local = lock(local);
+        let recorded = Recorded {
+            target: target.clone(),
+            frame: frame.clone(),
+        };
+        let position = local.append(&stream, recorded, &window, Instant::now());
+        self.deliver_positioned(&stream, &target, &frame, &position)
+    }
+
+    /// Delivers a recorded message with its position to this node's sockets, keeping a copy
+    /// for every pending recovery of its stream.
+    pub(crate) fn deliver_positioned(
+        &self,
+        stream: &str,
+        target: &Target,
+        frame: &Bytes,
+        position: &Position,
+    ) -> usize {
+        let Some(positioned) =
+            frame::with_position(frame, stream, position.offset, &position.epoch)
+        else {
+            return self.deliver_local(target, frame);
+        };
+        let mut pending = lock(&self.history().pending);
+        let seen = match pending.get_mut(stream) {
+            None => Vec::new(),
+            Some(waiting) => {
+                let seen = waiting.see(target, position, &positioned);
+                if waiting.is_empty() {
+                    pending.remove(stream);
+                }
+                seen
+            }
+        };
+        if seen.is_empty() {
+            return self.deliver_local(target, &positioned);
+        }
+        let mut target = target.clone();
+        if let Target::Room { except, .. } = &mut target {
+            except.extend(seen);
+        }
+        self.deliver_local(&target, &positioned)
+    }
+
+    /// A recorded message from the broker, with its position.
+    pub(crate) fn deliver_from_broker(&self, target: &Target, frame: &Bytes, position: &Position) {
+        if let Target::Room {
+            namespace, room, ..
+        } = target
+        {
+            let stream = stream_name(namespace, room);
+            self.deliver_positioned(&stream, target, frame, position);
+        } else {
+            self.deliver_local(target, frame);
+        }
+    }
+
+    /// Joins `id` to `room` (a room of a namespace with history) and queues to its socket the
+    /// messages it missed since `since`, the last position it saw; then live messages follow,
+    /// with no gap and no duplicate. With `since` `None` (a first join) nothing is replayed
+    /// and the result tells the position to come back with.
+    ///
+    /// When the history cannot be read (the broker is down) the id still joins, and the
+    /// result has `recovered: false` and no position.
+    pub async fn join_recovering(
+        &self,
+        room: &Room,
+        id: &str,
+        since: Option<Position>,
+    ) -> Result<Recovery, HistoryError> {
+        let window = self
+            .history()
+            .window(room.namespace())
+            .ok_or_else(|| HistoryError::NotRecorded(room.namespace().to_string()))?;
+        let stream: Arc<str> = Arc::from(stream_name(room.namespace(), room.id()));
+        let id: Arc<str> = Arc::from(id);
+        // Re-joining: out first, so live messages are kept for it, not sent around the replay.
+        if self.rooms_of(&id, Some(room.namespace())).contains(room) {
+            self.leave(room, &id);
+        }
+        self.add_pending(&stream, &id);
+        let read = self.read_history(&stream, since.as_ref(), window).await;
+        let recovery = self.finish_recovery(room, &stream, &id, since.as_ref(), read);
+        self.count_recovery(&recovery, since.is_some());
+        Ok(recovery)
+    }
+
+    fn add_pending(&self, stream: &Arc<str>, id: &Arc<str>) {
+        lock(&self.history().pending)
+            .entry(Arc::clone(stream))
+            .or_default()
+            .pending
+            .push(Pending {
+                id: Arc::clone(id),
+                kept: Vec::new(),
+                overflowed: false,
+            });
+    }
+
+    /// Reads the stream after `since`: from the broker in a cluster, from memory otherwise.
+    /// Entries come back as (target, frame).
+    async fn read_history(
+        &self,
+        stream: &str,
+        since: Option<&Position>,
+        window: Retention,
+    ) -> Option<StreamRead<(Target, Bytes)>> {
+        let offset = since.map(|p| p.offset);
+        let Some(cluster) = &self.inner.cluster else {
+            let local = self.history().local.as_ref()?;
+            let read = lock(local).read(stream, offset, &window, Instant::now());
+            return Some(StreamRead {
+                epoch: read.epoch,
+                top: read.top,
+                complete: read.complete,
+                entries: read
+                    .entries
+                    .into_iter()
+                    .map(|(o, r)| (o, (r.target, r.frame)))
+                    .collect(),
+            });
+        };
+        let key = self.history().key(stream);
+        match cluster.broker.read_stream(&key, offset, window).await {
+            Ok(read) => Some(cluster.decode_read(read)),
+            Err(e) => {
+                self.inner
+                    .stats
+                    .history_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(stream, error = %e, "history read failed; joining without recovery");
+                None
+            }
+        }
+    }
+
+    /// Queues the missed and the kept messages and joins, under the pending lock.
+    fn finish_recovery(
+        &self,
+        room: &Room,
+        stream: &Arc<str>,
+        id: &Arc<str>,
+        since: Option<&Position>,
+        read: Option<StreamRead<(Target, Bytes)>>,
+    ) -> Recovery {
+        let mut pending = lock(&self.history().pending);
+        let waiting = pending.entry(Arc::clone(stream)).or_default();
+        let mine = take_pending(waiting, id);
+        let mut out = Vec::new();
+        let (position, recovered) = match read {
+            None => (None, false),
+            Some(read) => {
+                let recovered = !mine.overflowed
+                    && read.complete
+                    && since.is_some_and(|s| s.epoch == read.epoch);
+                if recovered {
+                    for (offset, (target, frame)) in &read.entries {
+                        if !skips(target, id) {
+                            let f = frame::with_position(frame, stream, *offset, &read.epoch);
+                            out.push(f.unwrap_or_else(|| frame.clone()));
+                        }
+                    }
+                }
+                (Some(Position::new(read.top, read.epoch)), recovered)
+            }
+        };
+        let replayed = out.len();
+        let mut last = position;
+        for (p, frame) in mine.kept {
+            let newer = last
+                .as_ref()
+                .is_none_or(|l| l.epoch != p.epoch || p.offset > l.offset);
+            if newer {
+                out.push(frame);
+                last = Some(p);
+            }
+        }
+        if let Some(socket) = self.read_registry().get(id).cloned() {
+            let batch = crate::socket::Batch::begin();
+            for frame in out {
+                let _ = socket.enqueue_in_batch(frame);
+            }
+            drop(batch);
+        }
+        let now = Instant::now();
+        waiting
+            .floors
+            .retain(|f| f.id != *id && now.duration_since(f.at) < FLOOR_TTL);
+        if let Some(position) = &last {
+            waiting.floors.push(Floor {
+                id: Arc::clone(id),
+                position: position.clone(),
+                at: now,
+            });
+        }
+        if waiting.is_empty() {
+            pending.remove(stream);
+        }
+        let changes =
+            self.change_rooms_locked(|registry| [registry.join(room.namespace(), room.id(), id)]);
+        drop(pending);
+        self.rooms_changed(changes);
+        Recovery {
+            stream: stream.to_string(),
+            position: last,
+            recovered,
+            replayed,
+        }
+    }
+
+    fn count_recovery(&self, recovery: &Recovery, asked: bool) {
+        let stats = &self.inner.stats;
+        if asked {
+            let counter = if recovery.recovered {
+                &stats.recoveries
+            } else {
+                &stats.recoveries_missed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        stats
+            .replayed_messages
+            .fetch_add(recovery.replayed as u64, Ordering::Relaxed);
+    }
+
+    /// A new socket took `id` over on this node: it leaves the rooms that keep history, so the
+    /// client re-joins them with its position instead of getting live messages before the
+    /// ones it missed.
+    pub(crate) fn leave_recorded_rooms(&self, id: &str) {
+        if !self.history().is_on() {
+            return;
+        }
+        let rooms: Vec<Room> = self
+            .rooms_of(id, None)
+            .into_iter()
+            .filter(|r| self.history().window(r.namespace()).is_some())
+            .collect();
+        for room in rooms {
+            self.leave(&room, id);
+        }
+    }
+}
+
+/// Removes `id`'s pending recovery and gives it back.
+fn take_pending(waiting: &mut Waiting, id: &Arc<str>) -> Pending {
+    match waiting.pending.iter().position(|p| p.id == *id) {
+        Some(i) => waiting.pending.swap_remove(i),
+        None => Pending {
+            id: Arc::clone(id),
+            kept: Vec::new(),
+            overflowed: false,
+        },
+    }
+}
