@@ -1,7 +1,7 @@
 // TypeScript declarations of the crosswire JavaScript client.
 
-/** The error codes a request can fail with. */
-export type ErrorCode = 'WS_NOT_OPEN' | 'CALLBACK_TIMEOUT' | 'ENCODE_ERROR' | 'INVALID_ARGUMENT';
+/** The error codes a request can fail with ('REFUSED': join/leave answered `{ok: false}`). */
+export type ErrorCode = 'WS_NOT_OPEN' | 'CALLBACK_TIMEOUT' | 'ENCODE_ERROR' | 'INVALID_ARGUMENT' | 'REFUSED';
 
 /** A failed request: an Error with the seed's `error` (message) and `errorCode` fields. */
 export interface RequestError extends Error {
@@ -55,6 +55,10 @@ export interface ConnectorOptions {
   pendingTimeout?: number;
   /** How long one connection attempt may take before it counts as failed (0: no limit). Default 10000. */
   connectTimeout?: number;
+  /** The event join() and the rejoins send. Default 'join'. */
+  joinEvent?: string;
+  /** The event leave() sends. Default 'leave'. */
+  leaveEvent?: string;
   /** The WebSocket implementation (default: the global WebSocket). */
   WebSocket?: WebSocketConstructor | any;
 }
@@ -78,6 +82,46 @@ export interface ReconnectInfo {
   timeout: number;
 }
 
+/** A position in a room's history: offsets count 1, 2, 3, … within one epoch. */
+export interface Position {
+  offset: number;
+  /** Opaque; a new epoch means the history was lost and offsets started again. */
+  epoch: string;
+}
+
+/** Where a server event sits in its stream: the second listener argument of positioned events. */
+export interface StreamPosition extends Position {
+  /** The stream's name (`<namespace>/<room>` on crosswire); an opaque key. */
+  stream: string;
+}
+
+/** A join reply: `{ok: true}` without history; stream, position and `recovered` with it. */
+export interface JoinReply {
+  ok: boolean;
+  stream?: string;
+  offset?: number;
+  epoch?: string;
+  /** true: every message missed since the last position was replayed; false: reload the room's state. */
+  recovered?: boolean;
+  [key: string]: any;
+}
+
+/** A room joined again on a new connection (`rejoin` event). */
+export interface RejoinInfo {
+  room: string;
+  /** false (also without history): messages may have been missed, reload the room's state. */
+  recovered: boolean;
+  stream?: string;
+  offset?: number;
+  epoch?: string;
+}
+
+/** A rejoin that failed (`rejoin-error` event); the room stays joined, tried again on the next reconnect. */
+export interface RejoinError {
+  room: string;
+  error: RequestError;
+}
+
 export interface ConnectorEvents {
   open: (event: any) => void;
   close: (info: CloseInfo) => void;
@@ -88,7 +132,12 @@ export interface ConnectorEvents {
   reconnect: (info: ReconnectInfo) => void;
   'repeat-limit': (repeatLimit: number) => void;
   'pong-timeout': () => void;
+  rejoin: (info: RejoinInfo) => void;
+  'rejoin-error': (info: RejoinError) => void;
 }
+
+/** A server event's listener: its payload, and its position when the event has one. */
+export type ServerEventListener = (payload: any, position?: StreamPosition) => void;
 
 export type Tag = string | number;
 
@@ -102,9 +151,9 @@ export declare class WebSocketConnector {
   readonly ws: WebSocketLike | null;
 
   on<K extends keyof ConnectorEvents>(event: K, listener: ConnectorEvents[K], tag?: Tag): this;
-  on(event: string, listener: (payload: any) => void, tag?: Tag): this;
+  on(event: string, listener: ServerEventListener, tag?: Tag): this;
   once<K extends keyof ConnectorEvents>(event: K, listener: ConnectorEvents[K], tag?: Tag): this;
-  once(event: string, listener: (payload: any) => void, tag?: Tag): this;
+  once(event: string, listener: ServerEventListener, tag?: Tag): this;
   /** By listener, by tag, every listener of the event (no second argument), or everything (no arguments). */
   off(event?: string, listenerOrTag?: ((...args: any[]) => void) | Tag): this;
   /** Removes every listener registered with `tag`, on every event. */
@@ -126,6 +175,18 @@ export declare class WebSocketConnector {
     options?: EmitOptions
   ): boolean;
   emitWithPromise<T = any>(event: string, data?: any, options?: EmitOptions): Promise<EmitResult<T>>;
+
+  /**
+   * Joins `room` (event `joinEvent`, payload `{room, since?}`); resolves with the reply, rejects
+   * with a RequestError (also 'REFUSED' on `{ok: false}`). The room is joined again on every reconnect.
+   */
+  join(room: string, options?: EmitOptions): Promise<JoinReply>;
+  /** Forgets `room` and its position, sends `leaveEvent` `{room}`; resolves with the reply. */
+  leave<T = any>(room: string, options?: EmitOptions): Promise<T>;
+  /** The joined rooms. */
+  rooms(): string[];
+  /** The last position seen in `room`'s stream, if it has one. */
+  position(room: string): Position | undefined;
 
   reconnect(resetCount?: boolean): void;
   reconnecting(): boolean;

@@ -1,7 +1,8 @@
 /*!
  * crosswire JavaScript client — a drop-in replacement for the seed framework's
  * WebSocketConnector: heartbeat and latency, reconnect with backoff, requests with replies,
- * timeouts and a pending hook, answers to crosswire's server → client requests.
+ * timeouts and a pending hook, answers to crosswire's server → client requests, room joins
+ * that recover the messages missed while away.
  * License: MIT OR Apache-2.0.
  */
 
@@ -12,6 +13,8 @@ const CLOSE_ABNORMAL = 1006;
 
 const NOT_OPEN = 'WS_NOT_OPEN';
 const TIMEOUT = 'CALLBACK_TIMEOUT';
+const REFUSED = 'REFUSED';
+const INVALID = 'INVALID_ARGUMENT';
 
 // WebSocket readyState values (the same for every implementation).
 const CONNECTING = 0;
@@ -30,6 +33,8 @@ const DEFAULTS = {
   callbackTimeout: 5000,
   pendingTimeout: 100,
   connectTimeout: 10000,
+  joinEvent: 'join',
+  leaveEvent: 'leave',
   WebSocket: null,
 };
 
@@ -87,6 +92,16 @@ function failure(code, message) {
   return error;
 }
 
+/** `{stream, offset, epoch}` of a positioned event or join reply (PROTOCOL.md, history), or undefined. */
+function positionOf(f) {
+  if (!f || typeof f.stream !== 'string' || !Number.isInteger(f.offset) || typeof f.epoch !== 'string') return undefined;
+  return { stream: f.stream, offset: f.offset, epoch: f.epoch };
+}
+
+function checkRoom(room) {
+  if (!room || typeof room !== 'string') throw failure(INVALID, 'room must be a non-empty string');
+}
+
 function report(error) {
   if (typeof console !== 'undefined' && console.error) console.error('[crosswire]', error);
 }
@@ -123,6 +138,9 @@ export class WebSocketConnector {
     this._requests = {}; // event -> request handler (server → client requests)
     this._pending = {}; // callbackId -> { done, timers }
     this._nextId = 0;
+    this._rooms = new Map(); // joined room -> its stream (null: the server keeps no history)
+    this._positions = new Map(); // stream -> { offset, epoch }, the last seen
+    this._joining = new Map(); // room -> token of the latest join() waiting for its reply
     this._repeat = 0; // reconnect attempts since the last open
     this._scheduled = false; // a reconnect is scheduled or its attempt is running
     this._stopped = false; // manualClose() was called
@@ -188,14 +206,17 @@ export class WebSocketConnector {
     return (this._listeners[event] || []).length;
   }
 
-  _emit(event, arg) {
+  _emit(event, arg, position) {
     const list = this._listeners[event];
     if (!list) return;
     const remove = list.filter((l) => l.once);
     if (remove.length) this._filter(event, (l) => remove.indexOf(l) < 0);
     list.forEach((l) => {
       try {
-        l.fn.call(this, arg);
+        // The position is a second argument only when there is one: listeners written for
+        // one argument (e.g. `arr.push.bind(arr)`) see exactly what they saw before.
+        if (position === undefined) l.fn.call(this, arg);
+        else l.fn.call(this, arg, position);
       } catch (e) {
         report(e);
       }
@@ -301,6 +322,16 @@ export class WebSocketConnector {
     return true;
   }
 
+  /** A request whose reply `{ok: false, error}` is a failure too (errorCode 'REFUSED'). */
+  _ask(event, data, options, done) {
+    this._request(event, data, options, (err, reply) => {
+      if (!err && reply && reply.ok === false) {
+        err = failure(REFUSED, reply.error ? String(reply.error) : '`' + event + '` refused');
+      }
+      done(err, reply);
+    });
+  }
+
   _settle(id, err, reply) {
     const entry = this._pending[id];
     if (!entry) return;
@@ -349,6 +380,7 @@ export class WebSocketConnector {
     this._repeat = 0;
     this._scheduled = false;
     this._startHeartbeat(false); // before the listeners: one may close again
+    this._rejoin(); // before the listeners too: the joins go first on the new connection
     this._emit('open', event);
   }
 
@@ -495,6 +527,84 @@ export class WebSocketConnector {
     this._schedule();
   }
 
+  // ----- rooms -----
+
+  /**
+   * Joins `room`: sends `join` `{room, since?}` (`since`: the last position seen in the room's
+   * stream) and resolves with the reply; rejects on a failed request or an `{ok: false}` reply.
+   * Once joined, the room is joined again on every reconnect, until leave().
+   */
+  join(room, options) {
+    return new Promise((resolve, reject) => {
+      checkRoom(room);
+      const token = {};
+      this._joining.set(room, token);
+      this._ask(this.options.joinEvent, this._joinPayload(room), options, (err, reply) => {
+        // A leave() or a newer join() of the room since this one was sent has the last word.
+        const latest = this._joining.get(room) === token;
+        if (latest) this._joining.delete(room);
+        if (err) return reject(err);
+        if (latest) this._joined(room, reply);
+        resolve(reply);
+      });
+    });
+  }
+
+  /** Leaves `room`: forgets it and its position at once, sends `leave` `{room}`, resolves with the reply. */
+  leave(room, options) {
+    return new Promise((resolve, reject) => {
+      checkRoom(room);
+      this._positions.delete(this._rooms.get(room));
+      this._rooms.delete(room);
+      this._joining.delete(room);
+      this._ask(this.options.leaveEvent, { room }, options, (err, reply) => (err ? reject(err) : resolve(reply)));
+    });
+  }
+
+  /** The joined rooms' names. */
+  rooms() {
+    return Array.from(this._rooms.keys());
+  }
+
+  /** The last position `{offset, epoch}` seen in `room`'s stream, or undefined. */
+  position(room) {
+    const at = this._positions.get(this._rooms.get(room));
+    return at && { offset: at.offset, epoch: at.epoch };
+  }
+
+  _joinPayload(room) {
+    const since = this.position(room);
+    return since ? { room, since } : { room };
+  }
+
+  /** Remembers `room` as joined, with the stream and position of the join reply if it has them. */
+  _joined(room, reply) {
+    this._rooms.set(room, reply && typeof reply.stream === 'string' ? reply.stream : null);
+    this._track(positionOf(reply));
+  }
+
+  /** Keeps `at` as its stream's position if it is newer: another epoch, or a greater offset. */
+  _track(at) {
+    if (!at) return;
+    const known = this._positions.get(at.stream);
+    if (!known || known.epoch !== at.epoch || at.offset > known.offset) {
+      this._positions.set(at.stream, { offset: at.offset, epoch: at.epoch });
+    }
+  }
+
+  /** Joins every joined room again (on a new connection): `rejoin` or `rejoin-error` for each. */
+  _rejoin() {
+    this.rooms().forEach((room) => {
+      this._ask(this.options.joinEvent, this._joinPayload(room), null, (error, reply) => {
+        if (!this._rooms.has(room)) return; // left in the meantime
+        if (error) return this._emit('rejoin-error', { room, error });
+        this._joined(room, reply);
+        const r = reply || {};
+        this._emit('rejoin', { room, recovered: r.recovered === true, stream: r.stream, offset: r.offset, epoch: r.epoch });
+      });
+    });
+  }
+
   // ----- receiving -----
 
   _onMessage(data) {
@@ -521,6 +631,8 @@ export class WebSocketConnector {
       if (frame.callbackId != null) this._settle(String(frame.callbackId), null, payload);
       return;
     }
+    const position = positionOf(frame);
+    this._track(position);
     const ackId = frame.ackId;
     const handler = ackId != null && this._requests[frame.event];
     if (handler) {
@@ -533,7 +645,7 @@ export class WebSocketConnector {
         report
       );
     }
-    this._emit(frame.event, payload);
+    this._emit(frame.event, payload, position);
   }
 }
 

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import WebSocketImpl from 'ws';
+import WebSocketImpl, { WebSocketServer } from 'ws';
 
 export { WebSocketImpl };
 
@@ -67,6 +67,55 @@ export function record(client) {
   }
   log.names = () => log.map((e) => e[0]);
   return log;
+}
+
+/**
+ * A `ws` server on a free port playing the crosswire server, for what the relay cannot show.
+ * `accept()` resolves with its next connection; `received(socket)` reads what the client sent.
+ * Heartbeat frames (`heartbeat`) are echoed.
+ */
+export async function scriptedServer(heartbeat = '') {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise((resolve) => wss.once('listening', resolve));
+  const sockets = [];
+  const waiting = [];
+  wss.on('connection', (socket, req) => {
+    socket.path = req.url;
+    socket.inbox = [];
+    socket.waiters = [];
+    socket.on('message', (data) => {
+      const text = data.toString();
+      if (text === heartbeat) socket.send(text);
+      const waiter = socket.waiters.shift();
+      if (waiter) waiter(text);
+      else socket.inbox.push(text);
+    });
+    const w = waiting.shift();
+    if (w) w(socket);
+    else sockets.push(socket);
+  });
+  return {
+    url: `ws://127.0.0.1:${wss.address().port}/app`,
+    accept: () => within(new Promise((r) => (sockets.length ? r(sockets.shift()) : waiting.push(r))), STEP, 'a connection'),
+    close: () =>
+      new Promise((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close(resolve);
+      }),
+  };
+}
+
+/** The next JSON frame a scripted server's `socket` received, heartbeats ('') skipped. */
+export function received(socket, ms = STEP) {
+  return within(
+    new Promise(function take(resolve) {
+      const text = socket.inbox.shift();
+      if (text !== undefined) return text === '' ? take(resolve) : resolve(text);
+      socket.waiters.push((t) => (t === '' ? take(resolve) : resolve(t)));
+    }),
+    ms,
+    'a frame from the client'
+  ).then((t) => JSON.parse(t));
 }
 
 /** A running `crosswire serve`. */
