@@ -120,13 +120,13 @@ export function received(socket, ms = STEP) {
 
 /** A running `crosswire serve`. */
 export class Relay {
-  static async start(port = 0) {
+  static async start(port = 0, extra = []) {
     if (!existsSync(BINARY)) {
       throw new Error(`${BINARY} not found: build it with \`cargo build -p crosswire-cli\` (test.sh does)`);
     }
     const env = { ...process.env, NO_COLOR: '1', RUST_LOG: 'info', RUST_LOG_STYLE: 'never' };
     for (const key of ['CROSSWIRE_HOST', 'CROSSWIRE_PORT', 'CROSSWIRE_NAME']) delete env[key];
-    const child = spawn(BINARY, ['serve', '--host', '127.0.0.1', '--port', String(port)], {
+    const child = spawn(BINARY, ['serve', '--host', '127.0.0.1', '--port', String(port), ...extra], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
