@@ -12,11 +12,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, Instrument};
 
 use crate::config::ClientConfig;
-use crate::connection::{Command, ConnectionState, Driver, Shared};
-use crate::error::{ConfigError, EmitError, ErrorCode, RequestError, WaitError};
+use crate::connection::{Command, ConnectionState, Driver, ReplyHook, Shared};
+use crate::error::{ConfigError, EmitError, ErrorCode, RequestError, RoomError, WaitError};
 use crate::event::{EventReceiver, Payload};
+use crate::position::{Joined, Position};
 use crate::registry::{AckFuture, HandlerId};
 use crate::request::{EmitOptions, Response};
+use crate::rooms::{parse_join_reply, parse_leave_reply, JoinRequest, LeaveRequest};
 
 /// A connection to a crosswire (or seed-protocol) server that keeps itself alive.
 ///
@@ -41,13 +43,14 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Removes a request's pending entry however its future ends (reply, timeout, dropped).
-struct PendingGuard<'a> {
-    shared: &'a Shared,
+/// Removes a request's pending entry however its wait ends (reply, timeout, dropped, or never
+/// started).
+struct PendingGuard {
+    shared: Arc<Shared>,
     id: String,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.shared.remove_pending(&self.id);
     }
@@ -55,7 +58,7 @@ impl Drop for PendingGuard<'_> {
 
 /// A request sent and waiting for its reply.
 struct Sent {
-    id: String,
+    _guard: PendingGuard,
     reply: oneshot::Receiver<Payload>,
     event: String,
     callback_timeout: Duration,
@@ -291,12 +294,14 @@ impl Client {
         })
     }
 
-    /// Checks the connection, encodes and sends a request, and registers its reply.
+    /// Checks the connection, encodes and sends a request, and registers its reply (and the
+    /// hook to run on the background task when it arrives).
     fn start_request<T: Serialize + ?Sized>(
         &self,
         event: &str,
         data: &T,
         options: EmitOptions,
+        on_reply: Option<ReplyHook>,
     ) -> Result<Sent, RequestError> {
         if !self.is_open() {
             return Err(RequestError::new(
@@ -304,16 +309,14 @@ impl Client {
                 "WebSocket is not open",
             ));
         }
-        let (id, reply) = self.shared.add_pending();
-        let text = match encode_client_event(event, data, Some(&id)) {
-            Ok(text) => text,
-            Err(e) => {
-                self.shared.remove_pending(&id);
-                return Err(RequestError::new(ErrorCode::EncodeError, e.to_string()));
-            }
+        let (id, reply) = self.shared.add_pending(on_reply);
+        let guard = PendingGuard {
+            shared: self.shared.clone(),
+            id,
         };
+        let text = encode_client_event(event, data, Some(&guard.id))
+            .map_err(|e| RequestError::new(ErrorCode::EncodeError, e.to_string()))?;
         if self.send(text).is_err() {
-            self.shared.remove_pending(&id);
             return Err(RequestError::new(
                 ErrorCode::WsNotOpen,
                 "WebSocket is not open",
@@ -321,7 +324,7 @@ impl Client {
         }
         let config = &self.shared.config;
         Ok(Sent {
-            id,
+            _guard: guard,
             reply,
             event: event.to_string(),
             callback_timeout: options.callback_timeout.unwrap_or(config.callback_timeout),
@@ -330,16 +333,15 @@ impl Client {
         })
     }
 
-    async fn await_reply(shared: &Shared, sent: Sent) -> Result<Payload, RequestError> {
+    async fn await_reply(sent: Sent) -> Result<Payload, RequestError> {
         let Sent {
-            id,
+            _guard,
             mut reply,
             event,
             callback_timeout,
             pending_timeout,
             on_pending,
         } = sent;
-        let _guard = PendingGuard { shared, id };
         let deadline = tokio::time::sleep(callback_timeout);
         let pending = tokio::time::sleep(pending_timeout);
         tokio::pin!(deadline, pending);
@@ -382,12 +384,11 @@ impl Client {
         T: Serialize + ?Sized,
         F: FnOnce(Result<Payload, RequestError>) + Send + 'static,
     {
-        match self.start_request(event, data, options) {
+        match self.start_request(event, data, options, None) {
             Err(e) => callback(Err(e)),
             Ok(sent) => {
-                let shared = self.shared.clone();
                 self.shared.runtime.spawn(async move {
-                    let result = Self::await_reply(&shared, sent).await;
+                    let result = Self::await_reply(sent).await;
                     callback(result);
                 });
             }
@@ -417,8 +418,8 @@ impl Client {
         data: &T,
         options: EmitOptions,
     ) -> Response {
-        let result = match self.start_request(event, data, options) {
-            Ok(sent) => Self::await_reply(&self.shared, sent).await,
+        let result = match self.start_request(event, data, options, None) {
+            Ok(sent) => Self::await_reply(sent).await,
             Err(e) => Err(e),
         };
         Response::from_result(result)
@@ -433,6 +434,100 @@ impl Client {
         options: EmitOptions,
     ) -> Response<R> {
         self.request(event, data, options).await.parse()
+    }
+
+    // ----- rooms -----
+
+    /// Joins `room`, with message recovery when the server keeps the room's history: sends
+    /// the [`join_event`](ClientConfig::join_event) `{"room": room}`, plus `"since":
+    /// {"offset", "epoch"}` when a position of the room's stream is known (a join again), and
+    /// waits for the reply (the client's callback timeout).
+    ///
+    /// The request is sent at once; the future only waits for the reply. On
+    /// `{"ok": true, ...}` the room counts as joined: its stream and position are recorded
+    /// (before the future resolves, in the order replies arrive), [`rooms`](Self::rooms)
+    /// lists it, and every reconnect joins it again, reporting `rejoin` or `rejoin-error`
+    /// ([`names::REJOIN`](crate::names::REJOIN)). Dropping the future before the reply
+    /// forgets the request: the room is then not recorded.
+    ///
+    /// Errors: [`RoomError::Refused`] for `{"ok": false, "error"}`; [`RoomError::Request`]
+    /// when not open, without a reply in time, or for a reply of another shape. A join in
+    /// flight when the connection breaks gets no reply (it times out); join again after the
+    /// `open`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: crosswire_client::Client) -> Result<(), crosswire_client::RoomError> {
+    /// use crosswire_client::names;
+    ///
+    /// client.on(names::REJOIN, |payload| {
+    ///     if payload.value()["recovered"] == false {
+    ///         // Missed messages are gone: reload the room's state.
+    ///     }
+    /// });
+    /// let joined = client.join("lobby").await?;
+    /// tracing::info!(stream = ?joined.stream, position = ?joined.position, "joined");
+    /// # Ok(()) }
+    /// ```
+    pub fn join(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<Joined, RoomError>> + Send + 'static {
+        let since = self.shared.rooms().position(room);
+        let request = JoinRequest {
+            room,
+            since: since.as_ref(),
+        };
+        let joined_room = room.to_string();
+        let hook: ReplyHook = Box::new(move |shared, reply| {
+            if let Ok(joined) = parse_join_reply(&shared.config.join_event, reply) {
+                shared.rooms().joined(&joined_room, &joined);
+            }
+        });
+        let event = &self.shared.config.join_event;
+        let started = self.start_request(event, &request, EmitOptions::new(), Some(hook));
+        let event = event.clone();
+        async move {
+            let reply = Self::await_reply(started?).await?;
+            parse_join_reply(&event, &reply)
+        }
+    }
+
+    /// Leaves `room`: forgets it and its stream's position at once (so no reconnect joins it
+    /// again), sends the [`leave_event`](ClientConfig::leave_event) `{"room": room}` and waits
+    /// for the reply, `{"ok": true}`. The errors are those of [`join`](Self::join); the room
+    /// is forgotten regardless.
+    pub fn leave(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<(), RoomError>> + Send + 'static {
+        self.shared.rooms().leave(room);
+        let left_room = room.to_string();
+        // Again when the reply comes, in case a join's reply came in between.
+        let hook: ReplyHook = Box::new(move |shared, _| shared.rooms().leave(&left_room));
+        let event = &self.shared.config.leave_event;
+        let started = self.start_request(
+            event,
+            &LeaveRequest { room },
+            EmitOptions::new(),
+            Some(hook),
+        );
+        let event = event.clone();
+        async move {
+            let reply = Self::await_reply(started?).await?;
+            parse_leave_reply(&event, &reply)
+        }
+    }
+
+    /// The last position seen of joined `room`'s stream, in an event or a join reply; `None`
+    /// for a room not joined or without history. This is what the next rejoin sends as
+    /// `since`.
+    pub fn position(&self, room: &str) -> Option<Position> {
+        self.shared.rooms().position(room)
+    }
+
+    /// The rooms joined with [`join`](Self::join) and not left, sorted.
+    pub fn rooms(&self) -> Vec<String> {
+        self.shared.rooms().rooms()
     }
 
     // ----- connection control -----

@@ -54,6 +54,12 @@ pub struct ClientConfig {
     /// How long one connection attempt (TCP, TLS and WebSocket handshake) may take before it
     /// counts as failed. Not in the seed client, which relies on the platform. Default: 10 s.
     pub connect_timeout: Duration,
+    /// The event [`Client::join`](crate::Client::join) sends, and re-sends for every joined
+    /// room after a reconnect. Not in the seed client. Default: `"join"` (the relay's).
+    pub join_event: String,
+    /// The event [`Client::leave`](crate::Client::leave) sends. Not in the seed client.
+    /// Default: `"leave"` (the relay's).
+    pub leave_event: String,
 }
 
 impl ClientConfig {
@@ -72,6 +78,8 @@ impl ClientConfig {
             callback_timeout: Duration::from_secs(5),
             pending_timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(10),
+            join_event: "join".to_string(),
+            leave_event: "leave".to_string(),
         }
     }
 
@@ -152,6 +160,22 @@ impl ClientConfig {
         self
     }
 
+    /// Sets [`join_event`](Self::join_event) and [`leave_event`](Self::leave_event), for a
+    /// server whose room events have other names.
+    ///
+    /// ```
+    /// use crosswire_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("ws://h").with_join_events("subscribe", "unsubscribe");
+    /// assert_eq!((config.join_event.as_str(), config.leave_event.as_str()), ("subscribe", "unsubscribe"));
+    /// assert_eq!(ClientConfig::new("ws://h").join_event, "join");
+    /// ```
+    pub fn with_join_events(mut self, join: impl Into<String>, leave: impl Into<String>) -> Self {
+        self.join_event = join.into();
+        self.leave_event = leave.into();
+        self
+    }
+
     /// The URL actually dialled: [`url`](Self::url) with [`params`](Self::params) merged into
     /// its query string.
     ///
@@ -213,6 +237,11 @@ mod tests {
         assert_eq!(c.repeat_limit, None);
         assert_eq!(c.callback_timeout, Duration::from_secs(5));
         assert_eq!(c.pending_timeout, Duration::from_millis(100));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (c.join_event.as_str(), c.leave_event.as_str()),
+            ("join", "leave")
+        );
     }
 
     #[test]

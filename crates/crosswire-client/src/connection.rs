@@ -12,6 +12,11 @@
 //!
 //! Every phase also serves the command channel, so `manual_close` and `reconnect` take effect
 //! wherever the task is.
+//!
+//! Every open after the first starts by sending `join` again for each joined room (with its
+//! stream's last position as `since`); the replies are handled where they arrive, in
+//! `handle_text`, so each `rejoin` is reported right after the replayed messages and before
+//! the live ones.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -19,7 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crosswire_protocol::frame::{encode_ack_text, parse_server_frame, ServerFrame};
+use crosswire_protocol::frame::{
+    encode_ack_text, encode_client_event, parse_server_frame, ServerFrame,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -32,11 +39,14 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::{draw_jitter, reconnect_delay};
 use crate::config::ClientConfig;
+use crate::error::{ErrorCode, RequestError, RoomError};
 use crate::event::{
     names, ClientEvent, CloseInfo, Payload, ReconnectInfo, CLOSE_ABNORMAL, CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_MANUAL,
 };
+use crate::position::{RejoinErrorInfo, RejoinInfo};
 use crate::registry::Registry;
+use crate::rooms::{parse_join_reply, JoinRequest, Rooms};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -81,6 +91,16 @@ pub(crate) enum Command {
     },
 }
 
+/// Runs on the background task when a request's reply arrives, before the waiting future
+/// (if any) is woken: room bookkeeping happens in the order the replies came.
+pub(crate) type ReplyHook = Box<dyn FnOnce(&Shared, &Payload) + Send>;
+
+/// A request waiting for its reply.
+struct Waiting {
+    reply: oneshot::Sender<Payload>,
+    on_reply: Option<ReplyHook>,
+}
+
 /// State shared by the client handles and the task.
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
@@ -94,7 +114,9 @@ pub(crate) struct Shared {
     /// Std mutexes: every critical section is a short map operation, never held across an
     /// `.await` or while user code runs.
     registry: Mutex<Registry>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Payload>>>,
+    pending: Mutex<HashMap<String, Waiting>>,
+    /// Rooms joined and the last position per stream.
+    rooms: Mutex<Rooms>,
     next_callback_id: AtomicU64,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     /// `None` once the task has ended, so event receivers see the end.
@@ -129,6 +151,7 @@ impl Shared {
             reconnecting: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
             pending: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms::default()),
             next_callback_id: AtomicU64::new(0),
             commands,
             events: Mutex::new(Some(events)),
@@ -139,6 +162,10 @@ impl Shared {
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         lock(&self.registry)
+    }
+
+    pub(crate) fn rooms(&self) -> MutexGuard<'_, Rooms> {
+        lock(&self.rooms)
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -174,23 +201,34 @@ impl Shared {
         }
     }
 
-    /// Registers a pending reply and returns its callback id and receiver.
-    pub(crate) fn add_pending(&self) -> (String, oneshot::Receiver<Payload>) {
+    /// Registers a pending reply, with a hook to run when it arrives, and returns its
+    /// callback id and receiver.
+    pub(crate) fn add_pending(
+        &self,
+        on_reply: Option<ReplyHook>,
+    ) -> (String, oneshot::Receiver<Payload>) {
         let id = (self.next_callback_id.fetch_add(1, Ordering::Relaxed) + 1).to_string();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id.clone(), tx);
+        let (reply, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), Waiting { reply, on_reply });
         (id, rx)
     }
 
-    pub(crate) fn remove_pending(&self, id: &str) {
-        lock(&self.pending).remove(id);
+    /// Forgets a pending reply (its hook will not run). Returns whether it was still pending.
+    pub(crate) fn remove_pending(&self, id: &str) -> bool {
+        lock(&self.pending).remove(id).is_some()
     }
 
+    /// Hands a reply to its hook and its waiting future. Returns whether anyone took it.
     fn resolve_pending(&self, id: &str, payload: Payload) -> bool {
-        match lock(&self.pending).remove(id) {
-            Some(tx) => tx.send(payload).is_ok(),
-            None => false,
+        let waiting = lock(&self.pending).remove(id);
+        let Some(Waiting { reply, on_reply }) = waiting else {
+            return false;
+        };
+        let hooked = on_reply.is_some();
+        if let Some(hook) = on_reply {
+            hook(self, &payload);
         }
+        reply.send(payload).is_ok() || hooked
     }
 
     fn wants(&self, event: &str) -> bool {
@@ -385,6 +423,12 @@ impl Driver {
         // When the heartbeat in flight was sent and when it is due back.
         let mut ping_sent: Option<Instant> = None;
         let mut pong_deadline: Option<Instant> = None;
+        let mut rejoins = Rejoins::new(self.shared.clone());
+        if generation > 1 {
+            if let Err(e) = rejoins.send(&mut ws).await {
+                return self.lost(e);
+            }
+        }
 
         loop {
             tokio::select! {
@@ -467,6 +511,7 @@ impl Driver {
                         return self.lost(e);
                     }
                 }
+                () = sleep_until(rejoins.deadline) => rejoins.expire(),
                 () = sleep_until(pong_deadline) => {
                     warn!(timeout = ?self.shared.config.pong_timeout, "heartbeat not answered");
                     self.shared.dispatch(ClientEvent::PongTimeout);
@@ -532,8 +577,12 @@ impl Driver {
                 event,
                 payload,
                 ack_id,
+                position,
             }) => {
                 debug!(%event, "event received");
+                if let Some(at) = &position {
+                    shared.rooms().observe(&at.stream, at.offset, &at.epoch);
+                }
                 let request_handler = match &ack_id {
                     Some(_) => shared.registry().request(&event),
                     None => None,
@@ -541,7 +590,10 @@ impl Driver {
                 if request_handler.is_none() && !shared.wants(&event) {
                     return;
                 }
-                let payload = Payload::from_raw(payload);
+                let mut payload = Payload::from_raw(payload);
+                if let Some(at) = &position {
+                    payload = payload.with_position(&at.stream, at.offset, &at.epoch);
+                }
                 let is_request = ack_id.is_some();
                 if let (Some(handler), Some(ack_id)) = (request_handler, ack_id) {
                     let ack_id = ack_id.into_owned();
@@ -573,6 +625,128 @@ impl Driver {
             Err(e) => debug!(error = %e, "text frame is not a protocol frame"),
         }
     }
+}
+
+/// The `join`s re-sent at an open after a reconnect and not answered yet. Their replies are
+/// handled by [`rejoin_hook`]; [`expire`](Self::expire) reports those that did not come within
+/// the callback timeout. Dropped with the open phase, it forgets the unanswered ones: a rejoin
+/// cut short by another connection loss is not reported, the next open sends it again.
+struct Rejoins {
+    shared: Arc<Shared>,
+    /// Callback id and room of each rejoin sent.
+    sent: Vec<(String, String)>,
+    /// When the unanswered ones time out.
+    deadline: Option<Instant>,
+}
+
+impl Rejoins {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            sent: Vec::new(),
+            deadline: None,
+        }
+    }
+
+    /// Sends `join` again for every joined room, with its stream's last position as `since`.
+    async fn send(&mut self, ws: &mut Ws) -> Result<(), String> {
+        let rooms = self.shared.rooms().rejoins();
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let config = &self.shared.config;
+        self.deadline = Some(Instant::now() + config.callback_timeout);
+        for (room, since) in rooms {
+            let (id, _reply) = self.shared.add_pending(Some(rejoin_hook(room.clone())));
+            let request = JoinRequest {
+                room: &room,
+                since: since.as_ref(),
+            };
+            let text = match encode_client_event(&config.join_event, &request, Some(&id)) {
+                Ok(text) => text,
+                Err(e) => {
+                    // A struct of strings and numbers always serialises; report it regardless.
+                    self.shared.remove_pending(&id);
+                    let error =
+                        RoomError::from(RequestError::new(ErrorCode::EncodeError, e.to_string()));
+                    self.shared
+                        .dispatch(ClientEvent::RejoinError(RejoinErrorInfo {
+                            room,
+                            error: error.to_string(),
+                        }));
+                    continue;
+                }
+            };
+            debug!(%room, ?since, "rejoining");
+            self.sent.push((id, room));
+            ws.send(Message::text(text))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The callback timeout passed: reports every rejoin still unanswered.
+    fn expire(&mut self) {
+        self.deadline = None;
+        let config = &self.shared.config;
+        for (id, room) in std::mem::take(&mut self.sent) {
+            if !self.shared.remove_pending(&id) || !self.shared.rooms().is_joined(&room) {
+                continue;
+            }
+            warn!(%room, "rejoin not answered in time");
+            let error = RoomError::from(RequestError::new(
+                ErrorCode::CallbackTimeout,
+                format!(
+                    "no reply to `{}` within {} ms",
+                    config.join_event,
+                    config.callback_timeout.as_millis()
+                ),
+            ));
+            self.shared
+                .dispatch(ClientEvent::RejoinError(RejoinErrorInfo {
+                    room,
+                    error: error.to_string(),
+                }));
+        }
+    }
+}
+
+impl Drop for Rejoins {
+    fn drop(&mut self) {
+        for (id, _) in &self.sent {
+            self.shared.remove_pending(id);
+        }
+    }
+}
+
+/// Handles the reply to a rejoin of `room`: records it and reports `rejoin` or
+/// `rejoin-error`, unless the room was left meanwhile.
+fn rejoin_hook(room: String) -> ReplyHook {
+    Box::new(move |shared: &Shared, reply: &Payload| {
+        let event = match parse_join_reply(&shared.config.join_event, reply) {
+            Ok(joined) => {
+                let still_joined = shared.rooms().rejoined(&room, &joined);
+                if !still_joined {
+                    return;
+                }
+                info!(%room, recovered = joined.recovered, "room joined again");
+                ClientEvent::Rejoin(RejoinInfo::new(room, joined))
+            }
+            Err(e) => {
+                let still_joined = shared.rooms().is_joined(&room);
+                if !still_joined {
+                    return;
+                }
+                warn!(%room, error = %e, "rejoin failed");
+                ClientEvent::RejoinError(RejoinErrorInfo {
+                    room,
+                    error: e.to_string(),
+                })
+            }
+        };
+        shared.dispatch(event);
+    })
 }
 
 fn heartbeat_timer(period: Duration) -> Option<Interval> {

@@ -95,3 +95,19 @@ impl RequestError {
         }
     }
 }
+
+/// Why [`Client::join`](crate::Client::join) or [`Client::leave`](crate::Client::leave)
+/// failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// The request itself failed: the connection was not open (`WS_NOT_OPEN`), no reply came
+    /// in time (`CALLBACK_TIMEOUT`), or the reply was not `{"ok": bool, ...}`
+    /// (`INVALID_REPLY`).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The server refused: it replied `{"ok": false, "error": <this>}` (`"refused"` when the
+    /// reply had no error text).
+    #[error("refused: {0}")]
+    Refused(String),
+}

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
+use crate::position::{Position, RejoinErrorInfo, RejoinInfo};
+
 /// Names of the built-in events, for [`Client::on`](crate::Client::on) and friends.
 ///
 /// Handlers receive each event's data as a [`Payload`]; its JSON shape is given below.
@@ -36,6 +38,13 @@ pub mod names {
     /// The heartbeat was not echoed in time; the connection is closed with 4002 and
     /// re-established. Payload: `null`.
     pub const PONG_TIMEOUT: &str = "pong-timeout";
+    /// After a reconnect, a room joined with [`Client::join`](crate::Client::join) was
+    /// joined again. Payload: `{"room", "recovered", "stream", "offset", "epoch"}`
+    /// ([`RejoinInfo`](crate::RejoinInfo)); with `recovered: false`, reload the room's state.
+    pub const REJOIN: &str = "rejoin";
+    /// After a reconnect, joining a room again failed. Payload: `{"room", "error"}`
+    /// ([`RejoinErrorInfo`](crate::RejoinErrorInfo)).
+    pub const REJOIN_ERROR: &str = "rejoin-error";
 }
 
 /// Close code a client sends when closed on purpose ([`Client::manual_close`](crate::Client::manual_close)).
@@ -47,7 +56,9 @@ pub const CLOSE_ABNORMAL: u16 = 1006;
 
 /// The JSON data of an event or reply, kept as raw text until someone parses it.
 ///
-/// Cheap to clone (a reference count).
+/// Cheap to clone (a reference count). The payload of an event a server with history
+/// positioned also tells where it sits in its stream ([`stream`](Self::stream),
+/// [`position`](Self::position)); equality compares the JSON text only.
 ///
 /// ```
 /// use crosswire_client::Payload;
@@ -60,41 +71,88 @@ pub const CLOSE_ABNORMAL: u16 = 1006;
 /// assert_eq!(payload.get(), r#"{"msg":"hi"}"#);
 /// ```
 #[derive(Clone)]
-pub struct Payload(Arc<RawValue>);
+pub struct Payload {
+    raw: Arc<RawValue>,
+    /// Where the event sits in its stream, for a positioned event.
+    mark: Option<Arc<Mark>>,
+}
+
+/// A positioned event's stream and position.
+#[derive(Debug)]
+struct Mark {
+    stream: Box<str>,
+    position: Position,
+}
 
 impl Payload {
+    fn new(raw: Arc<RawValue>) -> Self {
+        Self { raw, mark: None }
+    }
+
     /// Wraps JSON text, checking that it is valid JSON.
     pub fn from_json(json: impl Into<String>) -> Result<Self, serde_json::Error> {
-        Ok(Self(Arc::from(RawValue::from_string(json.into())?)))
+        Ok(Self::new(Arc::from(RawValue::from_string(json.into())?)))
     }
 
     /// Serialises `value` into a payload.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        Ok(Self(Arc::from(serde_json::value::to_raw_value(value)?)))
+        Ok(Self::new(Arc::from(serde_json::value::to_raw_value(
+            value,
+        )?)))
     }
 
     /// The JSON `null` payload.
     pub fn null() -> Self {
-        Self(Arc::from(RawValue::NULL.to_owned()))
+        Self::new(Arc::from(RawValue::NULL.to_owned()))
     }
 
     pub(crate) fn from_raw(raw: &RawValue) -> Self {
-        Self(Arc::from(raw.to_owned()))
+        Self::new(Arc::from(raw.to_owned()))
+    }
+
+    /// Attaches the position of the event this is the payload of.
+    pub(crate) fn with_position(mut self, stream: &str, offset: u64, epoch: &str) -> Self {
+        self.mark = Some(Arc::new(Mark {
+            stream: stream.into(),
+            position: Position::new(offset, epoch),
+        }));
+        self
     }
 
     /// The JSON text.
     pub fn get(&self) -> &str {
-        self.0.get()
+        self.raw.get()
     }
 
     /// The payload as raw JSON.
     pub fn raw(&self) -> &RawValue {
-        &self.0
+        &self.raw
     }
 
     /// Deserialises the payload into `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
+        serde_json::from_str(self.raw.get())
+    }
+
+    /// The stream of the event this is the payload of, when the server positioned it (a
+    /// room of a namespace with history, see [`Client::join`](crate::Client::join)).
+    pub fn stream(&self) -> Option<&str> {
+        self.mark.as_deref().map(|mark| &*mark.stream)
+    }
+
+    /// The event's position in its [`stream`](Self::stream), when the server positioned it.
+    ///
+    /// ```no_run
+    /// # fn demo(client: crosswire_client::Client) {
+    /// client.on("msg", |payload| {
+    ///     if let (Some(stream), Some(at)) = (payload.stream(), payload.position()) {
+    ///         tracing::info!(stream, offset = at.offset, epoch = %at.epoch, "message");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn position(&self) -> Option<&Position> {
+        self.mark.as_deref().map(|mark| &mark.position)
     }
 
     /// The payload as a [`serde_json::Value`] (`Null` if it does not parse, which cannot
@@ -111,7 +169,17 @@ impl Payload {
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Payload({})", self.get())
+        match &self.mark {
+            None => write!(f, "Payload({})", self.get()),
+            Some(mark) => write!(
+                f,
+                "Payload({} @ {} {}/{})",
+                self.get(),
+                mark.stream,
+                mark.position.offset,
+                mark.position.epoch
+            ),
+        }
     }
 }
 
@@ -129,7 +197,7 @@ impl PartialEq for Payload {
 
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.raw.serialize(serializer)
     }
 }
 
@@ -177,6 +245,10 @@ pub enum ClientEvent {
     RepeatLimit(u32),
     /// `pong-timeout`: the heartbeat was not answered in time.
     PongTimeout,
+    /// `rejoin`: after a reconnect, a joined room was joined again.
+    Rejoin(RejoinInfo),
+    /// `rejoin-error`: after a reconnect, joining a room again failed.
+    RejoinError(RejoinErrorInfo),
     /// An application event from the server.
     Event {
         /// Event name.
@@ -199,6 +271,8 @@ impl ClientEvent {
             ClientEvent::Reconnect(_) => names::RECONNECT,
             ClientEvent::RepeatLimit(_) => names::REPEAT_LIMIT,
             ClientEvent::PongTimeout => names::PONG_TIMEOUT,
+            ClientEvent::Rejoin(_) => names::REJOIN,
+            ClientEvent::RejoinError(_) => names::REJOIN_ERROR,
             ClientEvent::Event { name, .. } => name,
         }
     }
@@ -217,6 +291,8 @@ impl ClientEvent {
             }
             ClientEvent::Reconnect(info) => Payload::from_value(info),
             ClientEvent::RepeatLimit(limit) => Payload::from_value(limit),
+            ClientEvent::Rejoin(info) => Payload::from_value(info),
+            ClientEvent::RejoinError(info) => Payload::from_value(info),
             ClientEvent::Event { payload, .. } => return payload.clone(),
         };
         // Serialising these plain values into memory cannot fail.

@@ -65,6 +65,28 @@
 //! Close codes: 4001 manual close, 4002 heartbeat timeout, 1006 (reported) connection lost
 //! without a close frame, 4010 and up the application's.
 //!
+//! ## Rooms and recovery
+//!
+//! A server that keeps a room's history (docs/PROTOCOL.md, "History and recovery") marks
+//! every event sent to it with its place in the room's *stream*: extra fields `"stream"`,
+//! `"offset"` and `"epoch"`, read in the same pass as the rest of the frame. Handlers receive
+//! such events as usual; [`Payload::stream`] and [`Payload::position`] tell where each sits.
+//!
+//! - The client keeps, per stream, the last [`Position`] `{offset, epoch}` seen in an event or
+//!   a join reply, replacing it when the epoch differs or the offset is greater.
+//! - [`Client::join`] sends `join {"room"}` (with `"since": {"offset", "epoch"}` once a
+//!   position is known) as a request and returns the reply as [`Joined`] (`recovered`,
+//!   `stream`, `position`); the room is remembered. [`Client::leave`] sends `leave {"room"}`
+//!   and forgets it. [`Client::rooms`] and [`Client::position`] tell what is joined and
+//!   where each stands. The event names are [`ClientConfig::join_event`] and
+//!   [`ClientConfig::leave_event`] (`join`, `leave`).
+//! - On every open after the first, the background task sends `join` again for each joined
+//!   room, with its stream's position as `since`. The server replays what was missed, then
+//!   replies; each outcome is reported as `rejoin` `{"room", "recovered", "stream",
+//!   "offset", "epoch"}` ([`RejoinInfo`]), right after the replayed events, or as
+//!   `rejoin-error` `{"room", "error"}` ([`RejoinErrorInfo`]). With `recovered: false`
+//!   (first join, away too long, history lost) nothing was replayed: reload the room's state.
+//!
 //! # Layout
 //!
 //! - [`Client`] (`client.rs`): the handle, sending and handler registration.
@@ -72,6 +94,7 @@
 //! - [`ClientConfig`] (`config.rs`), [`EmitOptions`] and [`Response`] (`request.rs`).
 //! - [`ClientEvent`], [`Payload`], [`names`] (`event.rs`); errors in `error.rs`;
 //!   [`reconnect_delay`] in `backoff.rs`.
+//! - [`Position`], [`Joined`], the room bookkeeping (`rooms.rs`).
 //!
 //! `wss://` needs the `native-tls` or `rustls-tls-webpki-roots` feature.
 
@@ -83,17 +106,20 @@ mod config;
 mod connection;
 mod error;
 mod event;
+mod position;
 mod registry;
 mod request;
+mod rooms;
 
 pub use backoff::reconnect_delay;
 pub use client::Client;
 pub use config::ClientConfig;
 pub use connection::ConnectionState;
-pub use error::{ConfigError, EmitError, ErrorCode, RequestError, WaitError};
+pub use error::{ConfigError, EmitError, ErrorCode, RequestError, RoomError, WaitError};
 pub use event::{
     names, ClientEvent, CloseInfo, EventReceiver, Payload, ReconnectInfo, CLOSE_ABNORMAL,
     CLOSE_HEARTBEAT_TIMEOUT, CLOSE_MANUAL,
 };
+pub use position::{Joined, Position, RejoinErrorInfo, RejoinInfo};
 pub use registry::HandlerId;
 pub use request::{EmitOptions, Response};

@@ -6,7 +6,8 @@
 //!
 //! Server → client: an event `{"event": "<name>", "payload": <any>}`, a reply
 //! `{"callbackId": "<id>", "payload": <any>}`, or a request (an event with an extra
-//! `"ackId"` that old clients ignore).
+//! `"ackId"` that old clients ignore). An event to a room with history also carries its
+//! place in the room's stream, `"stream"`, `"offset"` and `"epoch"` ([`StreamPosition`]).
 //!
 //! Incoming frames are parsed with borrowed fields and the payload kept as raw JSON text, so
 //! nothing is copied or re-serialised; outgoing frames are written straight into a complete
@@ -306,6 +307,58 @@ fn write_json_str(buf: &mut BytesMut, s: &str) {
     }
 }
 
+#[derive(Deserialize)]
+struct ServerWire<'a> {
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(rename = "callbackId", borrow, default)]
+    callback_id: Option<Cow<'a, str>>,
+    #[serde(rename = "ackId", borrow, default)]
+    ack_id: Option<Cow<'a, str>>,
+    // The position fields are kept raw and read afterwards, so one of the wrong type is
+    // ignored instead of failing the frame.
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    offset: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    epoch: Option<&'a RawValue>,
+}
+
+/// Where an event sits in a history stream: the `stream`, `offset` and `epoch` fields a
+/// server with history adds to the events of a room (docs/PROTOCOL.md, "History and
+/// recovery"; written by [`with_position`]). Borrowed from the frame's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition<'a> {
+    /// The stream's name (`<namespace>/<room>`), an opaque key.
+    pub stream: Cow<'a, str>,
+    /// The event's place in the stream: 1, 2, 3, … with no gap within one epoch.
+    pub offset: u64,
+    /// Opaque text naming the stream's history; offsets start again in a new epoch.
+    pub epoch: Cow<'a, str>,
+}
+
+impl<'a> StreamPosition<'a> {
+    /// The position from the raw fields, when all three are present with the right types.
+    fn from_raw(
+        stream: Option<&'a RawValue>,
+        offset: Option<&'a RawValue>,
+        epoch: Option<&'a RawValue>,
+    ) -> Option<Self> {
+        /// A JSON string, borrowed unless it has escapes.
+        #[derive(Deserialize)]
+        struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+        let text = |raw: &'a RawValue| serde_json::from_str::<Text<'a>>(raw.get()).ok();
+        Some(Self {
+            stream: text(stream?)?.0,
+            offset: serde_json::from_str(offset?.get()).ok()?,
+            epoch: text(epoch?)?.0,
+        })
+    }
+}
+
 /// Parsed server → client frame, as a client sees it.
 #[derive(Debug)]
 pub enum ServerFrame<'a> {
@@ -317,6 +370,10 @@ pub enum ServerFrame<'a> {
         payload: &'a RawValue,
         /// Present when the server expects an answer.
         ack_id: Option<Cow<'a, str>>,
+        /// The event's place in its history stream, when the frame has `stream` (a string),
+        /// `offset` (an unsigned integer) and `epoch` (a string). A missing or mistyped field
+        /// leaves it `None`; the event itself is still parsed.
+        position: Option<StreamPosition<'a>>,
     },
     /// A reply to the client's `callbackId`.
     Reply {
@@ -327,15 +384,16 @@ pub enum ServerFrame<'a> {
     },
 }
 
-/// Parses a server → client text frame.
+/// Parses a server → client text frame, with the position fields of a positioned event.
 pub fn parse_server_frame(text: &str) -> Result<ServerFrame<'_>, FrameError> {
-    let wire: Wire<'_> = serde_json::from_str(text)?;
+    let wire: ServerWire<'_> = serde_json::from_str(text)?;
     let payload = wire.payload.unwrap_or(RawValue::NULL);
     match (wire.event, wire.callback_id) {
         (Some(event), _) => Ok(ServerFrame::Event {
             event,
             payload,
             ack_id: wire.ack_id,
+            position: StreamPosition::from_raw(wire.stream, wire.offset, wire.epoch),
         }),
         (None, Some(callback_id)) => Ok(ServerFrame::Reply {
             callback_id,
@@ -480,5 +538,128 @@ mod tests {
             ServerFrame::Event { ack_id, .. } => assert_eq!(ack_id.as_deref(), Some("s7")),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn server_event(text: &str) -> (String, String, Option<String>, Option<StreamPosition<'_>>) {
+        match parse_server_frame(text).unwrap() {
+            ServerFrame::Event {
+                event,
+                payload,
+                ack_id,
+                position,
+            } => (
+                event.into_owned(),
+                payload.get().to_string(),
+                ack_id.map(Cow::into_owned),
+                position,
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_frames_without_position() {
+        assert_eq!(
+            server_event(r#"{"event":"say","payload":{"msg":"hi"}}"#),
+            ("say".into(), r#"{"msg":"hi"}"#.into(), None, None)
+        );
+        assert_eq!(
+            server_event(r#"{"event":"ask","payload":1,"ackId":"s7"}"#),
+            ("ask".into(), "1".into(), Some("s7".into()), None)
+        );
+        assert_eq!(server_event(r#"{"event":"x"}"#).1, "null");
+        match parse_server_frame(r#"{"callbackId":"3","payload":[1]}"#).unwrap() {
+            ServerFrame::Reply {
+                callback_id,
+                payload,
+            } => {
+                assert_eq!(callback_id, "3");
+                assert_eq!(payload.get(), "[1]");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_server_frame(r#"{"payload":1}"#),
+            Err(FrameError::NoEvent)
+        ));
+        assert!(matches!(
+            parse_server_frame("nope"),
+            Err(FrameError::Json(_))
+        ));
+        assert!(matches!(
+            parse_server_frame(r#"{"event":5}"#),
+            Err(FrameError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn server_frames_with_position() {
+        let text = r#"{"event":"msg","payload":{"t":"hi"},"stream":"relay/lobby","offset":42,"epoch":"18f3-0"}"#;
+        let (name, payload, ack_id, position) = server_event(text);
+        assert_eq!((name.as_str(), payload.as_str()), ("msg", r#"{"t":"hi"}"#));
+        assert_eq!(ack_id, None);
+        let position = position.unwrap();
+        assert!(matches!(position.stream, Cow::Borrowed("relay/lobby")));
+        assert_eq!(position.offset, 42);
+        assert!(matches!(position.epoch, Cow::Borrowed("18f3-0")));
+        // Escaped text is decoded; a request can be positioned too.
+        let text = r#"{"event":"m","ackId":"a","stream":"a\"b","offset":18446744073709551615,"epoch":"\u0065"}"#;
+        let (_, _, ack_id, position) = server_event(text);
+        assert_eq!(ack_id.as_deref(), Some("a"));
+        assert_eq!(
+            position,
+            Some(StreamPosition {
+                stream: "a\"b".into(),
+                offset: u64::MAX,
+                epoch: "e".into(),
+            })
+        );
+        // What `with_position` writes parses back.
+        let frame =
+            with_position(&encode_event("msg", &[1]).unwrap(), "chat/l", 7, "e\"1").unwrap();
+        let text = text_of(&frame);
+        let (name, payload, _, position) = server_event(&text);
+        assert_eq!((name.as_str(), payload.as_str()), ("msg", "[1]"));
+        assert_eq!(
+            position,
+            Some(StreamPosition {
+                stream: "chat/l".into(),
+                offset: 7,
+                epoch: "e\"1".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn server_position_fields_of_the_wrong_type_are_ignored() {
+        for text in [
+            r#"{"event":"m","payload":1,"stream":"s","offset":1}"#,
+            r#"{"event":"m","payload":1,"offset":1,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":-1,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":1.5,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":1e3,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":18446744073709551616,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":"1","epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":null,"offset":1,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":{"a":[1,{"b":2}]},"offset":1,"epoch":"e"}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":1,"epoch":[null,true]}"#,
+            r#"{"event":"m","payload":1,"stream":"s","offset":1,"epoch":false}"#,
+        ] {
+            let (name, payload, _, position) = server_event(text);
+            assert_eq!((name.as_str(), payload.as_str()), ("m", "1"), "{text}");
+            assert!(position.is_none(), "{text}");
+        }
+        // Replies never carry a position.
+        assert!(matches!(
+            parse_server_frame(
+                r#"{"callbackId":"1","payload":1,"stream":"s","offset":1,"epoch":"e"}"#
+            ),
+            Ok(ServerFrame::Reply { .. })
+        ));
+        // The frame itself must still be JSON.
+        assert!(matches!(
+            parse_server_frame(r#"{"event":"m","stream":"s","offset":01,"epoch":"e"}"#),
+            Err(FrameError::Json(_))
+        ));
     }
 }

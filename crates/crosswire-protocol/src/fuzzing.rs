@@ -281,6 +281,7 @@ pub fn client_frame(text: &str) -> Result<Incoming<'_>, FrameError> {
                     event: e,
                     payload: p,
                     ack_id: None,
+                    position: None,
                 } => e == event && p.get() == payload.get(),
                 _ => false,
             }) {

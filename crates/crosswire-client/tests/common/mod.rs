@@ -1,8 +1,10 @@
 //! A scripted WebSocket server for the client tests: echoes heartbeats, replies to
-//! callbackIds, sends events and requests, closes with codes, can be stopped and restarted on
-//! the same port, and reports everything it sees on a channel.
+//! callbackIds (by echoing, or with a scripted answer per event, e.g. to `join`), sends events
+//! and requests, closes with codes, drops its connections abruptly, can be stopped and
+//! restarted on the same port, and reports everything it sees on a channel.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,11 +41,17 @@ pub enum Seen {
     Dropped,
 }
 
+/// A scripted answer to a request: given its payload, the events to send first (e.g. the
+/// messages a `join` replays) and the reply's payload.
+pub type Answer = Arc<dyn Fn(&Value) -> (Vec<Value>, Value) + Send + Sync>;
+
 /// Knobs, changeable while the server runs.
 pub struct Behaviour {
     pub echo_heartbeat: AtomicBool,
     pub reply_callbacks: AtomicBool,
     pub reply_delay_ms: AtomicU64,
+    /// Scripted answers by event name; other requests are answered with an echo.
+    pub answers: Mutex<HashMap<String, Answer>>,
 }
 
 pub struct ScriptServer {
@@ -51,6 +59,7 @@ pub struct ScriptServer {
     pub behaviour: Arc<Behaviour>,
     seen: mpsc::UnboundedReceiver<Seen>,
     connections: Arc<Mutex<Vec<mpsc::UnboundedSender<Message>>>>,
+    accept: JoinHandle<()>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -68,6 +77,7 @@ impl ScriptServer {
             echo_heartbeat: AtomicBool::new(true),
             reply_callbacks: AtomicBool::new(true),
             reply_delay_ms: AtomicU64::new(0),
+            answers: Mutex::new(HashMap::new()),
         });
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let connections = Arc::new(Mutex::new(Vec::new()));
@@ -86,12 +96,12 @@ impl ScriptServer {
                 }
             })
         };
-        tasks.lock().unwrap().push(accept);
         Self {
             addr,
             behaviour,
             seen,
             connections,
+            accept,
             tasks,
         }
     }
@@ -102,9 +112,36 @@ impl ScriptServer {
 
     /// Drops the listener and every connection without a close frame.
     pub fn stop(&self) {
+        self.accept.abort();
+        self.drop_connections();
+    }
+
+    /// Drops every connection without a close frame (as a crash or a network cut would),
+    /// still accepting new ones.
+    pub fn drop_connections(&self) {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
+        self.connections.lock().unwrap().clear();
+    }
+
+    /// Answers requests named `event` with `answer(payload)` instead of the echo.
+    pub fn answer(&self, event: &str, answer: impl Fn(&Value) -> Value + Send + Sync + 'static) {
+        self.answer_after_events(event, move |payload| (Vec::new(), answer(payload)));
+    }
+
+    /// Answers requests named `event` by sending the events `answer(payload)` lists, then the
+    /// reply it gives.
+    pub fn answer_after_events(
+        &self,
+        event: &str,
+        answer: impl Fn(&Value) -> (Vec<Value>, Value) + Send + Sync + 'static,
+    ) {
+        self.behaviour
+            .answers
+            .lock()
+            .unwrap()
+            .insert(event.to_string(), Arc::new(answer));
     }
 
     /// Sends a text frame to every connected client.
@@ -226,16 +263,25 @@ async fn serve(
                     };
                     if let Some(id) = frame.get("callbackId").and_then(Value::as_str) {
                         if behaviour.reply_callbacks.load(Ordering::SeqCst) {
-                            let reply = serde_json::json!({
-                                "callbackId": id,
-                                "payload": { "event": frame["event"], "echo": frame["payload"] },
-                            })
-                            .to_string();
+                            let answer = frame["event"]
+                                .as_str()
+                                .and_then(|event| behaviour.answers.lock().unwrap().get(event).cloned());
+                            let (before, payload) = match answer {
+                                Some(answer) => answer(&frame["payload"]),
+                                None => (
+                                    Vec::new(),
+                                    serde_json::json!({ "event": frame["event"], "echo": frame["payload"] }),
+                                ),
+                            };
+                            let reply = serde_json::json!({ "callbackId": id, "payload": payload });
                             let delay = Duration::from_millis(behaviour.reply_delay_ms.load(Ordering::SeqCst));
                             let tx = tx.clone();
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
-                                let _ = tx.send(Message::text(reply));
+                                for event in before {
+                                    let _ = tx.send(Message::text(event.to_string()));
+                                }
+                                let _ = tx.send(Message::text(reply.to_string()));
                             });
                         }
                     }
