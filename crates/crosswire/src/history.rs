@@ -38,24 +38,21 @@
 //!
 //! [`Broker::publish_recorded`]: crosswire_core::Broker::publish_recorded
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crosswire_core::history::MemoryHistory;
 use crosswire_core::{Position, Retention, StreamRead};
 use crosswire_protocol::envelope::Target;
 use crosswire_protocol::frame;
 
 use crate::node::Server;
 use crate::rooms::Room;
+use crate::streams::{
+    skips, stream_name, take_pending, Floor, History, Pending, Recorded, FLOOR_TTL,
+};
 use crate::sync::lock;
-
-/// Live messages kept for one pending recovery at most; past it the recovery reports
-/// `recovered: false` (the client reloads) rather than hold unbounded memory.
-const PENDING_LIMIT: usize = 10_000;
 
 /// What [`Server::join_recovering`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,124 +77,6 @@ pub enum HistoryError {
     /// The room's namespace keeps no history ([`crate::ServerConfig::with_history`]).
     #[error("namespace {0:?} keeps no history")]
     NotRecorded(String),
-}
-
-/// What a single node records per message.
-#[derive(Clone)]
-struct Recorded {
-    target: Target,
-    frame: Bytes,
-}
-
-/// An id waiting for its history read, and the live messages kept for it meanwhile.
-struct Pending {
-    id: Arc<str>,
-    kept: Vec<(Position, Bytes)>,
-    overflowed: bool,
-}
-
-/// An id that joined at `position` after reading the history: a message the read already
-/// held may still be on its way from the broker, and is not sent to it again when it comes.
-/// Dropped at the first later message (the broker delivers a stream in order), or after
-/// [`FLOOR_TTL`].
-struct Floor {
-    id: Arc<str>,
-    position: Position,
-    at: Instant,
-}
-
-/// How long a [`Floor`] waits for the stream to pass it: far longer than a message takes
-/// from the broker.
-const FLOOR_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The recoveries of one stream in progress, and the joins it may still owe a skip.
-#[derive(Default)]
-struct Waiting {
-    pending: Vec<Pending>,
-    floors: Vec<Floor>,
-}
-
-impl Waiting {
-    fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.floors.is_empty()
-    }
-
-    /// Keeps a copy of a live message for each pending recovery it is for, and returns the
-    /// ids that had it in their history read already.
-    fn see(&mut self, target: &Target, position: &Position, frame: &Bytes) -> Vec<String> {
-        for p in self.pending.iter_mut().filter(|p| !skips(target, &p.id)) {
-            if p.kept.len() < PENDING_LIMIT {
-                p.kept.push((position.clone(), frame.clone()));
-            } else {
-                p.overflowed = true;
-            }
-        }
-        let mut seen = Vec::new();
-        self.floors.retain(|f| {
-            let behind = f.position.epoch == position.epoch && position.offset <= f.position.offset;
-            if behind {
-                seen.push(f.id.to_string());
-            }
-            behind
-        });
-        seen
-    }
-}
-
-/// The node's history part.
-pub(crate) struct History {
-    windows: HashMap<String, Retention>,
-    /// The history itself, on a node without a broker.
-    local: Option<Mutex<MemoryHistory<Recorded>>>,
-    /// Recoveries in progress by stream. Live delivery of a recorded message happens under
-    /// this lock (see the module docs).
-    pending: Mutex<HashMap<Arc<str>, Waiting>>,
-    /// Broker key of stream `s`: `<prefix>{s}`.
-    key_prefix: String,
-}
-
-impl History {
-    pub(crate) fn new(
-        windows: HashMap<String, Retention>,
-        clustered: bool,
-        ws_prefix: &str,
-    ) -> Self {
-        let local = (!clustered && !windows.is_empty()).then(|| Mutex::new(MemoryHistory::new()));
-        Self {
-            windows,
-            local,
-            pending: Mutex::new(HashMap::new()),
-            key_prefix: format!("{ws_prefix}:history:"),
-        }
-    }
-
-    /// The window of a namespace that keeps history.
-    pub(crate) fn window(&self, namespace: &str) -> Option<Retention> {
-        self.windows.get(namespace).copied()
-    }
-
-    /// Whether any namespace keeps history.
-    pub(crate) fn is_on(&self) -> bool {
-        !self.windows.is_empty()
-    }
-
-    /// The broker key of a stream (a hash tag keeps its keys in one Redis Cluster slot).
-    pub(crate) fn key(&self, stream: &str) -> String {
-        format!("{}{{{stream}}}", self.key_prefix)
-    }
-}
-
-/// The stream name of a room.
-pub(crate) fn stream_name(namespace: &str, room: &str) -> String {
-    format!("{namespace}/{room}")
-}
-
-/// Whether a delivery to `target` skips `id`.
-fn skips(target: &Target, id: &str) -> bool {
-    match target {
-        Target::Room { except, .. } | Target::All { except } => except.iter().any(|e| e == id),
-        _ => false,
-    }
 }
 
 impl Server {
@@ -467,34 +346,5 @@ impl Server {
         stats
             .replayed_messages
             .fetch_add(recovery.replayed as u64, Ordering::Relaxed);
-    }
-
-    /// A new socket took `id` over on this node: it leaves the rooms that keep history, so the
-    /// client re-joins them with its position instead of getting live messages before the
-    /// ones it missed.
-    pub(crate) fn leave_recorded_rooms(&self, id: &str) {
-        if !self.history().is_on() {
-            return;
-        }
-        let rooms: Vec<Room> = self
-            .rooms_of(id, None)
-            .into_iter()
-            .filter(|r| self.history().window(r.namespace()).is_some())
-            .collect();
-        for room in rooms {
-            self.leave(&room, id);
-        }
-    }
-}
-
-/// Removes `id`'s pending recovery and gives it back.
-fn take_pending(waiting: &mut Waiting, id: &Arc<str>) -> Pending {
-    match waiting.pending.iter().position(|p| p.id == *id) {
-        Some(i) => waiting.pending.swap_remove(i),
-        None => Pending {
-            id: Arc::clone(id),
-            kept: Vec::new(),
-            overflowed: false,
-        },
     }
 }

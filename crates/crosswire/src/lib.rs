@@ -105,6 +105,7 @@ mod server;
 mod server_events;
 mod socket;
 mod stats;
+mod streams;
 mod sync;
 pub mod system;
 mod timing;

@@ -65,7 +65,7 @@ pub(crate) struct ServerInner {
     pub(crate) conn_removed: Notify,
     pub(crate) preset: HashSet<String>,
     /// History and pending recoveries of the rooms that keep history.
-    pub(crate) history: crate::history::History,
+    pub(crate) history: crate::streams::History,
     /// Connections held or being upgraded, against the maximum.
     pub(crate) admission: Arc<Admission>,
     /// When the node was built, in milliseconds since the Unix epoch.

@@ -95,6 +95,24 @@ impl Server {
         }
     }
 
+    /// A new socket took `id` over on this node: it leaves the rooms that keep history, so
+    /// the client re-joins them with its position ([`Server::join_recovering`]) instead of
+    /// getting live messages before the ones it missed.
+    fn leave_recorded_rooms(&self, id: &str) {
+        let history = &self.inner.history;
+        if !history.is_on() {
+            return;
+        }
+        let rooms: Vec<Room> = self
+            .rooms_of(id, None)
+            .into_iter()
+            .filter(|r| history.window(r.namespace()).is_some())
+            .collect();
+        for room in rooms {
+            self.leave(&room, id);
+        }
+    }
+
     /// Removes the binding of `id` (its rooms are left as they are). Returns whether it
     /// was bound on this node.
     pub fn unbind(&self, id: &str) -> bool {

@@ -108,7 +108,7 @@ impl ServerBuilder {
             }
         }
         let preset: HashSet<String> = config.preset_namespaces.iter().cloned().collect();
-        let history = crate::history::History::new(
+        let history = crate::streams::History::new(
             config.history.clone(),
             self.broker.is_some(),
             &config.ws_channel_prefix,

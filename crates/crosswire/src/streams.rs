@@ -1,0 +1,151 @@
+//! The state behind recorded rooms (see [`crate::history`]): the history windows per
+//! namespace, the in-memory history of a node without a broker, and the recoveries in
+//! progress per stream, with what live delivery must do for them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crosswire_core::history::MemoryHistory;
+use crosswire_core::{Position, Retention};
+use crosswire_protocol::envelope::Target;
+
+/// Live messages kept for one pending recovery at most; past it the recovery reports
+/// `recovered: false` (the client reloads) rather than hold unbounded memory.
+const PENDING_LIMIT: usize = 10_000;
+
+/// What a single node records per message.
+#[derive(Clone)]
+pub(crate) struct Recorded {
+    pub(crate) target: Target,
+    pub(crate) frame: Bytes,
+}
+
+/// An id waiting for its history read, and the live messages kept for it meanwhile.
+pub(crate) struct Pending {
+    pub(crate) id: Arc<str>,
+    pub(crate) kept: Vec<(Position, Bytes)>,
+    pub(crate) overflowed: bool,
+}
+
+/// An id that joined at `position` after reading the history: a message the read already
+/// held may still be on its way from the broker, and is not sent to it again when it comes.
+/// Dropped at the first later message (the broker delivers a stream in order), or after
+/// [`FLOOR_TTL`].
+pub(crate) struct Floor {
+    pub(crate) id: Arc<str>,
+    pub(crate) position: Position,
+    pub(crate) at: Instant,
+}
+
+/// How long a [`Floor`] waits for the stream to pass it: far longer than a message takes
+/// from the broker.
+pub(crate) const FLOOR_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The recoveries of one stream in progress, and the joins it may still owe a skip.
+#[derive(Default)]
+pub(crate) struct Waiting {
+    pub(crate) pending: Vec<Pending>,
+    pub(crate) floors: Vec<Floor>,
+}
+
+impl Waiting {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.floors.is_empty()
+    }
+
+    /// Keeps a copy of a live message for each pending recovery it is for, and returns the
+    /// ids that had it in their history read already.
+    pub(crate) fn see(
+        &mut self,
+        target: &Target,
+        position: &Position,
+        frame: &Bytes,
+    ) -> Vec<String> {
+        for p in self.pending.iter_mut().filter(|p| !skips(target, &p.id)) {
+            if p.kept.len() < PENDING_LIMIT {
+                p.kept.push((position.clone(), frame.clone()));
+            } else {
+                p.overflowed = true;
+            }
+        }
+        let mut seen = Vec::new();
+        self.floors.retain(|f| {
+            let behind = f.position.epoch == position.epoch && position.offset <= f.position.offset;
+            if behind {
+                seen.push(f.id.to_string());
+            }
+            behind
+        });
+        seen
+    }
+}
+
+/// The node's history part.
+pub(crate) struct History {
+    windows: HashMap<String, Retention>,
+    /// The history itself, on a node without a broker.
+    pub(crate) local: Option<Mutex<MemoryHistory<Recorded>>>,
+    /// Recoveries in progress by stream. Live delivery of a recorded message happens under
+    /// this lock (see the module docs).
+    pub(crate) pending: Mutex<HashMap<Arc<str>, Waiting>>,
+    /// Broker key of stream `s`: `<prefix>{s}`.
+    key_prefix: String,
+}
+
+impl History {
+    pub(crate) fn new(
+        windows: HashMap<String, Retention>,
+        clustered: bool,
+        ws_prefix: &str,
+    ) -> Self {
+        let local = (!clustered && !windows.is_empty()).then(|| Mutex::new(MemoryHistory::new()));
+        Self {
+            windows,
+            local,
+            pending: Mutex::new(HashMap::new()),
+            key_prefix: format!("{ws_prefix}:history:"),
+        }
+    }
+
+    /// The window of a namespace that keeps history.
+    pub(crate) fn window(&self, namespace: &str) -> Option<Retention> {
+        self.windows.get(namespace).copied()
+    }
+
+    /// Whether any namespace keeps history.
+    pub(crate) fn is_on(&self) -> bool {
+        !self.windows.is_empty()
+    }
+
+    /// The broker key of a stream (a hash tag keeps its keys in one Redis Cluster slot).
+    pub(crate) fn key(&self, stream: &str) -> String {
+        format!("{}{{{stream}}}", self.key_prefix)
+    }
+}
+
+/// The stream name of a room.
+pub(crate) fn stream_name(namespace: &str, room: &str) -> String {
+    format!("{namespace}/{room}")
+}
+
+/// Whether a delivery to `target` skips `id`.
+pub(crate) fn skips(target: &Target, id: &str) -> bool {
+    match target {
+        Target::Room { except, .. } | Target::All { except } => except.iter().any(|e| e == id),
+        _ => false,
+    }
+}
+
+/// Removes `id`'s pending recovery and gives it back.
+pub(crate) fn take_pending(waiting: &mut Waiting, id: &Arc<str>) -> Pending {
+    match waiting.pending.iter().position(|p| p.id == *id) {
+        Some(i) => waiting.pending.swap_remove(i),
+        None => Pending {
+            id: Arc::clone(id),
+            kept: Vec::new(),
+            overflowed: false,
+        },
+    }
+}
