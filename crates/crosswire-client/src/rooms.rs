@@ -161,6 +161,7 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::position::RejoinInfo;
 
     fn joined(stream: Option<&str>, position: Option<(u64, &str)>) -> Joined {
         Joined {
