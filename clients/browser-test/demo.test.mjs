@@ -1,8 +1,9 @@
 // End-to-end test of the demo page of `crosswire serve` in a real browser (headless Chromium,
 // driven by playwright-core): a cluster of two `crosswire serve` nodes and one redis-server,
 // page A on node A and page B on node B join the same room through the UI and chat; then
-// node B is killed, page B shows that it is reconnecting, node B comes back on the same port
-// and page B reconnects and chats again.
+// node B is killed, page B shows that it is reconnecting, page A says something meanwhile,
+// node B comes back on the same port and page B reconnects, recovers what it missed (the nodes
+// run with --history) and chats again.
 //
 // Needs ../../target/debug/crosswire (or CROSSWIRE_BIN), redis-server on PATH and Chromium at
 // /usr/bin/chromium (or CHROMIUM_BIN); test.sh provides all three. Screenshots go to
@@ -24,7 +25,7 @@ async function startNode(name, port, redisPort) {
   return startCrosswire(name, [
     'serve', '--host', '127.0.0.1', '--port', String(port), '--name', name,
     '--redis', `redis://127.0.0.1:${redisPort}`, '--threads', '1',
-    '--permessage-deflate', '--deflate-min-size', '0',
+    '--permessage-deflate', '--deflate-min-size', '0', '--history',
   ]);
 }
 
@@ -160,6 +161,8 @@ async function scenario() {
   assert.match(await pageB.locator('#status').getAttribute('class'), /\breconnecting\b/);
   say(`page B: ${await text(pageB, '#status')}`);
   await screenshot(pageB, 'demo-node-b-reconnecting.png');
+  // Alice talks while bob is away: the room's history (in Redis) keeps it for him.
+  await send(pageA, 'said while you were away');
 
   // Node B comes back on the same port: page B reconnects by itself, rejoins, chats.
   nodeB = await startNode('node-b', portB, redisPort);
@@ -173,6 +176,13 @@ async function scenario() {
   );
   await waitForRoom(pageB, 'node-b', ['alice', 'bob']);
   say('page B reconnected');
+  await waitForMessage(pageB, 'alice', 'said while you were away', 'node-a');
+  await pageB.waitForFunction(
+    () => [...document.querySelectorAll('#log li')].some((li) => /every missed message recovered$/.test(li.textContent)),
+    null,
+    { timeout: STEP, polling: 100 }
+  );
+  say('page B got what was said while it was away (recovered)');
 
   await send(pageA, 'welcome back, bob');
   await waitForMessage(pageB, 'alice', 'welcome back, bob', 'node-a');
