@@ -630,3 +630,65 @@ async fn server_shutdown_close_does_not_reconnect() {
     assert!(!client.reconnecting());
     client.manual_close();
 }
+
+/// Rooms with history: the client joins, its node is killed with SIGKILL while messages
+/// keep coming through another node, the node comes back on the same port, and the client
+/// re-joins by itself with its last position: every message once and in order,
+/// `recovered: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_room_is_recovered_after_the_node_is_killed() {
+    let redis = common::redis();
+    let urls = [redis.url()];
+    let mut a = Relay::node("ra", &urls, &["--history"]).await;
+    let b = Relay::node("rb", &urls, &["--history"]).await;
+    for n in [&a, &b] {
+        n.wait_cluster(&["ra", "rb"], 1).await;
+    }
+    let port = a.port().to_string();
+    let client = Client::connect(config(&a, "rc").with_fast_reconnect_interval(MS(200))).unwrap();
+    let mut events = client.events();
+    wait_open(&mut events).await;
+    let joined = client.join("news").await.expect("joined");
+    assert!(!joined.recovered);
+    assert_eq!(joined.stream.as_deref(), Some("relay/news"));
+    let start = joined.position.expect("a position");
+    let mut sender = Raw::connect(&b, "rs").await;
+    let mut send = async |from: u64, to: u64| {
+        for n in from..=to {
+            let sent = sender
+                .request("room", json!({"room": "news", "data": n}))
+                .await;
+            assert_eq!(sent, json!({"ok": true}));
+        }
+    };
+    send(1, 20).await;
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.push(wait_app_event(&mut events, "msg").await);
+    }
+
+    a.kill();
+    send(21, 40).await;
+    let _a = Relay::node("ra", &urls, &["--history", "--port", &port]).await;
+    let mut recovered = None;
+    while got.len() < 40 || recovered.is_none() {
+        wait_event_within(&mut events, "msg or rejoin", 3 * STEP, |e| match e {
+            ClientEvent::Event { name, payload } if &**name == "msg" => {
+                got.push(payload.value());
+                Some(())
+            }
+            ClientEvent::Rejoin(info) => {
+                recovered = Some(info.recovered);
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+    assert_eq!(recovered, Some(true));
+    assert_eq!(got, (1..=40).map(|n| json!(n)).collect::<Vec<_>>());
+    let now = client.position("news").expect("a position");
+    assert_eq!(now.epoch, start.epoch);
+    assert_eq!(now.offset, start.offset + 40);
+    client.manual_close();
+}
