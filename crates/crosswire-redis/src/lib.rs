@@ -120,6 +120,24 @@
 //! `redundancy = 2` lossless and duplicate-free. The types are in
 //! `crosswire_protocol::envelope`.
 //!
+//! # History
+//! A room whose namespace keeps history (`ServerConfig::with_history`) is a Redis Stream
+//! `crosswire:ws:history:{<namespace>/<room>}` with a meta hash beside it (`…:meta`: the
+//! epoch and the last offset; the `{…}` hash tag keeps both in one Redis Cluster slot). Each
+//! message to it goes to the stream's *home*, the node rendezvous hashing picks for the stream
+//! among the healthy nodes (whatever the strategy, and never twice with redundancy 2: offsets
+//! come from one place), as one `EVALSHA` pipelined with the plain `PUBLISH`es: it takes the
+//! next offset, `XADD`s with `MAXLEN ~ <size>`, trims entries older than the window, renews the
+//! keys' expiry (the stream's after the window, the meta's after a day), and `PUBLISH`es
+//! `0xC1 <offset> ' ' <epoch> ' ' <envelope>` on the room's channel. `0xC1` begins no
+//! MessagePack value, so the subscriber tells positioned messages apart and hands them on with
+//! [`BrokerMessage::position`](crosswire_core::BrokerMessage) set. A missing meta hash (Redis
+//! restarted without persistence, or a stream quiet for a day) gets a new epoch, made from
+//! Redis's clock, so clients holding positions of the lost history are told they cannot
+//! recover. Reads (`Broker::read_stream`) run a second script on the home's publish
+//! connection. If the home dies, the stream's next messages go to the next node in rendezvous
+//! order, with an epoch of its own there.
+//!
 //! # Why redis-rs
 //! The client is [redis-rs](redis): its multiplexed connection gives pipelined publishing with
 //! connection and response timeouts, its URL parser covers `redis://`/`rediss://` with
@@ -135,8 +153,8 @@
 //! # Layout
 //! `config` (nodes, strategy, timings, errors), `broker` ([`RedisBroker`], publish routing and
 //! retry, the node table), `publisher` and `subscriber` (one task per connection),
-//! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder), `tls`
-//! ([`RedisTls`]).
+//! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder), `history` (the
+//! history scripts), `tls` ([`RedisTls`]).
 #![warn(missing_docs)]
 
 mod broker;

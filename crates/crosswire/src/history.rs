@@ -24,7 +24,7 @@
 //! ```
 //!
 //! # How it works
-//! - **Single node**: a [`MemoryHistory`] in the node. An emit takes the next offset, records
+//! - **Single node**: a [`MemoryHistory`](crosswire_core::history::MemoryHistory) in the node. An emit takes the next offset, records
 //!   the frame and delivers it under one lock, so offsets and delivery order agree.
 //! - **Cluster**: the broker keeps the history ([`Broker::publish_recorded`]: with Redis, a
 //!   Stream per room written by the same script that publishes). Every node, the sender
