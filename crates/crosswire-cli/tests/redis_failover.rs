@@ -558,3 +558,63 @@ async fn compressed_envelopes_between_nodes() {
         })
         .await;
 }
+
+/// A room's history lives on one Redis node (its home). The home hangs (SIGSTOP) while the
+/// room goes on: its messages move to the other Redis node. When the home comes back with
+/// its old history intact, a client holding a position of before must not recover from it
+/// (that history lacks what was sent meanwhile): the brokers bumped the home's generation
+/// on reconnecting, so the epoch differs and the client is told `recovered: false`. A
+/// client that followed along gets a position of the new epoch and recovers from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_home_that_hung_does_not_recover_positions_from_before() {
+    let names = ["hist-1", "hist-2"];
+    let (redis, n1, n2) = two_by_two(names, &["--history"]).await;
+    let urls = [redis[0].url(), redis[1].url()];
+    let home = affine_home(&urls, "crosswire:ws:history:{relay/h}").await;
+    let victim = usize::from(!home.ends_with(&format!(":{}", redis[0].port())));
+    let mut sender = Raw::connect(&n1, "hs").await;
+    let mut away = Raw::connect(&n2, "ha").await;
+    let joined = away.request("join", json!({"room": "h"})).await;
+    assert_eq!(joined["recovered"], json!(false), "{joined}");
+    send_acked(&mut sender, "h", 0..10, Duration::ZERO).await;
+    let mut last = Value::Null;
+    for _ in 0..10 {
+        last = away.recv_json().await;
+    }
+    let before = json!({"offset": last["offset"], "epoch": last["epoch"]});
+    drop(away);
+
+    let pid = redis_pid(redis[victim].port());
+    signal(pid, "STOP");
+    for n in [&n1, &n2] {
+        n.wait_health("the home hung", DETECTION_LIMIT, |_, body| {
+            body["broker"]["healthy_publishers"] == json!(1)
+        })
+        .await;
+    }
+    let mut follower = Raw::connect(&n2, "hf").await;
+    let joined = follower.request("join", json!({"room": "h"})).await;
+    assert_ne!(
+        joined["epoch"], before["epoch"],
+        "another node, another epoch"
+    );
+    send_acked(&mut sender, "h", 10..20, Duration::ZERO).await;
+    for _ in 10..20 {
+        follower.recv_json().await;
+    }
+    signal(pid, "CONT");
+    for n in [&n1, &n2] {
+        n.wait_health("the home back", CLUSTER_STEP, |_, body| {
+            body["broker"]["healthy_publishers"] == json!(2)
+        })
+        .await;
+    }
+    send_acked(&mut sender, "h", 20..21, Duration::ZERO).await;
+    let back = Raw::connect(&n1, "ha")
+        .await
+        .request("join", json!({"room": "h", "since": before}))
+        .await;
+    assert_eq!(back["recovered"], json!(false), "{back}");
+    assert_ne!(back["epoch"], before["epoch"], "{back}");
+    drop(redis);
+}

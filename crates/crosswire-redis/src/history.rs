@@ -16,6 +16,13 @@
 //! - **Read** (`EVALSHA` on the same connection): the epoch (created if missing, so a first
 //!   joiner gets the epoch later messages will carry), the last offset, and the entries after
 //!   the offset asked for — at most `max_len`, none older than the window.
+//!
+//! **Generations.** The epoch clients see is the stream's epoch and the Redis node's
+//! *generation* ([`GENERATION_KEY`]), `<epoch>.<generation>`. A broker whose publish
+//! connection to a node comes back after a loss bumps the generation before it publishes
+//! there again: while the node was away its streams' messages went to another node, so the
+//! history it still holds (it was frozen or cut off, not restarted) has a gap, and every
+//! position of before must fail to recover rather than skip what was sent elsewhere.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -28,6 +35,10 @@ use redis::aio::MultiplexedConnection;
 /// First byte of a positioned message.
 pub(crate) const MARKER: u8 = 0xC1;
 
+/// The Redis node's history generation (see the module docs); shared by every crosswire
+/// cluster on that Redis.
+pub const GENERATION_KEY: &str = "crosswire:history:generation";
+
 /// Makes the epoch when the meta hash has none (shared by both scripts).
 const ENSURE_EPOCH: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
@@ -37,9 +48,10 @@ if not epoch then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
 end
+local shown = epoch .. '.' .. (redis.call('GET', KEYS[3]) or '0')
 ";
 
-/// KEYS: stream, meta. ARGV: channel, payload, max_len, ttl_ms, meta_ttl_ms.
+/// KEYS: stream, meta, generation. ARGV: channel, payload, max_len, ttl_ms, meta_ttl_ms.
 static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&format!(
         r"{ENSURE_EPOCH}
@@ -50,13 +62,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', now - tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[1], string.char(193) .. offset .. ' ' .. epoch .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[1], string.char(193) .. offset .. ' ' .. shown .. ' ' .. ARGV[2])
 return offset
 "
     ))
 });
 
-/// KEYS: stream, meta. ARGV: since (-1: none), max_len, ttl_ms, meta_ttl_ms.
+/// KEYS: stream, meta, generation. ARGV: since (-1: none), max_len, ttl_ms, meta_ttl_ms.
 /// Returns `{epoch, top, o1, d1, o2, d2, …}`, oldest first.
 static READ: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&format!(
@@ -64,7 +76,7 @@ static READ: LazyLock<redis::Script> = LazyLock::new(|| {
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 local top = tonumber(redis.call('HGET', KEYS[2], 'o'))
 local since = tonumber(ARGV[1])
-local out = {{epoch, tostring(top)}}
+local out = {{shown, tostring(top)}}
 local want = top - since
 if since < 0 or want <= 0 or want > tonumber(ARGV[2]) then
   return out
@@ -105,6 +117,17 @@ pub(crate) async fn load_scripts(connection: &mut MultiplexedConnection) -> redi
     Ok(())
 }
 
+/// Starts a new generation on a node this broker's publish connection came back to.
+pub(crate) async fn bump_generation(
+    connection: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    redis::cmd("INCR")
+        .arg(GENERATION_KEY)
+        .query_async::<i64>(connection)
+        .await
+        .map(drop)
+}
+
 /// Adds a recorded publish to a pipeline.
 pub(crate) fn add_publish(
     pipe: &mut redis::Pipeline,
@@ -115,9 +138,10 @@ pub(crate) fn add_publish(
 ) {
     pipe.cmd("EVALSHA")
         .arg(PUBLISH.get_hash())
-        .arg(2)
+        .arg(3)
         .arg(stream)
         .arg(meta_key(stream))
+        .arg(GENERATION_KEY)
         .arg(channel.as_bytes())
         .arg(payload)
         .arg(retention.max_len)
@@ -137,6 +161,7 @@ pub(crate) async fn read(
     let reply: Vec<Vec<u8>> = READ
         .key(stream)
         .key(meta_key(stream))
+        .key(GENERATION_KEY)
         .arg(since_arg.to_string())
         .arg(retention.max_len)
         .arg(millis(retention.ttl))

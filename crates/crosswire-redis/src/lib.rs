@@ -136,7 +136,12 @@
 //! Redis's clock, so clients holding positions of the lost history are told they cannot
 //! recover. Reads (`Broker::read_stream`) run a second script on the home's publish
 //! connection. If the home dies, the stream's next messages go to the next node in rendezvous
-//! order, with an epoch of its own there.
+//! order, with an epoch of its own there. The epoch clients see also names the Redis node's
+//! generation ([`GENERATION_KEY`]), which a broker bumps whenever its publish connection to
+//! that node comes back after a loss: a node that was frozen or cut off (not restarted) still
+//! holds its old history, but the messages sent meanwhile went elsewhere, so no position of
+//! before may recover from it. (A node cut off from only some crosswire nodes while others
+//! kept publishing to it is a split brain this cannot see.)
 //!
 //! # Why redis-rs
 //! The client is [redis-rs](redis): its multiplexed connection gives pipelined publishing with
@@ -171,6 +176,7 @@ mod tls;
 pub use broker::{AddNodeError, RedisBroker};
 pub use config::{ConfigError, PublishStrategy, RedisConfig, RedisNodeConfig};
 pub use health::{HealthCallback, HealthEvent, HealthEventKind, NodeStatus, Role};
+pub use history::GENERATION_KEY;
 pub use tls::{ClientCertificate, RedisTls};
 
 /// The per-input check run by the `resp` fuzz target (`fuzz/` at the repository root) and by

@@ -23,7 +23,7 @@ pub(crate) async fn run(
     let mut ever_up = false;
     let mut down_reported = false;
     loop {
-        match connect(&shared, &node).await {
+        match connect(&shared, &node, ever_up).await {
             Ok(mut connection) => {
                 delay = config.reconnect_delay;
                 node.publisher_healthy.store(true, Ordering::Release);
@@ -73,8 +73,13 @@ pub(crate) async fn run(
     }
 }
 
-/// Connects and checks the connection with a PING.
-async fn connect(shared: &Shared, node: &Node) -> Result<MultiplexedConnection, String> {
+/// Connects, checks the connection with a PING and loads the history scripts; on a
+/// reconnect (`again`), starts a new history generation before anything is published there.
+async fn connect(
+    shared: &Shared,
+    node: &Node,
+    again: bool,
+) -> Result<MultiplexedConnection, String> {
     let config = &shared.config;
     let client = client(shared, node).map_err(|e| e.to_string())?;
     let settings = AsyncConnectionConfig::new()
@@ -97,6 +102,15 @@ async fn connect(shared: &Shared, node: &Node) -> Result<MultiplexedConnection, 
     .await
     .map_err(|_| "SCRIPT LOAD timed out".to_string())?
     .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
+    if again {
+        timeout(
+            config.command_timeout,
+            crate::history::bump_generation(&mut connection),
+        )
+        .await
+        .map_err(|_| "INCR of the history generation timed out".to_string())?
+        .map_err(|e| format!("INCR of the history generation: {e}"))?;
+    }
     Ok(connection)
 }
 
