@@ -58,10 +58,11 @@ struct ServeArgs {
     /// dies takes its members with it). Each join and leave is then published to every node.
     #[arg(long, env = "CROSSWIRE_PRESENCE")]
     presence: bool,
-    /// Keep a history of the relay's rooms, so a client that comes back (to any node) gets
-    /// what it missed: events carry `stream`/`offset`/`epoch`, and `join` takes
-    /// `{"room", "since"}` (docs/PROTOCOL.md, "History and recovery"). In memory on a single
-    /// node, in Redis Streams with --redis.
+    /// Keep a history of the relay's rooms and of what is sent to each id, so a client that
+    /// comes back (to any node) gets what it missed: events carry `stream`/`offset`/`epoch`,
+    /// `join` takes `{"room", "since"}`, and a connection may give `offset` and `epoch` of its
+    /// id's stream in its query (docs/PROTOCOL.md, "History and recovery"). In memory on a
+    /// single node, in Redis Streams with --redis.
     #[arg(long, env = "CROSSWIRE_HISTORY")]
     history: bool,
     /// With --history: messages kept per room.
@@ -412,7 +413,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.history {
         let window = Retention::new(args.history_size, Duration::from_secs(args.history_ttl));
-        config = config.with_history(crosswire_cli::relay::NAMESPACE, window);
+        config = config
+            .with_history(crosswire_cli::relay::NAMESPACE, window)
+            .with_id_history(window);
     }
     let server = if args.redis.is_empty() {
         Server::new(config)?

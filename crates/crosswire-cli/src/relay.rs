@@ -6,7 +6,10 @@
 //!   `{"ok": true}`. With history on (`crosswire serve --history`), `join` takes
 //!   `{"room", "since": {"offset", "epoch"}}`: the messages missed since that position are sent
 //!   first, in order, and the reply is `{"ok": true, "stream", "offset", "epoch",
-//!   "recovered"}` (see "History and recovery" in docs/PROTOCOL.md);
+//!   "recovered"}` (see "History and recovery" in docs/PROTOCOL.md). The messages sent to
+//!   an id are kept too: a client that connects with `offset` and `epoch` in its query (the
+//!   last position it saw of its stream `@<id>`) gets what was sent to it meanwhile, then
+//!   event `recovered` `{"stream", "offset", "epoch", "recovered"}`;
 //! - `echo <any>`: replies with the same payload;
 //! - `room {"room", "data"}`: event `msg` with `data` to every member of the room on every
 //!   node; `all {"data"}`: to every socket; `to {"id", "data"}`: to one client; `ids {"ids",
@@ -97,9 +100,48 @@ fn relay<'a, T: Deserialize<'a>>(payload: &'a Payload, f: impl FnOnce(T)) -> Ack
 }
 
 fn bind_from_query(_: Connection, server: Server, socket: Socket) {
-    match socket.query("id") {
-        Some(id) if !id.is_empty() => server.bind(id, &socket),
-        _ => socket.close(crosswire::close_code::AUTH_FAILED, "id required"),
+    let Some(id) = socket.query("id").filter(|id| !id.is_empty()) else {
+        socket.close(crosswire::close_code::AUTH_FAILED, "id required");
+        return;
+    };
+    if server.id_history_window().is_none() {
+        server.bind(id, &socket);
+        return;
+    }
+    let since = match (socket.query("offset"), socket.query("epoch")) {
+        (Some(offset), Some(epoch)) => offset
+            .parse()
+            .ok()
+            .map(|offset| crosswire::Position::new(offset, epoch)),
+        _ => None,
+    };
+    let recovering = server.bind_recovering(id, &socket, since);
+    tokio::spawn(async move {
+        if let Ok(r) = recovering.await {
+            let _ = socket.emit("recovered", &Recovered::from(r));
+        }
+    });
+}
+
+/// Event `recovered`, sent once the messages missed by a returning id were queued.
+#[derive(Serialize)]
+struct Recovered {
+    stream: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
+    recovered: bool,
+}
+
+impl From<crosswire::Recovery> for Recovered {
+    fn from(r: crosswire::Recovery) -> Self {
+        Self {
+            stream: r.stream,
+            offset: r.position.as_ref().map(|p| p.offset),
+            epoch: r.position.map(|p| p.epoch.to_string()),
+            recovered: r.recovered,
+        }
     }
 }
 
@@ -124,12 +166,8 @@ struct Since {
 enum Joined {
     Joined {
         ok: bool,
-        stream: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<String>,
-        recovered: bool,
+        #[serde(flatten)]
+        position: Recovered,
     },
     Refused(Answer),
 }
@@ -156,10 +194,7 @@ async fn join_recovering(server: Server, socket: Socket, payload: Payload) -> Ac
     match server.join_recovering(&room, &id, since).await {
         Ok(r) => Ack(Joined::Joined {
             ok: true,
-            stream: r.stream,
-            offset: r.position.as_ref().map(|p| p.offset),
-            epoch: r.position.map(|p| p.epoch.to_string()),
-            recovered: r.recovered,
+            position: Recovered::from(r),
         }),
         Err(e) => refused(e.to_string()),
     }

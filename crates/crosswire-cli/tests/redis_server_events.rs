@@ -183,6 +183,23 @@ async fn a_client_back_on_another_node_recovers_what_it_missed_over_redis() {
     .await;
 }
 
+/// Recovery of the messages sent to an id over Redis: away two seconds, back on another
+/// node with its position in the query, every message once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_another_node_gets_what_was_sent_to_its_id_over_redis() {
+    let redis = redis();
+    let urls = [redis.url()];
+    cluster_suite::id_recovery_across_nodes(|name| {
+        let broker = RedisBroker::new(RedisConfig::from_urls(urls.clone()).expect("redis urls"))
+            .expect("broker");
+        Server::builder(cluster_suite::history_config(name))
+            .broker(Arc::new(broker))
+            .build()
+            .expect("valid config")
+    })
+    .await;
+}
+
 /// Presence over Redis: joins, leaves, a closed socket, a late node, and a node that dies
 /// without a word (its broker and tasks dropped), whose members leave within its TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -509,12 +509,12 @@ pub const HISTORY_NAMESPACE: &str = "hist";
 pub const HISTORY_LEN: usize = 2_000;
 
 /// [`node_config`] with a history of [`HISTORY_LEN`] messages (2 minutes) for the rooms of
-/// [`HISTORY_NAMESPACE`].
+/// [`HISTORY_NAMESPACE`] and for the messages sent to ids.
 pub fn history_config(name: &str) -> ServerConfig {
-    node_config(name).with_history(
-        HISTORY_NAMESPACE,
-        crosswire::Retention::new(HISTORY_LEN, Duration::from_secs(120)),
-    )
+    let window = crosswire::Retention::new(HISTORY_LEN, Duration::from_secs(120));
+    node_config(name)
+        .with_history(HISTORY_NAMESPACE, window)
+        .with_id_history(window)
 }
 
 /// One `msg` event of a recorded room as a client got it: its payload (a number) and place.
@@ -715,5 +715,104 @@ async fn joins_during_a_flood(
             "round {round}: nothing skipped after {at}: {first}"
         );
         assert_eq!(got.last().map(|p| p.n), Some(from + 999), "round {round}");
+    }
+}
+
+/// Binds every socket of `server` to its `?id=` with [`Server::bind_recovering`], from the
+/// position in its `offset` and `epoch` query parameters when given; each outcome goes to the
+/// returned channel.
+pub fn bind_recovering_from_query(
+    server: &Server,
+) -> tokio::sync::mpsc::UnboundedReceiver<crosswire::Recovery> {
+    use crosswire::system::Connection;
+    use crosswire::Socket;
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    server.on_system(move |_: Connection, server: Server, socket: Socket| {
+        let id = socket.query("id").unwrap_or_default().to_string();
+        let since = match (socket.query("offset"), socket.query("epoch")) {
+            (Some(o), Some(e)) => o.parse().ok().map(|o| crosswire::Position::new(o, e)),
+            _ => None,
+        };
+        let recovering = server.bind_recovering(&id, &socket, since);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(recovering.await.expect("ids keep history"));
+        });
+    });
+    rx
+}
+
+/// Sends `msg` `from..=to` to `id` from `server`, one every `every`.
+fn send_numbers_to(
+    server: &Server,
+    id: &str,
+    from: u64,
+    to: u64,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (server, id) = (server.clone(), id.to_string());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        for n in from..=to {
+            tick.tick().await;
+            server.to(id.as_str()).emit("msg", &n).expect("emit");
+        }
+    })
+}
+
+/// Recovery of the messages sent to an id, across nodes made by `make` (from
+/// [`history_config`]): a client bound on `a` gets 1,000 messages sent to its id from `b`
+/// over about three seconds; it loses its connection for two seconds, comes back on `c`
+/// with the last position it saw (in its query), and ends with every message exactly once
+/// and in order (`recovered: true`).
+pub async fn id_recovery_across_nodes(make: impl Fn(&str) -> Server) {
+    let (a, b, c) = (make("a"), make("b"), make("c"));
+    wait_nodes(&[&a, &b, &c], &["a", "b", "c"]).await;
+    let (mut bound_a, mut bound_c) = (
+        bind_recovering_from_query(&a),
+        bind_recovering_from_query(&c),
+    );
+    let (addr_a, addr_c) = (serve_on_free_port(&a).await, serve_on_free_port(&c).await);
+    let mut x = RawClient::connect(addr_a, "/?id=u").await.expect("connect");
+    let first = crate::recv_within(&mut bound_a, WAIT).await.expect("bound");
+    assert_eq!(first.stream, "@u");
+    assert!(!first.recovered);
+    let start = first.position.expect("a position");
+
+    let sender = send_numbers_to(&b, "u", 1, 1000, Duration::from_millis(3));
+    let before = read_positioned(&mut x, 300).await;
+    assert!(
+        before.len() >= 300,
+        "got {} of 300 before the outage",
+        before.len()
+    );
+    drop(x);
+    let away = tokio::time::Instant::now();
+    assert!(wait_until(WAIT, || a.socket("u").is_none()).await);
+    tokio::time::sleep_until(away + Duration::from_secs(2)).await;
+    let last = before.last().expect("one").position.clone();
+    let target = format!("/?id=u&offset={}&epoch={}", last.offset, last.epoch);
+    let mut x = RawClient::connect(addr_c, &target)
+        .await
+        .expect("reconnect");
+    let back = crate::recv_within(&mut bound_c, WAIT).await.expect("bound");
+    assert!(back.recovered, "{back:?}");
+    assert!(back.replayed > 0, "{back:?}");
+    let after = read_positioned(&mut x, 1000).await;
+    sender.await.expect("sender");
+    let all: Vec<&Positioned> = before.iter().chain(&after).collect();
+    let numbers: Vec<u64> = all.iter().map(|p| p.n).collect();
+    assert_eq!(
+        numbers,
+        (1..=1000).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
+    for (i, p) in all.iter().enumerate() {
+        assert_eq!(
+            p.position.offset,
+            start.offset + 1 + i as u64,
+            "offsets without a gap"
+        );
     }
 }

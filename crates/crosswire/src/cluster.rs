@@ -278,20 +278,24 @@ impl Cluster {
         stats.remote_deliveries = self.deliveries.load(Ordering::Relaxed);
     }
 
-    /// Publishes a delivery to a room that keeps history: appended to stream `key` and
-    /// published by the broker in one step, and delivered by every node (this one too) when it
-    /// comes back with its position.
+    /// Publishes a recorded delivery (to a room, or to one id; `here` when that id is bound
+    /// on this node): appended to stream `key` and published by the broker in one step, and
+    /// delivered by every node that receives it (this one too) when it comes back with its
+    /// position.
     pub(crate) fn publish_recorded(
         &self,
         target: Target,
         frame: Bytes,
         key: String,
         window: Retention,
+        here: bool,
     ) {
-        let Target::Room { namespace, .. } = &target else {
-            return;
+        let channel: Arc<str> = match &target {
+            Target::Room { namespace, .. } => Arc::from(self.channels.room(namespace)),
+            Target::Id(_) if here => self.channels.ws_node(&self.node),
+            Target::Id(id) => self.node_channel(self.location(id)),
+            Target::Ids(_) | Target::All { .. } => return,
         };
-        let channel: Arc<str> = Arc::from(self.channels.room(namespace));
         if let Some(bytes) = self.envelope(Body::Deliver { target, frame }) {
             self.queue(Outgoing::PublishRecorded(channel, key, bytes, window));
         }
@@ -368,7 +372,7 @@ impl Cluster {
     }
 
     /// The channel reaching a node's sockets, or every node when the node is unknown.
-    fn node_channel(&self, node: Option<Arc<str>>) -> Arc<str> {
+    pub(crate) fn node_channel(&self, node: Option<Arc<str>>) -> Arc<str> {
         match node {
             Some(node) => self.channels.ws_node(&node),
             None => Arc::clone(&self.channels.ws_all),

@@ -50,6 +50,7 @@ pub struct ServerConfig {
     pub(crate) preset_namespaces: Vec<String>,
     pub(crate) presence: Vec<String>,
     pub(crate) history: std::collections::HashMap<String, crosswire_core::Retention>,
+    pub(crate) id_history: Option<crosswire_core::Retention>,
     pub(crate) auto_unsubscribe: bool,
     pub(crate) lowercase_param_keys: bool,
     pub(crate) strip_leading_slash: bool,
@@ -86,6 +87,7 @@ impl Default for ServerConfig {
             preset_namespaces: Vec::new(),
             presence: Vec::new(),
             history: std::collections::HashMap::new(),
+            id_history: None,
             auto_unsubscribe: true,
             lowercase_param_keys: false,
             strip_leading_slash: true,
@@ -245,6 +247,15 @@ impl ServerConfig {
         window: crosswire_core::Retention,
     ) -> Self {
         self.history.insert(namespace.into(), window);
+        self
+    }
+
+    /// Keeps a history of the events sent to each id (`Server::to`, and each id of
+    /// `Server::to_ids`), within `window`: every such event carries its position in the id's
+    /// stream `@<id>`, and a client that comes back is bound with
+    /// [`crate::Server::bind_recovering`] and gets what was sent to it meanwhile. Default: off.
+    pub fn with_id_history(mut self, window: crosswire_core::Retention) -> Self {
+        self.id_history = Some(window);
         self
     }
 

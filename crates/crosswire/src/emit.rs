@@ -190,7 +190,7 @@ impl<K> Emit<'_, K> {
         if self.local {
             return self.send_frame(frame);
         }
-        let Some(window) = self.server.recorded_room(&self.target) else {
+        let Some(window) = self.server.recorded(&self.target) else {
             return self.send_frame(frame);
         };
         if self.server.is_shutting_down() {

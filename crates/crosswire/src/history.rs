@@ -49,8 +49,10 @@ use crosswire_protocol::frame;
 
 use crate::node::Server;
 use crate::rooms::Room;
+use crate::socket::Socket;
 use crate::streams::{
-    skips, stream_name, take_pending, Floor, History, Pending, Recorded, FLOOR_TTL,
+    id_stream, skips, stream_name, stream_of, take_pending, Floor, History, Pending, Recorded,
+    FLOOR_TTL,
 };
 use crate::sync::lock;
 
@@ -58,7 +60,8 @@ use crate::sync::lock;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// The stream's name as clients see it: `<namespace>/<room>`.
+    /// The stream's name as clients see it: `<namespace>/<room>` for a room, `@<id>` for the
+    /// messages sent to an id.
     pub stream: String,
     /// The stream's position as of the last message queued to the client (`None` when the
     /// history could not be read: the room was joined without it).
@@ -74,8 +77,9 @@ pub struct Recovery {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HistoryError {
-    /// The room's namespace keeps no history ([`crate::ServerConfig::with_history`]).
-    #[error("namespace {0:?} keeps no history")]
+    /// The room's namespace (or, for [`Server::bind_recovering`], ids) keeps no history
+    /// ([`crate::ServerConfig::with_history`], [`crate::ServerConfig::with_id_history`]).
+    #[error("{0:?} keeps no history")]
     NotRecorded(String),
 }
 
@@ -90,35 +94,51 @@ impl Server {
         self.history().window(namespace)
     }
 
-    /// The recorded room a send to `target` goes to, with its window, if it is one.
-    pub(crate) fn recorded_room(&self, target: &Target) -> Option<Retention> {
-        match target {
-            Target::Room { namespace, .. } if self.history().is_on() => {
-                self.history().window(namespace)
-            }
-            _ => None,
-        }
+    /// The history window of the messages sent to ids, if they keep history
+    /// ([`crate::ServerConfig::with_id_history`]).
+    pub fn id_history_window(&self) -> Option<Retention> {
+        self.history().id_window()
     }
 
-    /// Sends an event frame to a recorded room: on a single node, records and delivers it;
-    /// in a cluster, hands it to the broker, and it is delivered (here too) when it comes back
-    /// with its position. Returns the room's local member count.
+    /// The window of a send to `target`, if it is recorded.
+    pub(crate) fn recorded(&self, target: &Target) -> Option<Retention> {
+        if !self.history().is_on() {
+            return None;
+        }
+        self.history().window_of(target)
+    }
+
+    /// Sends an event frame to a recorded target (a room, an id, or each of a list of ids,
+    /// one stream each): on a single node, records and delivers it; in a cluster, hands it to
+    /// the broker, and it is delivered (here too) when it comes back with its position.
+    /// Returns how many local sockets it is for.
     pub(crate) fn send_recorded(&self, target: Target, frame: Bytes, window: Retention) -> usize {
-        let Target::Room {
-            namespace, room, ..
-        } = &target
-        else {
-            return 0;
+        let (stream, here) = match &target {
+            Target::Room {
+                namespace, room, ..
+            } => {
+                let members = self
+                    .read_registry()
+                    .room_members(namespace, room)
+                    .map_or(0, |m| m.len());
+                (stream_name(namespace, room), members)
+            }
+            Target::Id(id) => (
+                id_stream(id),
+                usize::from(self.read_registry().get(id).is_some()),
+            ),
+            Target::Ids(ids) => {
+                return ids
+                    .iter()
+                    .map(|id| self.send_recorded(Target::Id(id.clone()), frame.clone(), window))
+                    .sum();
+            }
+            Target::All { .. } => return self.deliver_local(&target, &frame),
         };
-        let stream = stream_name(namespace, room);
         if let Some(cluster) = &self.inner.cluster {
-            let members = self
-                .read_registry()
-                .room_members(namespace, room)
-                .map_or(0, |m| m.len());
             let key = self.history().key(&stream);
-            cluster.publish_recorded(target, frame, key, window);
-            return members;
+            cluster.publish_recorded(target, frame, key, window, here > 0);
+            return here;
         }
         let Some(local) = &self.history().local else {
             return 0;
@@ -161,22 +181,24 @@ impl Server {
             return self.deliver_local(target, &positioned);
         }
         let mut target = target.clone();
-        if let Target::Room { except, .. } = &mut target {
-            except.extend(seen);
+        match &mut target {
+            Target::Room { except, .. } | Target::All { except } => except.extend(seen),
+            Target::Id(id) if seen.contains(id) => return 0,
+            Target::Ids(ids) => ids.retain(|id| !seen.contains(id)),
+            Target::Id(_) => {}
         }
         self.deliver_local(&target, &positioned)
     }
 
     /// A recorded message from the broker, with its position.
     pub(crate) fn deliver_from_broker(&self, target: &Target, frame: &Bytes, position: &Position) {
-        if let Target::Room {
-            namespace, room, ..
-        } = target
-        {
-            let stream = stream_name(namespace, room);
-            self.deliver_positioned(&stream, target, frame, position);
-        } else {
-            self.deliver_local(target, frame);
+        match stream_of(target) {
+            Some(stream) => {
+                self.deliver_positioned(&stream, target, frame, position);
+            }
+            None => {
+                self.deliver_local(target, frame);
+            }
         }
     }
 
@@ -205,9 +227,40 @@ impl Server {
         }
         self.add_pending(&stream, &id);
         let read = self.read_history(&stream, since.as_ref(), window).await;
-        let recovery = self.finish_recovery(room, &stream, &id, since.as_ref(), read);
+        let recovery = self.finish_recovery(Some(room), &stream, &id, since.as_ref(), read);
         self.count_recovery(&recovery, since.is_some());
         Ok(recovery)
+    }
+
+    /// Binds `id` to `socket` (like [`Server::bind`]) when ids keep history
+    /// ([`crate::ServerConfig::with_id_history`]), and queues to the socket the messages sent
+    /// to `id` that it missed since `since`, the last position it saw of its stream
+    /// (`@<id>`); live messages to `id` follow, with no gap and no duplicate.
+    ///
+    /// The bind happens at once, when this is called (a connection handler may call it and
+    /// spawn the rest); the returned future reads the history and queues what was missed. With
+    /// `since` `None` nothing is replayed and the result tells the position to come back with.
+    pub fn bind_recovering(
+        &self,
+        id: &str,
+        socket: &Socket,
+        since: Option<Position>,
+    ) -> impl std::future::Future<Output = Result<Recovery, HistoryError>> + Send + 'static {
+        let server = self.clone();
+        let id: Arc<str> = Arc::from(id);
+        let stream: Arc<str> = Arc::from(id_stream(&id));
+        let window = self.history().id_window();
+        if window.is_some() {
+            self.add_pending(&stream, &id);
+        }
+        self.bind(&id, socket);
+        async move {
+            let window = window.ok_or_else(|| HistoryError::NotRecorded("ids".to_string()))?;
+            let read = server.read_history(&stream, since.as_ref(), window).await;
+            let recovery = server.finish_recovery(None, &stream, &id, since.as_ref(), read);
+            server.count_recovery(&recovery, since.is_some());
+            Ok(recovery)
+        }
     }
 
     fn add_pending(&self, stream: &Arc<str>, id: &Arc<str>) {
@@ -259,10 +312,11 @@ impl Server {
         }
     }
 
-    /// Queues the missed and the kept messages and joins, under the pending lock.
+    /// Queues the missed and the kept messages and joins `room` (if given), under the
+    /// pending lock.
     fn finish_recovery(
         &self,
-        room: &Room,
+        room: Option<&Room>,
         stream: &Arc<str>,
         id: &Arc<str>,
         since: Option<&Position>,
@@ -321,10 +375,13 @@ impl Server {
         if waiting.is_empty() {
             pending.remove(stream);
         }
-        let changes =
-            self.change_rooms_locked(|registry| [registry.join(room.namespace(), room.id(), id)]);
+        let changes = room.map(|room| {
+            self.change_rooms_locked(|registry| [registry.join(room.namespace(), room.id(), id)])
+        });
         drop(pending);
-        self.rooms_changed(changes);
+        if let Some(changes) = changes {
+            self.rooms_changed(changes);
+        }
         Recovery {
             stream: stream.to_string(),
             position: last,

@@ -110,6 +110,7 @@ impl ServerBuilder {
         let preset: HashSet<String> = config.preset_namespaces.iter().cloned().collect();
         let history = crate::streams::History::new(
             config.history.clone(),
+            config.id_history,
             self.broker.is_some(),
             &config.ws_channel_prefix,
         );

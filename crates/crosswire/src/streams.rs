@@ -1,6 +1,6 @@
-//! The state behind recorded rooms (see [`crate::history`]): the history windows per
-//! namespace, the in-memory history of a node without a broker, and the recoveries in
-//! progress per stream, with what live delivery must do for them.
+//! The state behind recorded streams (see [`crate::history`]): the history windows per
+//! namespace and for ids, the in-memory history of a node without a broker, and the
+//! recoveries in progress per stream, with what live delivery must do for them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,21 +56,23 @@ impl Waiting {
     }
 
     /// Keeps a copy of a live message for each pending recovery it is for, and returns the
-    /// ids that had it in their history read already.
+    /// ids it must not be sent to now: those still recovering (they get the copy), and those
+    /// that had it in their history read already.
     pub(crate) fn see(
         &mut self,
         target: &Target,
         position: &Position,
         frame: &Bytes,
     ) -> Vec<String> {
-        for p in self.pending.iter_mut().filter(|p| !skips(target, &p.id)) {
+        let mut seen = Vec::new();
+        for p in self.pending.iter_mut().filter(|p| reaches(target, &p.id)) {
             if p.kept.len() < PENDING_LIMIT {
                 p.kept.push((position.clone(), frame.clone()));
             } else {
                 p.overflowed = true;
             }
+            seen.push(p.id.to_string());
         }
-        let mut seen = Vec::new();
         self.floors.retain(|f| {
             let behind = f.position.epoch == position.epoch && position.offset <= f.position.offset;
             if behind {
@@ -85,6 +87,8 @@ impl Waiting {
 /// The node's history part.
 pub(crate) struct History {
     windows: HashMap<String, Retention>,
+    /// The window of the messages sent to ids, when they keep history.
+    ids: Option<Retention>,
     /// The history itself, on a node without a broker.
     pub(crate) local: Option<Mutex<MemoryHistory<Recorded>>>,
     /// Recoveries in progress by stream. Live delivery of a recorded message happens under
@@ -97,12 +101,15 @@ pub(crate) struct History {
 impl History {
     pub(crate) fn new(
         windows: HashMap<String, Retention>,
+        ids: Option<Retention>,
         clustered: bool,
         ws_prefix: &str,
     ) -> Self {
-        let local = (!clustered && !windows.is_empty()).then(|| Mutex::new(MemoryHistory::new()));
+        let on = !windows.is_empty() || ids.is_some();
+        let local = (!clustered && on).then(|| Mutex::new(MemoryHistory::new()));
         Self {
             windows,
+            ids,
             local,
             pending: Mutex::new(HashMap::new()),
             key_prefix: format!("{ws_prefix}:history:"),
@@ -114,9 +121,24 @@ impl History {
         self.windows.get(namespace).copied()
     }
 
-    /// Whether any namespace keeps history.
+    /// The window of the messages sent to ids, if they keep history.
+    pub(crate) fn id_window(&self) -> Option<Retention> {
+        self.ids
+    }
+
+    /// Whether anything keeps history.
     pub(crate) fn is_on(&self) -> bool {
-        !self.windows.is_empty()
+        !self.windows.is_empty() || self.ids.is_some()
+    }
+
+    /// The window of a send to `target`, if it is recorded: a room of a namespace with
+    /// history, or ids when they keep history (never everyone).
+    pub(crate) fn window_of(&self, target: &Target) -> Option<Retention> {
+        match target {
+            Target::Room { namespace, .. } => self.window(namespace),
+            Target::Id(_) | Target::Ids(_) => self.ids,
+            Target::All { .. } => None,
+        }
     }
 
     /// The broker key of a stream (a hash tag keeps its keys in one Redis Cluster slot).
@@ -130,11 +152,36 @@ pub(crate) fn stream_name(namespace: &str, room: &str) -> String {
     format!("{namespace}/{room}")
 }
 
+/// The stream name of the messages sent to an id.
+pub(crate) fn id_stream(id: &str) -> String {
+    format!("@{id}")
+}
+
+/// The stream a recorded delivery to `target` belongs to (rooms and single ids).
+pub(crate) fn stream_of(target: &Target) -> Option<String> {
+    match target {
+        Target::Room {
+            namespace, room, ..
+        } => Some(stream_name(namespace, room)),
+        Target::Id(id) => Some(id_stream(id)),
+        _ => None,
+    }
+}
+
 /// Whether a delivery to `target` skips `id`.
 pub(crate) fn skips(target: &Target, id: &str) -> bool {
     match target {
         Target::Room { except, .. } | Target::All { except } => except.iter().any(|e| e == id),
         _ => false,
+    }
+}
+
+/// Whether a recorded delivery to `target` is for `id` (a room's member, or the id itself).
+fn reaches(target: &Target, id: &str) -> bool {
+    match target {
+        Target::Id(to) => to == id,
+        Target::Ids(to) => to.iter().any(|t| t == id),
+        other => !skips(other, id),
     }
 }
 

@@ -315,3 +315,12 @@ async fn a_client_back_on_another_node_recovers_what_it_missed() {
     cluster_suite::recovery_across_nodes(|name| node(&hub, cluster_suite::history_config(name)))
         .await;
 }
+
+/// Recovery of the messages sent to an id over the in-process hub: away two seconds, back
+/// on another node with its position in the query, every message once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_another_node_gets_what_was_sent_to_its_id() {
+    let hub = MemoryHub::new();
+    cluster_suite::id_recovery_across_nodes(|name| node(&hub, cluster_suite::history_config(name)))
+        .await;
+}
