@@ -140,6 +140,7 @@ export class WebSocketConnector {
     this._nextId = 0;
     this._rooms = new Map(); // joined room -> its stream (null: the server keeps no history)
     this._positions = new Map(); // stream -> { offset, epoch }, the last seen
+    this._idStream = null; // the stream of the messages sent to this client's id (`@<id>`)
     this._joining = new Map(); // room -> token of the latest join() waiting for its reply
     this._repeat = 0; // reconnect attempts since the last open
     this._scheduled = false; // a reconnect is scheduled or its attempt is running
@@ -351,7 +352,7 @@ export class WebSocketConnector {
     if (this._stopped) return;
     let ws;
     try {
-      ws = new this._Impl(this.url);
+      ws = new this._Impl(this._dialUrl());
     } catch (e) {
       this._emit('error', e);
       this._schedule();
@@ -583,9 +584,21 @@ export class WebSocketConnector {
     this._track(positionOf(reply));
   }
 
+  /**
+   * The URL to dial: `url`, plus the position of this client's id stream (`@<id>`) once one
+   * was seen, so that the server sends what was sent to the id meanwhile.
+   */
+  _dialUrl() {
+    const at = this._idStream && this._positions.get(this._idStream);
+    if (!at) return this.url;
+    const params = Object.assign({}, this.options.customParams, { offset: at.offset, epoch: at.epoch });
+    return buildUrl(this.options.url, params);
+  }
+
   /** Keeps `at` as its stream's position if it is newer: another epoch, or a greater offset. */
   _track(at) {
     if (!at) return;
+    if (at.stream.startsWith('@')) this._idStream = at.stream;
     const known = this._positions.get(at.stream);
     if (!known || known.epoch !== at.epoch || at.offset > known.offset) {
       this._positions.set(at.stream, { offset: at.offset, epoch: at.epoch });
@@ -633,6 +646,8 @@ export class WebSocketConnector {
     }
     const position = positionOf(frame);
     this._track(position);
+    // The server's report on the id stream after a connect: where this client now is.
+    if (frame.event === 'recovered') this._track(positionOf(payload));
     const ackId = frame.ackId;
     const handler = ackId != null && this._requests[frame.event];
     if (handler) {

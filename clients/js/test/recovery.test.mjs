@@ -74,3 +74,39 @@ test('a broken connection re-joins with its position and recovers what it missed
   for (let i = 1; i < offsets.length; i++) assert.equal(offsets[i], offsets[i - 1] + 1);
   assert.deepEqual(reader.position('r'), { offset: got[100].position.offset, epoch: got[100].position.epoch });
 });
+
+test('what is sent to the id while the connection is broken arrives after the reconnect', async () => {
+  const id = `direct-${process.pid}`;
+  const reader = connect(id);
+  const writer = connect(`direct-writer-${process.pid}`);
+  // The first connection's report: where the id's stream is.
+  const first = next(reader, 'recovered');
+  await Promise.all([next(reader, 'open'), next(writer, 'open')]);
+  assert.equal((await first).stream, `@${id}`);
+  const got = [];
+  reader.on('msg', (n) => got.push(n));
+  const send = async (from, to) => {
+    for (let n = from; n <= to; n++) await writer.emitWithPromise('to', { id, data: n });
+  };
+  await send(1, 20);
+  await within(
+    (async () => {
+      while (got.length < 20) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    STEP,
+    'the first 20 messages'
+  );
+  const back = next(reader, 'recovered', 3 * STEP);
+  reader.ws.terminate();
+  await send(21, 40);
+  const report = await back;
+  assert.equal(report.recovered, true, JSON.stringify(report));
+  await within(
+    (async () => {
+      while (got.length < 40) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    STEP,
+    'every message'
+  );
+  assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i + 1), 'every message once, in order');
+});
