@@ -631,10 +631,20 @@ async fn server_shutdown_close_does_not_reconnect() {
     client.manual_close();
 }
 
-/// Rooms with history: the client joins, its node is killed with SIGKILL while messages
-/// keep coming through another node, the node comes back on the same port, and the client
-/// re-joins by itself with its last position: every message once and in order,
-/// `recovered: true`.
+/// Sends `room {"room", "data": n}` for `n` in `from..=to`, each acknowledged.
+async fn send_to_room(sender: &mut Raw, room: &str, from: u64, to: u64) {
+    for n in from..=to {
+        let sent = sender
+            .request("room", json!({"room": room, "data": n}))
+            .await;
+        assert_eq!(sent, json!({"ok": true}));
+    }
+}
+
+/// Rooms and ids with history: the client joins, its node is killed with SIGKILL while
+/// messages keep coming through another node (to its room and to its id), the node comes
+/// back on the same port, and the client re-joins by itself with its last position and
+/// reconnects with its id stream's: every message once and in order, `recovered: true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_room_is_recovered_after_the_node_is_killed() {
     let redis = common::redis();
@@ -653,40 +663,62 @@ async fn a_joined_room_is_recovered_after_the_node_is_killed() {
     assert_eq!(joined.stream.as_deref(), Some("relay/news"));
     let start = joined.position.expect("a position");
     let mut sender = Raw::connect(&b, "rs").await;
-    let mut send = async |from: u64, to: u64| {
-        for n in from..=to {
-            let sent = sender
-                .request("room", json!({"room": "news", "data": n}))
-                .await;
-            assert_eq!(sent, json!({"ok": true}));
-        }
-    };
-    send(1, 20).await;
+    send_to_room(&mut sender, "news", 1, 20).await;
     let mut got = Vec::new();
     while got.len() < 20 {
         got.push(wait_app_event(&mut events, "msg").await);
     }
 
+    // And one message to the client's own id, so it knows where its id stream is.
+    let sent = sender
+        .request("to", json!({"id": "rc", "data": 1000}))
+        .await;
+    assert_eq!(sent, json!({"ok": true}));
+    assert_eq!(wait_app_event(&mut events, "msg").await, json!(1000));
+
     a.kill();
-    send(21, 40).await;
+    send_to_room(&mut sender, "news", 21, 40).await;
+    for n in 1001..=1010 {
+        let sent = sender.request("to", json!({"id": "rc", "data": n})).await;
+        assert_eq!(sent, json!({"ok": true}));
+    }
     let _a = Relay::node("ra", &urls, &["--history", "--port", &port]).await;
-    let mut recovered = None;
-    while got.len() < 40 || recovered.is_none() {
-        wait_event_within(&mut events, "msg or rejoin", 3 * STEP, |e| match e {
-            ClientEvent::Event { name, payload } if &**name == "msg" => {
-                got.push(payload.value());
-                Some(())
-            }
-            ClientEvent::Rejoin(info) => {
-                recovered = Some(info.recovered);
-                Some(())
-            }
-            _ => None,
-        })
+    let (mut rejoined, mut id_recovered) = (None, None);
+    let mut direct = Vec::new();
+    while got.len() < 40 || direct.len() < 10 || rejoined.is_none() || id_recovered.is_none() {
+        wait_event_within(
+            &mut events,
+            "msg, rejoin or recovered",
+            3 * STEP,
+            |e| match e {
+                ClientEvent::Event { name, payload } if &**name == "msg" => {
+                    let v = payload.value();
+                    if v.as_u64().is_some_and(|n| n > 1000) {
+                        direct.push(v);
+                    } else {
+                        got.push(v);
+                    }
+                    Some(())
+                }
+                ClientEvent::Event { name, payload } if &**name == "recovered" => {
+                    id_recovered = Some(payload.value());
+                    Some(())
+                }
+                ClientEvent::Rejoin(info) => {
+                    rejoined = Some(info.recovered);
+                    Some(())
+                }
+                _ => None,
+            },
+        )
         .await;
     }
-    assert_eq!(recovered, Some(true));
+    assert_eq!(rejoined, Some(true));
+    let report = id_recovered.expect("a report");
+    assert_eq!(report["recovered"], json!(true), "{report}");
+    assert_eq!(report["stream"], json!("@rc"));
     assert_eq!(got, (1..=40).map(|n| json!(n)).collect::<Vec<_>>());
+    assert_eq!(direct, (1001..=1010).map(|n| json!(n)).collect::<Vec<_>>());
     let now = client.position("news").expect("a position");
     assert_eq!(now.epoch, start.epoch);
     assert_eq!(now.offset, start.offset + 40);

@@ -310,7 +310,10 @@ impl Driver {
     async fn connect(&mut self) -> Phase {
         self.shared.set_state(ConnectionState::Connecting);
         debug!(url = %self.shared.url, attempt = self.attempt, "connecting");
-        let url = self.shared.url.clone();
+        let url = match self.shared.rooms().id_position() {
+            Some(at) => with_position_query(&self.shared.url, at),
+            None => self.shared.url.clone(),
+        };
         let attempt = tokio::time::timeout(
             self.shared.config.connect_timeout,
             tokio_tungstenite::connect_async(url),
@@ -583,6 +586,11 @@ impl Driver {
                 if let Some(at) = &position {
                     shared.rooms().observe(&at.stream, at.offset, &at.epoch);
                 }
+                if event == RECOVERED {
+                    if let Ok(at) = serde_json::from_str::<StreamAt>(payload.get()) {
+                        shared.rooms().observe(&at.stream, at.offset, &at.epoch);
+                    }
+                }
                 let request_handler = match &ack_id {
                     Some(_) => shared.registry().request(&event),
                     None => None,
@@ -786,4 +794,53 @@ async fn close_socket(ws: &mut Ws, code: u16, reason: &str) {
         }
     })
     .await;
+}
+
+/// The event in which a server reports, after a connect, where the client's id stream is.
+const RECOVERED: &str = "recovered";
+
+/// The position fields of a `recovered` report.
+#[derive(serde::Deserialize)]
+struct StreamAt {
+    stream: String,
+    offset: u64,
+    epoch: String,
+}
+
+/// `url` with `offset` and `epoch` of `at` in its query (replacing any there).
+fn with_position_query(url: &str, at: &crate::position::Position) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != "offset" && k != "epoch")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("offset", &at.offset.to_string())
+        .append_pair("epoch", &at.epoch);
+    parsed.into()
+}
+
+#[cfg(test)]
+mod position_query_tests {
+    use super::with_position_query;
+    use crate::position::Position;
+
+    #[test]
+    fn the_id_position_goes_into_the_query() {
+        let at = Position::new(7, "e.1");
+        assert_eq!(
+            with_position_query("ws://h:1/?id=me&offset=2", &at),
+            "ws://h:1/?id=me&offset=7&epoch=e.1"
+        );
+        assert_eq!(
+            with_position_query("ws://h:1/", &at),
+            "ws://h:1/?offset=7&epoch=e.1"
+        );
+    }
 }

@@ -86,6 +86,11 @@
 //!   "offset", "epoch"}` ([`RejoinInfo`]), right after the replayed events, or as
 //!   `rejoin-error` `{"room", "error"}` ([`RejoinErrorInfo`]). With `recovered: false`
 //!   (first join, away too long, history lost) nothing was replayed: reload the room's state.
+//! - Messages sent to the client's own id carry the stream `@<id>` when the server keeps
+//!   their history. Once a position of it is known (from such a message, or from the
+//!   server's `recovered` event after a connect), every reconnect dials with `offset` and
+//!   `epoch` in the query; the server sends what was sent to the id meanwhile, then event
+//!   `recovered` `{"stream", "offset", "epoch", "recovered"}`.
 //!
 //! # Layout
 //!

@@ -82,12 +82,17 @@ pub(crate) struct Rooms {
     joined: HashMap<String, Option<String>>,
     /// Stream → the last position seen in an event or a join reply.
     positions: HashMap<String, Position>,
+    /// The stream of the messages sent to this client's id (`@<id>`), once one was seen.
+    id_stream: Option<String>,
 }
 
 impl Rooms {
     /// Records a position seen for `stream`, following the replace rule. Allocates only for
     /// a new stream or a new epoch.
     pub(crate) fn observe(&mut self, stream: &str, offset: u64, epoch: &str) {
+        if stream.starts_with('@') && self.id_stream.as_deref() != Some(stream) {
+            self.id_stream = Some(stream.to_string());
+        }
         match self.positions.get_mut(stream) {
             Some(seen) if seen.epoch == epoch => seen.offset = seen.offset.max(offset),
             Some(seen) => *seen = Position::new(offset, epoch),
@@ -131,6 +136,12 @@ impl Rooms {
                 self.positions.remove(&stream);
             }
         }
+    }
+
+    /// The last position seen of this client's id stream, which a reconnect gives the server
+    /// in its query so that what was sent to the id meanwhile is sent.
+    pub(crate) fn id_position(&self) -> Option<&Position> {
+        self.positions.get(self.id_stream.as_deref()?)
     }
 
     /// The last position seen of `room`'s stream.
@@ -211,6 +222,17 @@ mod tests {
         assert!(!rooms.rejoined("b", &joined(Some("relay/b"), Some((5, "e")))));
         assert_eq!(rooms.rooms(), ["a"]);
         assert!(rooms.rejoined("a", &joined(None, None)));
+    }
+
+    #[test]
+    fn the_id_stream_is_the_one_named_with_an_at() {
+        let mut rooms = Rooms::default();
+        assert_eq!(rooms.id_position(), None);
+        rooms.observe("relay/a", 4, "e");
+        assert_eq!(rooms.id_position(), None);
+        rooms.observe("@me", 2, "e");
+        rooms.observe("@me", 3, "e");
+        assert_eq!(rooms.id_position(), Some(&Position::new(3, "e")));
     }
 
     #[test]
