@@ -18,6 +18,17 @@ after(async () => {
   await relay.kill();
 });
 
+/** Resolves once `done()` holds (polled every 10 ms), failing after STEP. */
+function until(done, what) {
+  return within(
+    (async () => {
+      while (!done()) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    STEP,
+    what
+  );
+}
+
 function connect(id) {
   const client = new WebSocketConnector({
     url: relay.url,
@@ -43,13 +54,7 @@ test('a broken connection re-joins with its position and recovers what it missed
     for (let n = from; n <= to; n++) await writer.emitWithPromise('room', { room: 'r', data: n });
   };
   await send(1, 50);
-  await within(
-    (async () => {
-      while (got.length < 50) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    STEP,
-    'the first 50 messages'
-  );
+  await until(() => !(got.length < 50), 'the first 50 messages');
   // The network goes: no close frame, the client finds out and reconnects with backoff.
   const rejoin = next(reader, 'rejoin', 3 * STEP);
   reader.ws.terminate();
@@ -58,13 +63,7 @@ test('a broken connection re-joins with its position and recovers what it missed
   assert.equal(back.room, 'r');
   assert.equal(back.recovered, true, JSON.stringify(back));
   await send(101, 101);
-  await within(
-    (async () => {
-      while (got.length < 101) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    STEP,
-    'every message'
-  );
+  await until(() => !(got.length < 101), 'every message');
   assert.deepEqual(
     got.map((g) => g.n),
     Array.from({ length: 101 }, (_, i) => i + 1),
@@ -89,24 +88,12 @@ test('what is sent to the id while the connection is broken arrives after the re
     for (let n = from; n <= to; n++) await writer.emitWithPromise('to', { id, data: n });
   };
   await send(1, 20);
-  await within(
-    (async () => {
-      while (got.length < 20) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    STEP,
-    'the first 20 messages'
-  );
+  await until(() => !(got.length < 20), 'the first 20 messages');
   const back = next(reader, 'recovered', 3 * STEP);
   reader.ws.terminate();
   await send(21, 40);
   const report = await back;
   assert.equal(report.recovered, true, JSON.stringify(report));
-  await within(
-    (async () => {
-      while (got.length < 40) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    STEP,
-    'every message'
-  );
+  await until(() => !(got.length < 40), 'every message');
   assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i + 1), 'every message once, in order');
 });

@@ -2,54 +2,8 @@
 // server: server → client requests (frames carrying an "ackId"), a custom heartbeat message.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WebSocketServer } from 'ws';
 import WebSocketConnector from '../dist/crosswire.mjs';
-import { WebSocketImpl, STEP, next, within } from './helpers.mjs';
-
-/** A ws server on a free port; resolves with it and a queue of its connections. */
-async function scriptedServer(heartbeat = '') {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise((resolve) => wss.once('listening', resolve));
-  const sockets = [];
-  const waiting = [];
-  wss.on('connection', (socket, req) => {
-    socket.path = req.url;
-    socket.inbox = [];
-    socket.waiters = [];
-    socket.on('message', (data) => {
-      const text = data.toString();
-      if (text === heartbeat) socket.send(text);
-      const waiter = socket.waiters.shift();
-      if (waiter) waiter(text);
-      else socket.inbox.push(text);
-    });
-    const w = waiting.shift();
-    if (w) w(socket);
-    else sockets.push(socket);
-  });
-  return {
-    url: `ws://127.0.0.1:${wss.address().port}/app`,
-    accept: () => within(new Promise((r) => (sockets.length ? r(sockets.shift()) : waiting.push(r))), STEP, 'a connection'),
-    close: () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(resolve);
-      }),
-  };
-}
-
-/** The next text frame the server received from `socket`, ignoring heartbeats. */
-function received(socket) {
-  return within(
-    new Promise(function take(resolve) {
-      const text = socket.inbox.shift();
-      if (text !== undefined) return text === '' ? take(resolve) : resolve(text);
-      socket.waiters.push((t) => (t === '' ? take(resolve) : resolve(t)));
-    }),
-    STEP,
-    'a frame from the client'
-  ).then((t) => JSON.parse(t));
-}
+import { WebSocketImpl, STEP, next, within, scriptedServer, received } from './helpers.mjs';
 
 test('requests with an ackId are answered with the handler\'s value; on() listeners still see them', async (t) => {
   const server = await scriptedServer();

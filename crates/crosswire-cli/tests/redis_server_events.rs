@@ -12,22 +12,27 @@ use std::time::Duration;
 
 use common::{redis, Raw, CLUSTER_STEP};
 use crosswire::system::{NodeJoined, NodeLeft};
-use crosswire::{Server, ServerEmitOptions};
+use crosswire::{Server, ServerConfig, ServerEmitOptions};
 use crosswire_redis::{RedisBroker, RedisConfig};
 use crosswire_testkit::cluster_suite::{self, answer_who, ask_who, node_config, wait_nodes};
 use crosswire_testkit::{install_relay, serve_on_free_port, wait_until};
 use serde_json::json;
 
-/// A node over `urls`; also returns its broker, for [`RedisBroker::add_node`].
-fn node_with_broker(name: &str, urls: &[String]) -> (Server, Arc<RedisBroker>) {
+/// A node with `config` over `urls`; also returns its broker, for [`RedisBroker::add_node`].
+fn configured_node(config: ServerConfig, urls: &[String]) -> (Server, Arc<RedisBroker>) {
     let broker = Arc::new(
         RedisBroker::new(RedisConfig::from_urls(urls).expect("redis urls")).expect("broker"),
     );
-    let server = Server::builder(node_config(name))
+    let server = Server::builder(config)
         .broker(broker.clone())
         .build()
         .expect("valid config");
     (server, broker)
+}
+
+/// A node over `urls`; also returns its broker.
+fn node_with_broker(name: &str, urls: &[String]) -> (Server, Arc<RedisBroker>) {
+    configured_node(node_config(name), urls)
 }
 
 fn node(name: &str, urls: &[String]) -> Server {
@@ -173,12 +178,7 @@ async fn a_client_back_on_another_node_recovers_what_it_missed_over_redis() {
     let redis = redis();
     let urls = [redis.url()];
     cluster_suite::recovery_across_nodes(|name| {
-        let broker = RedisBroker::new(RedisConfig::from_urls(urls.clone()).expect("redis urls"))
-            .expect("broker");
-        Server::builder(cluster_suite::history_config(name))
-            .broker(Arc::new(broker))
-            .build()
-            .expect("valid config")
+        configured_node(cluster_suite::history_config(name), &urls).0
     })
     .await;
 }
@@ -190,12 +190,7 @@ async fn a_client_back_on_another_node_gets_what_was_sent_to_its_id_over_redis()
     let redis = redis();
     let urls = [redis.url()];
     cluster_suite::id_recovery_across_nodes(|name| {
-        let broker = RedisBroker::new(RedisConfig::from_urls(urls.clone()).expect("redis urls"))
-            .expect("broker");
-        Server::builder(cluster_suite::history_config(name))
-            .broker(Arc::new(broker))
-            .build()
-            .expect("valid config")
+        configured_node(cluster_suite::history_config(name), &urls).0
     })
     .await;
 }
@@ -207,12 +202,7 @@ async fn presence_follows_members_across_nodes_over_redis() {
     let redis = redis();
     let urls = [redis.url()];
     cluster_suite::presence_across_nodes(|name| {
-        let broker = RedisBroker::new(RedisConfig::from_urls(urls.clone()).expect("redis urls"))
-            .expect("broker");
-        Server::builder(cluster_suite::presence_config(name))
-            .broker(Arc::new(broker))
-            .build()
-            .expect("valid config")
+        configured_node(cluster_suite::presence_config(name), &urls).0
     })
     .await;
 }

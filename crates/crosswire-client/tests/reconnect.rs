@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, dead_addr, next_event, ScriptServer, WAIT};
+use common::{config, dead_addr, next_event, next_open, ScriptServer, WAIT};
 use crosswire_client::{
     reconnect_delay, Client, ClientEvent, ConnectionState, EventReceiver, ReconnectInfo,
 };
@@ -16,13 +16,6 @@ async fn next_reconnect(events: &mut EventReceiver) -> (ReconnectInfo, Instant) 
     next_event(events, "reconnect", |e| match e {
         ClientEvent::Reconnect(info) => Some((*info, Instant::now())),
         _ => None,
-    })
-    .await
-}
-
-async fn next_open(events: &mut EventReceiver) {
-    next_event(events, "open", |e| {
-        matches!(e, ClientEvent::Open).then_some(())
     })
     .await
 }

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{config, dead_addr, next_event, ScriptServer, Seen};
+use common::{config, dead_addr, next_event, next_open, ScriptServer, Seen};
 use crosswire_client::{
     names, Client, ClientConfig, ClientEvent, ErrorCode, EventReceiver, Joined, Payload, Position,
     RejoinErrorInfo, RejoinInfo, RoomError,
@@ -48,13 +48,6 @@ async fn msg(events: &mut EventReceiver, n: u64) -> Payload {
             Some(payload.clone())
         }
         _ => None,
-    })
-    .await
-}
-
-async fn next_open(events: &mut EventReceiver) {
-    next_event(events, "open", |e| {
-        matches!(e, ClientEvent::Open).then_some(())
     })
     .await
 }

@@ -137,7 +137,7 @@ impl<T> MemoryHistory<T> {
     pub fn new() -> Self {
         Self {
             streams: HashMap::new(),
-            run: run_id(),
+            run: crate::random_u64(),
             made: 0,
             appends: 0,
         }
@@ -254,19 +254,6 @@ impl<T> Stream<T> {
             self.entries.pop_front();
         }
     }
-}
-
-/// A number unique to this process run (time and process id, hashed).
-fn run_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 #[cfg(test)]

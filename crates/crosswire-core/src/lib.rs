@@ -36,3 +36,18 @@ pub use broker::{
 };
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use history::{Position, Retention, StreamRead};
+
+/// A random 64-bit number, different in every process run and every call (the clock and the
+/// process id hashed with std's randomly keyed hasher): node incarnations, history epochs.
+/// Not for secrets.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}

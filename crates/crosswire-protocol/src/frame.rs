@@ -40,6 +40,7 @@ pub enum FrameError {
     BadCallbackId(usize),
 }
 
+/// Every frame's fields, both ways.
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(borrow, default)]
@@ -50,6 +51,14 @@ struct Wire<'a> {
     callback_id: Option<Cow<'a, str>>,
     #[serde(rename = "ackId", borrow, default)]
     ack_id: Option<Cow<'a, str>>,
+    // Server → client only. The position fields are kept raw and read afterwards, so one of
+    // the wrong type is ignored instead of failing the frame.
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    offset: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    epoch: Option<&'a RawValue>,
 }
 
 /// A parsed client → server frame, borrowing from the frame's text.
@@ -307,32 +316,12 @@ fn write_json_str(buf: &mut BytesMut, s: &str) {
     }
 }
 
-#[derive(Deserialize)]
-struct ServerWire<'a> {
-    #[serde(borrow, default)]
-    event: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-    #[serde(rename = "callbackId", borrow, default)]
-    callback_id: Option<Cow<'a, str>>,
-    #[serde(rename = "ackId", borrow, default)]
-    ack_id: Option<Cow<'a, str>>,
-    // The position fields are kept raw and read afterwards, so one of the wrong type is
-    // ignored instead of failing the frame.
-    #[serde(borrow, default)]
-    stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    offset: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    epoch: Option<&'a RawValue>,
-}
-
 /// Where an event sits in a history stream: the `stream`, `offset` and `epoch` fields a
 /// server with history adds to the events of a room (docs/PROTOCOL.md, "History and
 /// recovery"; written by [`with_position`]). Borrowed from the frame's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition<'a> {
-    /// The stream's name (`<namespace>/<room>`), an opaque key.
+    /// The stream's name (`<namespace>/<room>`, or `@<id>`), an opaque key.
     pub stream: Cow<'a, str>,
     /// The event's place in the stream: 1, 2, 3, … with no gap within one epoch.
     pub offset: u64,
@@ -386,7 +375,7 @@ pub enum ServerFrame<'a> {
 
 /// Parses a server → client text frame, with the position fields of a positioned event.
 pub fn parse_server_frame(text: &str) -> Result<ServerFrame<'_>, FrameError> {
-    let wire: ServerWire<'_> = serde_json::from_str(text)?;
+    let wire: Wire<'_> = serde_json::from_str(text)?;
     let payload = wire.payload.unwrap_or(RawValue::NULL);
     match (wire.event, wire.callback_id) {
         (Some(event), _) => Ok(ServerFrame::Event {

@@ -95,23 +95,26 @@ async fn connect(
     ping(shared, node, &mut connection)
         .await
         .map_err(|(_, e)| e)?;
-    timeout(
-        config.command_timeout,
-        crate::history::load_scripts(&mut connection),
-    )
-    .await
-    .map_err(|_| "SCRIPT LOAD timed out".to_string())?
-    .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
+    let limit = config.command_timeout;
+    let scripts = crate::history::load_scripts(&mut connection);
+    within(limit, "SCRIPT LOAD", scripts).await?;
     if again {
-        timeout(
-            config.command_timeout,
-            crate::history::bump_generation(&mut connection),
-        )
-        .await
-        .map_err(|_| "INCR of the history generation timed out".to_string())?
-        .map_err(|e| format!("INCR of the history generation: {e}"))?;
+        let bump = crate::history::bump_generation(&mut connection);
+        within(limit, "INCR of the history generation", bump).await?;
     }
     Ok(connection)
+}
+
+/// Runs a setup command with a time limit; what failed, as text.
+async fn within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    command: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    timeout(limit, command)
+        .await
+        .map_err(|_| format!("{what} timed out"))?
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// A redis-rs client for the node, with the broker's TLS settings on a `rediss://` node.

@@ -589,7 +589,7 @@ pub async fn recovery_across_nodes(make: impl Fn(&str) -> Server) {
     crate::install_relay(&a);
     crate::install_relay(&c);
     let room = Room::new(HISTORY_NAMESPACE, "live");
-    let mut x = RawClient::connect_bound(addr_a, "x")
+    let x = RawClient::connect_bound(addr_a, "x")
         .await
         .expect("connect");
     assert!(wait_until(WAIT, || a.socket("x").is_some()).await);
@@ -599,16 +599,7 @@ pub async fn recovery_across_nodes(make: impl Fn(&str) -> Server) {
     let start = first.position.expect("a position");
 
     let sender = send_numbers(&b, &room, 1, 1000, Duration::from_millis(3));
-    let before = read_positioned(&mut x, 300).await;
-    assert!(
-        before.len() >= 300,
-        "got {} of 300 before the outage",
-        before.len()
-    );
-    drop(x);
-    let away = tokio::time::Instant::now();
-    assert!(wait_until(WAIT, || a.socket("x").is_none()).await);
-    tokio::time::sleep_until(away + Duration::from_secs(2)).await;
+    let before = lose_connection(x, &a, "x").await;
     let last = before.last().expect("one").position.clone();
     let mut x = RawClient::connect_bound(addr_c, "x")
         .await
@@ -618,25 +609,7 @@ pub async fn recovery_across_nodes(make: impl Fn(&str) -> Server) {
         .join_recovering(&room, "x", Some(last))
         .await
         .expect("rejoin");
-    assert!(back.recovered, "{back:?}");
-    assert!(back.replayed > 0, "{back:?}");
-    let after = read_positioned(&mut x, 1000).await;
-    sender.await.expect("sender");
-    let all: Vec<&Positioned> = before.iter().chain(&after).collect();
-    let numbers: Vec<u64> = all.iter().map(|p| p.n).collect();
-    assert_eq!(
-        numbers,
-        (1..=1000).collect::<Vec<u64>>(),
-        "every message once, in order"
-    );
-    for (i, p) in all.iter().enumerate() {
-        assert_eq!(
-            p.position.offset,
-            start.offset + 1 + i as u64,
-            "offsets without a gap"
-        );
-        assert_eq!(p.position.epoch, start.epoch);
-    }
+    let all = finish_recovered(&back, &mut x, before, sender, &start).await;
 
     // Past the window: more messages than the history keeps while the client is away. A
     // watcher on `a` tells when `a` has had them all (and so has the history).
@@ -718,6 +691,54 @@ async fn joins_during_a_flood(
     }
 }
 
+/// The middle of a recovery scenario: `client` (bound to `id` on `server`) reads up to
+/// message 300, then its connection goes for two seconds. Returns what it read.
+async fn lose_connection(mut client: RawClient, server: &Server, id: &str) -> Vec<Positioned> {
+    let before = read_positioned(&mut client, 300).await;
+    assert!(
+        before.len() >= 300,
+        "got {} of 300 before the outage",
+        before.len()
+    );
+    drop(client);
+    let away = tokio::time::Instant::now();
+    assert!(wait_until(WAIT, || server.socket(id).is_none()).await);
+    tokio::time::sleep_until(away + Duration::from_secs(2)).await;
+    before
+}
+
+/// The end of a recovery scenario: `back` recovered something, the client reads on to
+/// message 1000, and with what it got `before` it has 1..=1000 once each, in order, at
+/// consecutive offsets after `start`. Returns them all.
+async fn finish_recovered(
+    back: &crosswire::Recovery,
+    client: &mut RawClient,
+    before: Vec<Positioned>,
+    sender: tokio::task::JoinHandle<()>,
+    start: &crosswire::Position,
+) -> Vec<Positioned> {
+    assert!(back.recovered, "{back:?}");
+    assert!(back.replayed > 0, "{back:?}");
+    let after = read_positioned(client, 1000).await;
+    sender.await.expect("sender");
+    let all: Vec<Positioned> = before.into_iter().chain(after).collect();
+    let numbers: Vec<u64> = all.iter().map(|p| p.n).collect();
+    assert_eq!(
+        numbers,
+        (1..=1000).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
+    for (i, p) in all.iter().enumerate() {
+        assert_eq!(
+            p.position.offset,
+            start.offset + 1 + i as u64,
+            "offsets without a gap"
+        );
+        assert_eq!(p.position.epoch, start.epoch);
+    }
+    all
+}
+
 /// Binds every socket of `server` to its `?id=` with [`Server::bind_recovering`], from the
 /// position in its `offset` and `epoch` query parameters when given; each outcome goes to the
 /// returned channel.
@@ -774,45 +795,19 @@ pub async fn id_recovery_across_nodes(make: impl Fn(&str) -> Server) {
         bind_recovering_from_query(&c),
     );
     let (addr_a, addr_c) = (serve_on_free_port(&a).await, serve_on_free_port(&c).await);
-    let mut x = RawClient::connect(addr_a, "/?id=u").await.expect("connect");
+    let x = RawClient::connect(addr_a, "/?id=u").await.expect("connect");
     let first = crate::recv_within(&mut bound_a, WAIT).await.expect("bound");
     assert_eq!(first.stream, "@u");
     assert!(!first.recovered);
     let start = first.position.expect("a position");
 
     let sender = send_numbers_to(&b, "u", 1, 1000, Duration::from_millis(3));
-    let before = read_positioned(&mut x, 300).await;
-    assert!(
-        before.len() >= 300,
-        "got {} of 300 before the outage",
-        before.len()
-    );
-    drop(x);
-    let away = tokio::time::Instant::now();
-    assert!(wait_until(WAIT, || a.socket("u").is_none()).await);
-    tokio::time::sleep_until(away + Duration::from_secs(2)).await;
+    let before = lose_connection(x, &a, "u").await;
     let last = before.last().expect("one").position.clone();
     let target = format!("/?id=u&offset={}&epoch={}", last.offset, last.epoch);
     let mut x = RawClient::connect(addr_c, &target)
         .await
         .expect("reconnect");
     let back = crate::recv_within(&mut bound_c, WAIT).await.expect("bound");
-    assert!(back.recovered, "{back:?}");
-    assert!(back.replayed > 0, "{back:?}");
-    let after = read_positioned(&mut x, 1000).await;
-    sender.await.expect("sender");
-    let all: Vec<&Positioned> = before.iter().chain(&after).collect();
-    let numbers: Vec<u64> = all.iter().map(|p| p.n).collect();
-    assert_eq!(
-        numbers,
-        (1..=1000).collect::<Vec<u64>>(),
-        "every message once, in order"
-    );
-    for (i, p) in all.iter().enumerate() {
-        assert_eq!(
-            p.position.offset,
-            start.offset + 1 + i as u64,
-            "offsets without a gap"
-        );
-    }
+    finish_recovered(&back, &mut x, before, sender, &start).await;
 }

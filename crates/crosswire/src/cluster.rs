@@ -194,17 +194,7 @@ pub(crate) struct Cluster {
     name_conflict: Mutex<Option<Instant>>,
 }
 
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
+pub(crate) use crosswire_core::random_u64;
 
 impl Cluster {
     pub(crate) fn new(

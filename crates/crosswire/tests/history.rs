@@ -43,22 +43,36 @@ async fn a_room_is_replayed_in_order_without_what_excluded_the_client() {
     let lobby = Room::new("chat", "lobby");
     let mut x = RawClient::connect(addr, "/?id=x").await.expect("connect");
     recv_within(&mut bound, WAIT).await.expect("bound");
-    let joined = server.join_recovering(&lobby, "x", None).await.expect("join");
+    let joined = server
+        .join_recovering(&lobby, "x", None)
+        .await
+        .expect("join");
     assert_eq!(joined.position.as_ref().map(|p| p.offset), Some(0));
     for n in 1..=3u64 {
         server.to_room(&lobby).emit("msg", &n).expect("emit");
     }
     let seen = read_positioned(&mut x, 3).await;
-    assert_eq!(seen.iter().map(|p| p.position.offset).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        seen.iter().map(|p| p.position.offset).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     drop(x);
 
     // Away: one message skips x, raw text and a local-only send are not recorded, another
     // namespace's room has no history.
     assert!(crosswire_testkit::wait_until(WAIT, || server.socket("x").is_none()).await);
     server.to_room(&lobby).emit("msg", &4).expect("emit");
-    server.to_room(&lobby).except(["x"]).emit("msg", &5).expect("emit");
+    server
+        .to_room(&lobby)
+        .except(["x"])
+        .emit("msg", &5)
+        .expect("emit");
     server.to_room(&lobby).send_text("raw").expect("send");
-    server.to_room(&lobby).local().emit("msg", &50).expect("emit");
+    server
+        .to_room(&lobby)
+        .local()
+        .emit("msg", &50)
+        .expect("emit");
     server.to_room(&lobby).emit("msg", &6).expect("emit");
     let other = server.to_room(Room::new("game", "g")).emit("msg", &1);
     assert_eq!(other.expect("emit"), 0);
@@ -72,7 +86,11 @@ async fn a_room_is_replayed_in_order_without_what_excluded_the_client() {
         .expect("rejoin");
     assert!(back.recovered, "{back:?}");
     assert_eq!(back.replayed, 2, "4 and 6; 5 skipped x");
-    assert_eq!(back.position.as_ref().map(|p| p.offset), Some(6), "5 counts in the stream");
+    assert_eq!(
+        back.position.as_ref().map(|p| p.offset),
+        Some(6),
+        "5 counts in the stream"
+    );
     server.to_room(&lobby).emit("msg", &7).expect("emit");
     let frames = frames_until(&mut x, 7).await;
     let got: Vec<Positioned> = frames
@@ -80,7 +98,10 @@ async fn a_room_is_replayed_in_order_without_what_excluded_the_client() {
         .filter_map(|v| positioned(&v.to_string()))
         .collect();
     assert_eq!(got.iter().map(|p| p.n).collect::<Vec<_>>(), [4, 6, 7]);
-    assert_eq!(got.iter().map(|p| p.position.offset).collect::<Vec<_>>(), [4, 6, 7]);
+    assert_eq!(
+        got.iter().map(|p| p.position.offset).collect::<Vec<_>>(),
+        [4, 6, 7]
+    );
     assert!(frames.iter().all(|v| v["stream"] == "chat/lobby"));
     let stats = server.stats();
     assert_eq!((stats.recoveries, stats.replayed_messages), (1, 2));
@@ -106,7 +127,10 @@ async fn past_the_window_is_not_recovered_and_ids_keep_their_own_stream() {
     let back = recv_within(&mut bound, WAIT).await.expect("bound");
     assert!(!back.recovered, "{back:?}");
     assert_eq!(back.replayed, 0);
-    assert_eq!(back.position.as_ref().map(|p| p.offset), Some(start.offset + 5));
+    assert_eq!(
+        back.position.as_ref().map(|p| p.offset),
+        Some(start.offset + 5)
+    );
     server.to("y").emit("msg", &6).expect("emit");
     let got = read_positioned(&mut x, 6).await;
     assert_eq!(got.iter().map(|p| p.n).collect::<Vec<_>>(), [6]);

@@ -341,6 +341,14 @@ pub async fn next_event<T>(
     }
 }
 
+/// Waits for the next `open`.
+pub async fn next_open(events: &mut EventReceiver) {
+    next_event(events, "open", |e| {
+        matches!(e, ClientEvent::Open).then_some(())
+    })
+    .await
+}
+
 /// A loopback address nothing listens on.
 pub async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
