@@ -211,3 +211,36 @@ async fn the_clients_of_a_killed_node_recover_on_another() {
     }
     sender.await.expect("sender");
 }
+
+/// With its only Redis down, a node still delivers what is sent to a room with history to
+/// its own members: live, without a position (it is in no history), and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_recorded_room_still_reaches_this_node_live() {
+    let mut redis = redis();
+    let urls = [redis.url()];
+    let a = Relay::node("da", &urls, &HISTORY).await;
+    a.wait_cluster(&["da"], 1).await;
+    let mut x = Raw::connect(&a, "x").await;
+    let joined = x.request("join", json!({"room": "lobby"})).await;
+    assert_eq!(joined["ok"], true);
+    redis.kill();
+    a.wait_health("Redis down", STEP * 3, |_, body| {
+        body["broker"]["healthy_publishers"] == json!(0)
+    })
+    .await;
+    let mut sender = Raw::connect(&a, "s").await;
+    let sent = sender
+        .request("room", json!({"room": "lobby", "data": "during"}))
+        .await;
+    assert_eq!(sent["ok"], true);
+    let got = loop {
+        let v = x.recv_json().await;
+        if v["event"] == "msg" {
+            break v;
+        }
+    };
+    assert_eq!(got, json!({"event": "msg", "payload": "during"}));
+    let metrics = a.metrics().await;
+    let errors = metrics.get("crosswire_history_errors_total").copied();
+    assert!(errors.is_some_and(|n| n >= 1.0), "{metrics:?}");
+}

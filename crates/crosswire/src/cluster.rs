@@ -55,12 +55,24 @@ const DEDUP_WINDOW: u64 = 1 << 16;
 
 pub(crate) enum Outgoing {
     Publish(Arc<str>, Bytes),
-    /// A publish appended to a history stream: channel, stream key, envelope, window.
-    PublishRecorded(Arc<str>, String, Bytes, Retention),
+    /// A publish appended to a history stream.
+    PublishRecorded(Box<Recorded>),
     Subscribe(String),
     Unsubscribe(String),
     /// Answered once every operation queued before it has been handed to the broker.
     Flush(oneshot::Sender<()>),
+}
+
+/// A recorded publish, with what this node delivers itself if the broker refuses it.
+pub(crate) struct Recorded {
+    channel: Arc<str>,
+    /// The history stream's broker key.
+    key: String,
+    envelope: Bytes,
+    window: Retention,
+    /// The delivery, for this node's own sockets should the publish fail.
+    target: Target,
+    frame: Bytes,
 }
 
 /// Channel names of one cluster.
@@ -286,8 +298,19 @@ impl Cluster {
             Target::Id(id) => self.node_channel(self.location(id)),
             Target::Ids(_) | Target::All { .. } => return,
         };
-        if let Some(bytes) = self.envelope(Body::Deliver { target, frame }) {
-            self.queue(Outgoing::PublishRecorded(channel, key, bytes, window));
+        let body = Body::Deliver {
+            target: target.clone(),
+            frame: frame.clone(),
+        };
+        if let Some(envelope) = self.envelope(body) {
+            self.queue(Outgoing::PublishRecorded(Box::new(Recorded {
+                channel,
+                key,
+                envelope,
+                window,
+                target,
+                frame,
+            })));
         }
     }
 
@@ -522,6 +545,9 @@ pub(crate) trait Host: Send + Sync + Sized + 'static {
     fn deliver(self: &Arc<Self>, target: &Target, frame: &Bytes);
     /// Delivers a recorded frame (any node's, this one's included) with its position.
     fn deliver_positioned(self: &Arc<Self>, target: &Target, frame: &Bytes, position: &Position);
+    /// A recorded message of this node that the broker refused: delivered to this node's
+    /// sockets without a position.
+    fn unrecorded(self: &Arc<Self>, target: &Target, frame: &Bytes);
     /// `id` was bound on another node: close and forget the local socket bound to it.
     /// Another node bound `id` with `remote`: a socket bound to it here closes unless its
     /// own claim is greater, which is returned then.
@@ -621,24 +647,38 @@ async fn run_outgoing<H: Host>(
     let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
+        let mut unrecorded: Vec<Option<(Target, Bytes)>> = Vec::with_capacity(batch.len());
         let futures: Vec<_> = batch
             .drain(..)
-            .filter_map(|op| match op {
-                Outgoing::Publish(channel, bytes) => Some(broker.publish(&channel, bytes)),
-                Outgoing::PublishRecorded(channel, key, bytes, window) => {
-                    Some(broker.publish_recorded(&channel, &key, bytes, window))
-                }
-                Outgoing::Subscribe(channel) => Some(broker.subscribe(&channel)),
-                Outgoing::Unsubscribe(channel) => Some(broker.unsubscribe(&channel)),
-                Outgoing::Flush(done) => {
-                    flushed.push(done);
-                    None
-                }
+            .filter_map(|op| {
+                let (future, fallback) = match op {
+                    Outgoing::Publish(channel, bytes) => (broker.publish(&channel, bytes), None),
+                    Outgoing::PublishRecorded(r) => {
+                        let r = *r;
+                        let future =
+                            broker.publish_recorded(&r.channel, &r.key, r.envelope, r.window);
+                        (future, Some((r.target, r.frame)))
+                    }
+                    Outgoing::Subscribe(channel) => (broker.subscribe(&channel), None),
+                    Outgoing::Unsubscribe(channel) => (broker.unsubscribe(&channel), None),
+                    Outgoing::Flush(done) => {
+                        flushed.push(done);
+                        return None;
+                    }
+                };
+                unrecorded.push(fallback);
+                Some(future)
             })
             .collect();
-        for result in futures_util::future::join_all(futures).await {
+        let results = futures_util::future::join_all(futures).await;
+        for (result, fallback) in results.into_iter().zip(unrecorded) {
             if let Err(e) = result {
                 report(format!("broker: {e}"));
+                // A recorded message the broker refused still reaches this node's sockets,
+                // live and without a position (it is in no history).
+                if let (Some((target, frame)), Some(host)) = (fallback, host.upgrade()) {
+                    host.unrecorded(&target, &frame);
+                }
             }
         }
         for done in flushed.drain(..) {

@@ -29,7 +29,9 @@
 //! - **Cluster**: the broker keeps the history ([`Broker::publish_recorded`]: with Redis, a
 //!   Stream per room written by the same script that publishes). Every node, the sender
 //!   included, delivers a recorded message when it comes back from the broker with its
-//!   position, so all nodes deliver a room's messages in offset order.
+//!   position, so all nodes deliver a room's messages in offset order. If the broker refuses
+//!   a recorded message (it is down), the sender still delivers it to its own sockets, live and
+//!   without a position, and counts it in [`crate::Stats::history_errors`].
 //! - **Recovery**: the joining id is registered as *pending* on the stream before the history
 //!   is read, so every live message from then on is kept for it; the read gives what it missed;
 //!   then, under the lock that live delivery takes, the missed messages and the kept live ones

@@ -149,7 +149,7 @@ impl Snapshot {
             ),
             (
                 "history_errors",
-                "History reads that failed; the room was joined without recovery.",
+                "History reads and writes that failed (broker down): joined without recovery, or delivered here live without a position.",
                 s.history_errors,
             ),
             (

@@ -605,6 +605,12 @@ impl Host for ServerInner {
         server(self).deliver_from_broker(target, frame, position);
     }
 
+    fn unrecorded(self: &Arc<Self>, target: &Target, frame: &Bytes) {
+        self.stats.history_errors.fetch_add(1, Ordering::Relaxed);
+        let _batch = crate::socket::Batch::begin();
+        server(self).deliver_local(target, frame);
+    }
+
     fn taken_over(self: &Arc<Self>, id: &str, remote: &Claim) -> Option<Claim> {
         let server = server(self);
         if let Some(socket) = server.socket(id) {

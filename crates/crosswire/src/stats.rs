@@ -194,6 +194,8 @@ pub struct Stats {
     pub recoveries_missed: u64,
     /// Missed messages queued by recoveries.
     pub replayed_messages: u64,
-    /// History reads that failed (the broker was down); the room was joined without recovery.
+    /// History reads and writes that failed (the broker was down): a read joins without
+    /// recovery; a recorded message is delivered to this node's sockets live, without a
+    /// position (and is in no history).
     pub history_errors: u64,
 }
