@@ -10,9 +10,10 @@
 //!   meta hash is missing (Redis restarted without persistence, or the stream expired), takes
 //!   the next offset, `XADD`s with `MAXLEN ~ max_len`, trims entries older than the window
 //!   (`XTRIM MINID`), renews both keys' expiry, and `PUBLISH`es
-//!   `0xC1 <offset> ' ' <epoch> ' ' <payload>`. `0xC1` is a byte no MessagePack value begins
-//!   with, and no crosswire envelope either, so a subscriber tells positioned messages apart
-//!   without knowing which channels carry them.
+//!   [`MARKER`] `<offset> ' ' <epoch> ' ' <payload>`. The marker starts with `0xC1`, a byte
+//!   no MessagePack value and no crosswire envelope begins with, then a NUL and `cw:`, so a
+//!   subscriber tells positioned messages apart without knowing which channels carry them (a
+//!   custom channel's payload must not begin with these five bytes).
 //! - **Read** (`EVALSHA` on the same connection): the epoch (created if missing, so a first
 //!   joiner gets the epoch later messages will carry), the last offset, and the entries after
 //!   the offset asked for — at most `max_len`, none older than the window.
@@ -32,8 +33,8 @@ use crosswire_core::history::META_TTL;
 use crosswire_core::{BrokerError, Position, Retention, StreamRead};
 use redis::aio::MultiplexedConnection;
 
-/// First byte of a positioned message.
-pub(crate) const MARKER: u8 = 0xC1;
+/// How a positioned message begins.
+pub(crate) const MARKER: &[u8] = b"\xC1\x00cw:";
 
 /// The Redis node's history generation (see the module docs); shared by every crosswire
 /// cluster on that Redis.
@@ -62,7 +63,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', now - tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[1], string.char(193) .. offset .. ' ' .. shown .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[1], string.char(193, 0) .. 'cw:' .. offset .. ' ' .. shown .. ' ' .. ARGV[2])
 return offset
 "
     ))
@@ -202,7 +203,7 @@ fn parse_u64(bytes: &[u8]) -> Option<u64> {
 
 /// Splits a positioned message into its position and payload; `None` for any other message.
 pub(crate) fn split_positioned(payload: &Bytes) -> Option<(Position, Bytes)> {
-    let rest = payload.strip_prefix(&[MARKER])?;
+    let rest = payload.strip_prefix(MARKER)?;
     let space = rest.iter().position(|&b| b == b' ')?;
     let offset = parse_u64(&rest[..space])?;
     let rest = &rest[space + 1..];
@@ -218,22 +219,56 @@ mod tests {
 
     #[test]
     fn positioned_messages_split_and_others_do_not() {
-        let message = Bytes::from_static(b"\xC142 18f3-0 \x01payload bytes");
+        let message = Bytes::from_static(b"\xC1\x00cw:42 18f3-0 \x01payload bytes");
         let (position, payload) = split_positioned(&message).expect("positioned");
         assert_eq!(position, Position::new(42, "18f3-0"));
         assert_eq!(&payload[..], b"\x01payload bytes");
         for other in [
             &b"\x01envelope"[..],
             b"\xC1",
-            b"\xC1x y z",
-            b"\xC142",
-            b"\xC142 e",
+            b"\xC142 e p",
+            b"\xC1\x00cw:x y z",
+            b"\xC1\x00cw:42",
+            b"\xC1\x00cw:42 e",
             b"",
         ] {
             assert!(split_positioned(&Bytes::copy_from_slice(other)).is_none());
         }
-        let (_, empty) = split_positioned(&Bytes::from_static(b"\xC11 e ")).expect("empty");
+        let (_, empty) = split_positioned(&Bytes::from_static(b"\xC1\x00cw:1 e ")).expect("empty");
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn any_bytes_after_the_marker_split_or_not_without_panicking() {
+        // A fixed-seed xorshift: inputs of digits, spaces and other bytes after the marker.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut split = 0;
+        for _ in 0..50_000 {
+            let len = (next() % 40) as usize;
+            let mut input = MARKER.to_vec();
+            for _ in 0..len {
+                input.push(match next() % 5 {
+                    0 => b' ',
+                    1 | 2 => b'0' + (next() % 10) as u8,
+                    3 => b'e',
+                    _ => next() as u8,
+                });
+            }
+            let input = Bytes::from(input);
+            if let Some((position, payload)) = split_positioned(&input) {
+                split += 1;
+                assert!(input.ends_with(&payload));
+                let head = format!("{} {} ", position.offset, position.epoch);
+                assert!(head.len() + MARKER.len() + payload.len() <= input.len());
+            }
+        }
+        assert!(split > 1_000, "the inputs reach the split: {split}");
     }
 
     #[test]

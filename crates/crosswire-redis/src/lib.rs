@@ -129,8 +129,9 @@
 //! come from one place), as one `EVALSHA` pipelined with the plain `PUBLISH`es: it takes the
 //! next offset, `XADD`s with `MAXLEN ~ <size>`, trims entries older than the window, renews the
 //! keys' expiry (the stream's after the window, the meta's after a day), and `PUBLISH`es
-//! `0xC1 <offset> ' ' <epoch> ' ' <envelope>` on the room's channel. `0xC1` begins no
-//! MessagePack value, so the subscriber tells positioned messages apart and hands them on with
+//! `0xC1 0x00 "cw:" <offset> ' ' <epoch> ' ' <envelope>` on the room's channel. `0xC1` begins
+//! no MessagePack value, so the subscriber tells positioned messages apart (a custom
+//! channel's payload must not begin with those five bytes) and hands them on with
 //! [`BrokerMessage::position`](crosswire_core::BrokerMessage) set. A missing meta hash (Redis
 //! restarted without persistence, or a stream quiet for a day) gets a new epoch, made from
 //! Redis's clock, so clients holding positions of the lost history are told they cannot
