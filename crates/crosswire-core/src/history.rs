@@ -105,7 +105,8 @@ pub struct MemoryHistory<T> {
     /// Prefix of every epoch made here: one run of the process.
     run: u64,
     made: u64,
-    appends: u64,
+    /// When expired messages and unused streams were last swept away.
+    swept: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -113,6 +114,8 @@ struct Stream<T> {
     epoch: Arc<str>,
     top: u64,
     last_used: Instant,
+    /// The retention of the last append, which the sweep trims by.
+    retention: Retention,
     entries: VecDeque<Entry<T>>,
 }
 
@@ -129,8 +132,9 @@ impl<T> Default for MemoryHistory<T> {
     }
 }
 
-/// Streams swept for expiry once per this many appends.
-const SWEEP_EVERY: u64 = 4096;
+/// How often expired messages and unused streams are swept away (on an append), so that a
+/// stream nobody sends to or reads any more does not hold its messages until it is touched.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl<T> MemoryHistory<T> {
     /// An empty store; its epochs are unique to this process run.
@@ -139,7 +143,7 @@ impl<T> MemoryHistory<T> {
             streams: HashMap::new(),
             run: crate::random_u64(),
             made: 0,
-            appends: 0,
+            swept: None,
         }
     }
 
@@ -152,11 +156,15 @@ impl<T> MemoryHistory<T> {
         retention: &Retention,
         now: Instant,
     ) -> Position {
-        self.appends += 1;
-        if self.appends % SWEEP_EVERY == 0 {
+        if self
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY)
+        {
+            self.swept = Some(now);
             self.sweep(now);
         }
         let s = self.stream(stream, now);
+        s.retention = *retention;
         s.top += 1;
         s.entries.push_back(Entry {
             offset: s.top,
@@ -222,6 +230,7 @@ impl<T> MemoryHistory<T> {
                     epoch,
                     top: 0,
                     last_used: now,
+                    retention: Retention::default(),
                     entries: VecDeque::new(),
                 },
             );
@@ -234,10 +243,18 @@ impl<T> MemoryHistory<T> {
         s
     }
 
-    /// Forgets the streams unused for [`META_TTL`].
+    /// Drops expired messages, and forgets the streams unused for [`META_TTL`].
     fn sweep(&mut self, now: Instant) {
-        self.streams
-            .retain(|_, s| now.saturating_duration_since(s.last_used) < META_TTL);
+        self.streams.retain(|_, s| {
+            let retention = s.retention;
+            s.trim(&retention, now);
+            now.saturating_duration_since(s.last_used) < META_TTL
+        });
+    }
+
+    /// How many messages are held, over every stream.
+    pub fn messages(&self) -> usize {
+        self.streams.values().map(|s| s.entries.len()).sum()
     }
 }
 
@@ -281,6 +298,24 @@ mod tests {
         // A first read asks for nothing and recovers nothing.
         let read = h.read("s", None, &w, t);
         assert!(!read.complete && read.entries.is_empty());
+    }
+
+    #[test]
+    fn a_stream_left_alone_loses_its_expired_messages_at_the_next_sweep() {
+        let mut h = MemoryHistory::new();
+        let w = Retention::new(100, Duration::from_secs(10));
+        let t = Instant::now();
+        for i in 0..50 {
+            h.append("quiet", i, &w, t);
+        }
+        assert_eq!(h.messages(), 50);
+        // Another stream's append a minute later sweeps the quiet one's expired messages.
+        h.append("busy", 0, &w, t + Duration::from_secs(60));
+        assert_eq!(h.messages(), 1);
+        assert_eq!(h.len(), 2, "the quiet stream's epoch and offset stay");
+        // And after a day unused, the stream itself goes.
+        h.append("busy", 1, &w, t + META_TTL + Duration::from_secs(1));
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -227,9 +227,9 @@ impl Server {
         if self.rooms_of(&id, Some(room.namespace())).contains(room) {
             self.leave(room, &id);
         }
-        self.add_pending(&stream, &id);
+        let guard = self.add_pending(&stream, &id, false);
         let read = self.read_history(&stream, since.as_ref(), window).await;
-        let recovery = self.finish_recovery(Some(room), &stream, &id, since.as_ref(), read);
+        let recovery = self.finish_recovery(Some(room), guard, since.as_ref(), read);
         self.count_recovery(&recovery, since.is_some());
         Ok(recovery)
     }
@@ -242,6 +242,9 @@ impl Server {
     /// The bind happens at once, when this is called (a connection handler may call it and
     /// spawn the rest); the returned future reads the history and queues what was missed. With
     /// `since` `None` nothing is replayed and the result tells the position to come back with.
+    /// Live messages to `id` wait behind the replay until the future completes; a future
+    /// dropped unfinished lets them through at once. Without id history the id is bound and
+    /// the future resolves to [`HistoryError::NotRecorded`].
     pub fn bind_recovering(
         &self,
         id: &str,
@@ -252,29 +255,42 @@ impl Server {
         let id: Arc<str> = Arc::from(id);
         let stream: Arc<str> = Arc::from(id_stream(&id));
         let window = self.history().id_window();
-        if window.is_some() {
-            self.add_pending(&stream, &id);
-        }
+        let guard = window.map(|_| self.add_pending(&stream, &id, true));
         self.bind(&id, socket);
         async move {
-            let window = window.ok_or_else(|| HistoryError::NotRecorded("ids".to_string()))?;
+            let (Some(window), Some(guard)) = (window, guard) else {
+                return Err(HistoryError::NotRecorded("ids".to_string()));
+            };
             let read = server.read_history(&stream, since.as_ref(), window).await;
-            let recovery = server.finish_recovery(None, &stream, &id, since.as_ref(), read);
+            let recovery = server.finish_recovery(None, guard, since.as_ref(), read);
             server.count_recovery(&recovery, since.is_some());
             Ok(recovery)
         }
     }
 
-    fn add_pending(&self, stream: &Arc<str>, id: &Arc<str>) {
+    /// Registers `id` as recovering on `stream` (live messages are kept for it from now on);
+    /// the guard ends it, by [`Server::finish_recovery`] or when dropped (then, with
+    /// `deliver_kept`, the kept messages go to the id's socket as they are).
+    fn add_pending(&self, stream: &Arc<str>, id: &Arc<str>, deliver_kept: bool) -> PendingGuard {
+        let token = self.history().next_token();
         lock(&self.history().pending)
             .entry(Arc::clone(stream))
             .or_default()
             .pending
             .push(Pending {
+                token,
                 id: Arc::clone(id),
                 kept: Vec::new(),
                 overflowed: false,
             });
+        PendingGuard {
+            server: self.clone(),
+            stream: Arc::clone(stream),
+            id: Arc::clone(id),
+            token,
+            deliver_kept,
+            done: false,
+        }
     }
 
     /// Reads the stream after `since`: from the broker in a cluster, from memory otherwise.
@@ -319,14 +335,15 @@ impl Server {
     fn finish_recovery(
         &self,
         room: Option<&Room>,
-        stream: &Arc<str>,
-        id: &Arc<str>,
+        mut guard: PendingGuard,
         since: Option<&Position>,
         read: Option<StreamRead<(Target, Bytes)>>,
     ) -> Recovery {
+        guard.done = true;
+        let (stream, id) = (&guard.stream, &guard.id);
         let mut pending = lock(&self.history().pending);
         let waiting = pending.entry(Arc::clone(stream)).or_default();
-        let mine = take_pending(waiting, id);
+        let mine = take_pending(waiting, guard.token, id);
         let mut out = Vec::new();
         let (position, recovered) = match read {
             None => (None, false),
@@ -405,5 +422,42 @@ impl Server {
         stats
             .replayed_messages
             .fetch_add(recovery.replayed as u64, Ordering::Relaxed);
+    }
+}
+
+/// A recovery in progress; dropped unfinished (its future was dropped), it ends the recovery
+/// so that live messages are no longer held back for the id.
+struct PendingGuard {
+    server: Server,
+    stream: Arc<str>,
+    id: Arc<str>,
+    token: u64,
+    deliver_kept: bool,
+    done: bool,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let server = &self.server;
+        let mut pending = lock(&server.history().pending);
+        let Some(waiting) = pending.get_mut(&self.stream) else {
+            return;
+        };
+        let mine = take_pending(waiting, self.token, &self.id);
+        if waiting.is_empty() {
+            pending.remove(&self.stream);
+        }
+        if !self.deliver_kept || mine.kept.is_empty() {
+            return;
+        }
+        if let Some(socket) = server.read_registry().get(&self.id).cloned() {
+            let _batch = crate::socket::Batch::begin();
+            for (_, frame) in mine.kept {
+                let _ = socket.enqueue_in_batch(frame);
+            }
+        }
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Recorded {
 
 /// An id waiting for its history read, and the live messages kept for it meanwhile.
 pub(crate) struct Pending {
+    /// Tells this recovery from another of the same id on the same stream.
+    pub(crate) token: u64,
     pub(crate) id: Arc<str>,
     pub(crate) kept: Vec<(Position, Bytes)>,
     pub(crate) overflowed: bool,
@@ -96,6 +98,8 @@ pub(crate) struct History {
     pub(crate) pending: Mutex<HashMap<Arc<str>, Waiting>>,
     /// Broker key of stream `s`: `<prefix>{s}`.
     key_prefix: String,
+    /// The last recovery token handed out.
+    tokens: std::sync::atomic::AtomicU64,
 }
 
 impl History {
@@ -113,7 +117,14 @@ impl History {
             local,
             pending: Mutex::new(HashMap::new()),
             key_prefix: format!("{ws_prefix}:history:"),
+            tokens: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A token for a new pending recovery.
+    pub(crate) fn next_token(&self) -> u64 {
+        self.tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The window of a namespace that keeps history.
@@ -185,11 +196,12 @@ fn reaches(target: &Target, id: &str) -> bool {
     }
 }
 
-/// Removes `id`'s pending recovery and gives it back.
-pub(crate) fn take_pending(waiting: &mut Waiting, id: &Arc<str>) -> Pending {
-    match waiting.pending.iter().position(|p| p.id == *id) {
+/// Removes the pending recovery `token` (of `id`) and gives it back.
+pub(crate) fn take_pending(waiting: &mut Waiting, token: u64, id: &Arc<str>) -> Pending {
+    match waiting.pending.iter().position(|p| p.token == token) {
         Some(i) => waiting.pending.swap_remove(i),
         None => Pending {
+            token,
             id: Arc::clone(id),
             kept: Vec::new(),
             overflowed: false,

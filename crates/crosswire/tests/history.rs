@@ -147,3 +147,21 @@ async fn past_the_window_is_not_recovered_and_ids_keep_their_own_stream() {
     let got = read_positioned(&mut x, 7).await;
     assert_eq!(got.iter().map(|p| p.n).collect::<Vec<_>>(), [6, 7]);
 }
+
+#[tokio::test]
+async fn a_recovery_dropped_unfinished_holds_nothing_back() {
+    use crosswire::system::Connection;
+    use crosswire::Socket;
+
+    let server = server(10);
+    server.on_system(|_: Connection, server: Server, socket: Socket| {
+        // The application never runs the recovery: live messages must still flow.
+        drop(server.bind_recovering("z", &socket, None));
+    });
+    let addr = serve_on_free_port(&server).await;
+    let mut z = RawClient::connect(addr, "/?id=z").await.expect("connect");
+    assert!(crosswire_testkit::wait_until(WAIT, || server.socket("z").is_some()).await);
+    server.to("z").emit("msg", &1).expect("emit");
+    let got = read_positioned(&mut z, 1).await;
+    assert_eq!(got.iter().map(|p| p.n).collect::<Vec<_>>(), [1]);
+}
