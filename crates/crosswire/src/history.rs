@@ -2,7 +2,10 @@
 //! [`ServerConfig::with_history`](crate::ServerConfig::with_history) keep their last messages,
 //! every event sent to them carries its [`Position`], and a client that comes back (to any
 //! node) re-joins with the last position it saw through [`Server::join_recovering`]: it gets
-//! what it missed, in order, then the live messages, none twice and none skipped.
+//! what it missed, in order, then the live messages, none twice and none skipped. With
+//! [`ServerConfig::with_id_history`](crate::ServerConfig::with_id_history) the same holds for
+//! what is sent to each id (stream `@<id>`), recovered when the id is bound again with
+//! [`Server::bind_recovering`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -24,8 +27,9 @@
 //! ```
 //!
 //! # How it works
-//! - **Single node**: a [`MemoryHistory`](crosswire_core::history::MemoryHistory) in the node. An emit takes the next offset, records
-//!   the frame and delivers it under one lock, so offsets and delivery order agree.
+//! - **Single node**: a [`MemoryHistory`](crosswire_core::history::MemoryHistory) in the
+//!   node. An emit takes the next offset, records the frame and delivers it under one lock,
+//!   so offsets and delivery order agree.
 //! - **Cluster**: the broker keeps the history ([`Broker::publish_recorded`]: with Redis, a
 //!   Stream per room written by the same script that publishes). Every node, the sender
 //!   included, delivers a recorded message when it comes back from the broker with its
@@ -36,7 +40,10 @@
 //!   is read, so every live message from then on is kept for it; the read gives what it missed;
 //!   then, under the lock that live delivery takes, the missed messages and the kept live ones
 //!   after them are queued, and the id joins the room. A message both read and kept is sent
-//!   once (by offset).
+//!   once (by offset). A message the read held but the broker had not yet delivered here is
+//!   not sent again when it arrives: the join leaves a *floor* at its position until the
+//!   stream passes it. A recovery whose future is dropped unfinished lets live messages
+//!   through again.
 //!
 //! [`Broker::publish_recorded`]: crosswire_core::Broker::publish_recorded
 
