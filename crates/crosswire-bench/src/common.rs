@@ -209,12 +209,26 @@ pub struct ReceiverResult {
 /// Latencies (now − send stamp) go to `hist` in batches; the returned tracker counts unique,
 /// duplicate and out-of-order deliveries.
 pub async fn receive(
+    conn: Ws,
+    key: usize,
+    limit: u64,
+    hist: Arc<ShardedHistogram>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> ReceiverResult {
+    receive_observing(conn, key, limit, hist, shared, stop, |_, _| {}).await
+}
+
+/// [`receive`], also showing every stamped frame (its text and sequence number) to
+/// `observe`, e.g. to check fields the stamp does not cover.
+pub async fn receive_observing(
     mut conn: Ws,
     key: usize,
     limit: u64,
     hist: Arc<ShardedHistogram>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    mut observe: impl FnMut(&str, u64) + Send,
 ) -> ReceiverResult {
     let mut res = ReceiverResult {
         tracker: SeqTracker::new(limit),
@@ -234,6 +248,7 @@ pub async fn receive(
                 Some(Ok(Message::Text(t))) => {
                     if let Some(stamp) = parse_stamp(t.as_str()) {
                         let now = now_us();
+                        observe(t.as_str(), stamp.seq);
                         if res.tracker.observe(stamp.seq) == Observation::New {
                             batch.push(now.saturating_sub(stamp.sent_us));
                             if batch.len() == batch.capacity() {

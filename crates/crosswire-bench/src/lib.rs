@@ -11,6 +11,8 @@
 //! - **echo** — closed-loop `echo` requests with callback ids; reports acks/s and round-trip
 //!   percentiles.
 //! - **idle** — opens and holds C connections; reports server memory per connection.
+//! - **history** — the fan-out on a recoverable room with history on and off, side by side
+//!   (it starts its own `crosswire serve` nodes, and a `redis-server`; see [`history`]).
 //!
 //! With `--server-pid` every scenario also reads the server's CPU time and RSS from `/proc`
 //! before and after the measured window and reports CPU time per delivery or ack.
@@ -62,6 +64,7 @@
 #![warn(missing_docs)]
 
 pub mod common;
+pub mod history;
 pub mod metrics;
 pub mod procfs;
 pub mod report;

@@ -156,6 +156,9 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// Fan-out on a recoverable room with history on and off, interleaved, on `crosswire
+    /// serve` nodes it starts itself: one node, and two over a redis-server it starts.
+    History(crosswire_bench::history::HistoryArgs),
     /// Print a markdown table from JSON reports (files written with --json).
     Table {
         /// JSON report files.
@@ -307,7 +310,10 @@ async fn run_load(cmd: Command, s: &Settings) -> Result<Report> {
             };
             idle::run(s, &p).await
         }
-        Command::Table { .. } | Command::S2s { .. } | Command::GenCerts { .. } => {
+        Command::Table { .. }
+        | Command::S2s { .. }
+        | Command::GenCerts { .. }
+        | Command::History(_) => {
             anyhow::bail!("not a WebSocket load scenario")
         }
     }
@@ -348,6 +354,7 @@ fn real_main() -> Result<()> {
             );
             return Ok(());
         }
+        Command::History(args) => return crosswire_bench::history::main(args.clone()),
         Command::Fanout { common, .. }
         | Command::Burst { common, .. }
         | Command::Echo { common, .. }
