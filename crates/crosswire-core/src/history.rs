@@ -220,25 +220,20 @@ impl<T> MemoryHistory<T> {
         self.streams.is_empty()
     }
 
+    /// The stream `name`, made with a new epoch when unknown (the key is allocated per call:
+    /// a few bytes beside the message itself).
     fn stream(&mut self, name: &str, now: Instant) -> &mut Stream<T> {
-        if !self.streams.contains_key(name) {
-            self.made += 1;
-            let epoch: Arc<str> = Arc::from(format!("{:x}-{}", self.run, self.made));
-            self.streams.insert(
-                Arc::from(name),
-                Stream {
-                    epoch,
-                    top: 0,
-                    last_used: now,
-                    retention: Retention::default(),
-                    entries: VecDeque::new(),
-                },
-            );
-        }
-        let s = self
-            .streams
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!("inserted above"));
+        let (run, made) = (self.run, &mut self.made);
+        let s = self.streams.entry(Arc::from(name)).or_insert_with(|| {
+            *made += 1;
+            Stream {
+                epoch: Arc::from(format!("{run:x}-{made}")),
+                top: 0,
+                last_used: now,
+                retention: Retention::default(),
+                entries: VecDeque::new(),
+            }
+        });
         s.last_used = now;
         s
     }
