@@ -23,6 +23,13 @@
 //! process run) and a sequence number: a node drops its own echo, and drops duplicates when
 //! the broker delivers a message twice (e.g. published on two Redis nodes for redundancy).
 //!
+//! # Recorded deliveries
+//! A delivery to a room or id that keeps history goes out with `Broker::publish_recorded` on
+//! the same channel as any other delivery; the broker appends it to the stream and publishes
+//! it with its position. Every node that receives it, this one included (the one exception to
+//! dropping its own echo), delivers it then. If the broker refuses it, this node still delivers
+//! it to its own sockets without a position.
+//!
 //! # Order
 //! Outgoing operations (publish, subscribe, unsubscribe) go through one ordered queue to one
 //! task, so messages from this node reach the broker in the order they were sent.
