@@ -172,6 +172,13 @@ pub trait Broker: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether this broker keeps history ([`Broker::publish_recorded`] and
+    /// [`Broker::read_stream`] work). A node with history configured refuses to start on a
+    /// broker without. Default: false.
+    fn supports_history(&self) -> bool {
+        false
+    }
+
     /// Appends `payload` to history stream `stream` (trimmed to `retention`) and publishes it
     /// on `channel` with its new [`Position`], in one step: every subscriber, this node
     /// included (no echo is dropped here), receives it with
@@ -298,6 +305,10 @@ impl Broker for MemoryBroker {
             }
             Ok(())
         })
+    }
+
+    fn supports_history(&self) -> bool {
+        true
     }
 
     fn publish_recorded(

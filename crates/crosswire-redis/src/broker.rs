@@ -221,6 +221,10 @@ impl Broker for RedisBroker {
         Box::pin(outcome(replies, shared.deadline(started)))
     }
 
+    fn supports_history(&self) -> bool {
+        true
+    }
+
     fn publish_recorded(
         &self,
         channel: &str,

@@ -19,6 +19,11 @@ pub enum ConfigError {
     /// A setting is out of range; the message names it.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
+    /// History is configured ([`crate::ServerConfig::with_history`],
+    /// [`crate::ServerConfig::with_id_history`]) but the broker keeps none
+    /// ([`crate::Broker::supports_history`]); use a broker that does, or no history.
+    #[error("history is configured but this broker keeps no history")]
+    HistoryUnsupported,
 }
 
 /// Sending to sockets failed before anything was delivered.

@@ -92,6 +92,10 @@ impl ServerBuilder {
             tracing::info!(node = %config.node_name, "no node name given: using a generated one");
         }
         config.validate()?;
+        let wants_history = !config.history.is_empty() || config.id_history.is_some();
+        if wants_history && self.broker.as_ref().is_some_and(|b| !b.supports_history()) {
+            return Err(ConfigError::HistoryUnsupported);
+        }
         let heartbeat_frame =
             ws::server_frame(ws::OpCode::Text, config.heartbeat_message.as_bytes());
         // Every node tracking a namespace's presence hears its joins and leaves.

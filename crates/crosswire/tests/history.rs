@@ -165,3 +165,54 @@ async fn a_recovery_dropped_unfinished_holds_nothing_back() {
     let got = read_positioned(&mut z, 1).await;
     assert_eq!(got.iter().map(|p| p.n).collect::<Vec<_>>(), [1]);
 }
+
+/// A broker that keeps no history (it forwards to the hub and leaves the history methods at
+/// their defaults).
+struct NoHistory(crosswire::MemoryBroker);
+
+impl crosswire::Broker for NoHistory {
+    fn publish(
+        &self,
+        channel: &str,
+        payload: bytes::Bytes,
+    ) -> crosswire::BoxFuture<'static, Result<(), crosswire::BrokerError>> {
+        self.0.publish(channel, payload)
+    }
+    fn subscribe(
+        &self,
+        channel: &str,
+    ) -> crosswire::BoxFuture<'static, Result<(), crosswire::BrokerError>> {
+        self.0.subscribe(channel)
+    }
+    fn unsubscribe(
+        &self,
+        channel: &str,
+    ) -> crosswire::BoxFuture<'static, Result<(), crosswire::BrokerError>> {
+        self.0.unsubscribe(channel)
+    }
+    fn messages(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<crosswire::BrokerMessage>, crosswire::BrokerError> {
+        self.0.messages()
+    }
+    fn health(&self) -> crosswire::BrokerHealth {
+        self.0.health()
+    }
+}
+
+#[tokio::test]
+async fn history_on_a_broker_without_it_is_refused_at_start() {
+    let hub = crosswire::MemoryHub::new();
+    let broker = std::sync::Arc::new(NoHistory(hub.broker()));
+    let config = ServerConfig::default()
+        .with_node_name("n")
+        .with_history("chat", Retention::default());
+    let refused = Server::builder(config).broker(broker.clone()).build();
+    assert!(
+        matches!(refused, Err(crosswire::ConfigError::HistoryUnsupported)),
+        "{refused:?}"
+    );
+    // Without history the same broker is fine.
+    let config = ServerConfig::default().with_node_name("n");
+    assert!(Server::builder(config).broker(broker).build().is_ok());
+}
