@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need when it
-# is missing (redis-server, nginx, the Autobahn runner kosoku in a venv; Node.js and npm;
+# is missing (redis-server, nats-server, nginx, the Autobahn runner kosoku in a venv; Node.js and npm;
 # Chromium and the npm dev dependencies of the JavaScript tests), then checks formatting,
 # lints, docs, and runs the whole suite: the Rust tests (the Autobahn TestSuite in the
 # background beside the others), the JavaScript client's tests and the browser test of the
@@ -28,6 +28,14 @@ apt_install() {
 if ! command -v redis-server >/dev/null; then
   echo "== installing redis-server"
   apt_install redis-server
+fi
+# Debian's nats-server lives in /usr/sbin; the NATS tests start their own processes.
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  echo "== installing nats-server"
+  apt_install nats-server
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    as_root systemctl disable --now nats-server >/dev/null 2>&1 || true
+  fi
 fi
 # The tests start their own redis-server processes on free ports; never the system service.
 # nginx: Debian's binary is /usr/sbin/nginx, not on an unprivileged user's PATH.

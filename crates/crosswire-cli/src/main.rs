@@ -21,6 +21,7 @@ use crosswire::{
     IpNet, PerMessageDeflate, RateLimit, RateLimitPolicy, Retention, Server, ServerConfig,
 };
 use crosswire_cli::http::HttpOptions;
+use crosswire_nats::{NatsBroker, NatsConfig};
 use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
 use tracing_subscriber::EnvFilter;
 
@@ -94,6 +95,17 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     redis: Vec<String>,
+    /// A NATS server (`nats://host:port`) of the cluster to use as the broker instead of
+    /// Redis; repeat (or separate with commas) for the servers of one NATS cluster. No
+    /// history with NATS yet (`--history` is refused).
+    #[arg(
+        long = "nats",
+        value_name = "URL",
+        env = "CROSSWIRE_NATS",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
+    nats: Vec<String>,
     /// PEM file of the certificate authorities trusted for `rediss://` nodes, instead of the
     /// built-in web roots (for a Redis with its own authority).
     #[arg(long, value_name = "FILE", env = "CROSSWIRE_REDIS_CA")]
@@ -417,7 +429,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_history(crosswire_cli::relay::NAMESPACE, window)
             .with_id_history(window);
     }
-    let server = if args.redis.is_empty() {
+    let server = if !args.nats.is_empty() {
+        let name = args.name.clone().unwrap_or_else(|| "crosswire".to_string());
+        let nats = NatsConfig::from_urls(args.nats.iter().cloned())?.with_client_name(name);
+        let broker = NatsBroker::connect(nats).await?;
+        Server::builder(config.with_compression(args.compress_above))
+            .broker(Arc::new(broker))
+            .build()?
+    } else if args.redis.is_empty() {
         Server::new(config)?
     } else {
         let redis = RedisConfig::from_urls(&args.redis)?

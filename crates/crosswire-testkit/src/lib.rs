@@ -937,6 +937,104 @@ impl RedisServer {
     }
 }
 
+/// A `nats-server` process on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Whether `nats-server` is on `PATH` (Debian puts it in `/usr/sbin`).
+    pub fn available() -> bool {
+        Command::new(Self::binary())
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn binary() -> &'static str {
+        if std::path::Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        }
+    }
+
+    /// Starts one on a free port and waits (at most 10 s) until it greets clients.
+    pub fn start() -> io::Result<Self> {
+        let mut server = Self {
+            port: free_port()?,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Its URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let command = || {
+            let mut c = Command::new(Self::binary());
+            c.args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        };
+        self.child = Some(command().spawn()?);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if nats_greets(self.port) {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "nats-server did not greet within 10 s",
+                ));
+            }
+            if exited {
+                self.child = Some(command().spawn()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether a NATS server on `port` sends its `INFO` greeting.
+fn nats_greets(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 4];
+    std::io::Read::read_exact(&mut stream, &mut buf).is_ok() && &buf == b"INFO"
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

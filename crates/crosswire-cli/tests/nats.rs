@@ -1,0 +1,60 @@
+//! `crosswire serve --nats`: two real nodes over a real `nats-server` find each other, and a
+//! client on one reaches a room member and an id on the other; `--history` with NATS is
+//! refused at start.
+
+mod common;
+
+use common::{Raw, Relay, CLUSTER_STEP};
+use crosswire_testkit::NatsServer;
+use serde_json::json;
+
+fn nats() -> NatsServer {
+    assert!(
+        NatsServer::available(),
+        "nats-server is not installed (scripts/test.sh installs Debian's nats-server)"
+    );
+    NatsServer::start().expect("nats-server starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_nats_deliver_to_each_other() {
+    let nats = nats();
+    let url = nats.url();
+    let n1 = Relay::start(&["--name", "n1", "--nats", &url]).await;
+    let n2 = Relay::start(&["--name", "n2", "--nats", &url]).await;
+    for n in [&n1, &n2] {
+        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
+            status == 200 && body["nodes"] == json!(["n1", "n2"])
+        })
+        .await;
+    }
+    let mut sender = Raw::connect(&n1, "s").await;
+    let mut member = Raw::connect(&n2, "m").await;
+    assert_eq!(
+        member.request("join", json!({"room": "r"})).await,
+        json!({"ok": true})
+    );
+    common::sync_room(&mut sender, "r", &mut [&mut member]).await;
+    let sent = sender
+        .request("room", json!({"room": "r", "data": "to the room"}))
+        .await;
+    assert_eq!(sent, json!({"ok": true}));
+    member.expect_msg(&json!("to the room")).await;
+    let sent = sender
+        .request("to", json!({"id": "m", "data": "to m"}))
+        .await;
+    assert_eq!(sent, json!({"ok": true}));
+    member.expect_msg(&json!("to m")).await;
+}
+
+#[tokio::test]
+async fn history_over_nats_is_refused_at_start() {
+    let nats = nats();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crosswire"))
+        .args(["serve", "--port", "0", "--nats", &nats.url(), "--history"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("keeps no history"), "{text}");
+}
