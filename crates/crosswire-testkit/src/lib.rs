@@ -905,30 +905,14 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        self.child = Some(redis_command(self.port, &self.args).spawn()?);
-        loop {
-            if ping(self.port).is_ok() {
-                return Ok(());
-            }
-            // Right after a kill the port may still be held: a new process exits at once.
-            // Start it again until it stays up or the deadline passes.
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "redis-server did not answer PING within 10 s",
-                ));
-            }
-            if exited {
-                self.child = Some(redis_command(self.port, &self.args).spawn()?);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (port, args) = (self.port, self.args.clone());
+        let child = spawn_until_ready(
+            || redis_command(port, &args),
+            || ping(port).is_ok(),
+            "redis-server did not answer PING within 10 s",
+        )?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Sends PING over a fresh connection; `Ok` when the answer is `+PONG`.
@@ -987,35 +971,50 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
+        let port = self.port;
         let command = || {
             let mut c = Command::new(Self::binary());
-            c.args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            c.args(["-a", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             c
         };
-        self.child = Some(command().spawn()?);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if nats_greets(self.port) {
-                return Ok(());
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "nats-server did not greet within 10 s",
-                ));
-            }
-            if exited {
-                self.child = Some(command().spawn()?);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = spawn_until_ready(
+            command,
+            || nats_greets(port),
+            "nats-server did not greet within 10 s",
+        )?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+/// Starts `command` and waits (at most 10 s) until `ready`. Right after a kill the port may
+/// still be held and a new process exit at once: it is started again until it stays up.
+fn spawn_until_ready(
+    command: impl Fn() -> Command,
+    ready: impl Fn() -> bool,
+    timeout_message: &str,
+) -> io::Result<Child> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut child = command().spawn()?;
+    loop {
+        if ready() {
+            return Ok(child);
         }
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                timeout_message.to_string(),
+            ));
+        }
+        if exited {
+            child = command().spawn()?;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
