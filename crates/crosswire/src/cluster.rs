@@ -70,16 +70,14 @@ pub(crate) enum Outgoing {
     Flush(oneshot::Sender<()>),
 }
 
-/// A recorded publish, with what this node delivers itself if the broker refuses it.
+/// A recorded publish. Should the broker refuse it, this node decodes the envelope again and
+/// delivers it to its own sockets (a rare path: nothing is copied for it on the way out).
 pub(crate) struct Recorded {
     channel: Arc<str>,
     /// The history stream's broker key.
     key: String,
     envelope: Bytes,
     window: Retention,
-    /// The delivery, for this node's own sockets should the publish fail.
-    target: Target,
-    frame: Bytes,
 }
 
 /// Channel names of one cluster.
@@ -305,18 +303,12 @@ impl Cluster {
             Target::Id(id) => self.node_channel(self.location(id)),
             Target::Ids(_) | Target::All { .. } => return,
         };
-        let body = Body::Deliver {
-            target: target.clone(),
-            frame: frame.clone(),
-        };
-        if let Some(envelope) = self.envelope(body) {
+        if let Some(envelope) = self.envelope(Body::Deliver { target, frame }) {
             self.queue(Outgoing::PublishRecorded(Box::new(Recorded {
                 channel,
                 key,
                 envelope,
                 window,
-                target,
-                frame,
             })));
         }
     }
@@ -654,7 +646,7 @@ async fn run_outgoing<H: Host>(
     let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
-        let mut unrecorded: Vec<Option<(Target, Bytes)>> = Vec::with_capacity(batch.len());
+        let mut unrecorded: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
         let futures: Vec<_> = batch
             .drain(..)
             .filter_map(|op| {
@@ -662,9 +654,10 @@ async fn run_outgoing<H: Host>(
                     Outgoing::Publish(channel, bytes) => (broker.publish(&channel, bytes), None),
                     Outgoing::PublishRecorded(r) => {
                         let r = *r;
+                        let envelope = r.envelope.clone();
                         let future =
                             broker.publish_recorded(&r.channel, &r.key, r.envelope, r.window);
-                        (future, Some((r.target, r.frame)))
+                        (future, Some(envelope))
                     }
                     Outgoing::Subscribe(channel) => (broker.subscribe(&channel), None),
                     Outgoing::Unsubscribe(channel) => (broker.unsubscribe(&channel), None),
@@ -683,8 +676,11 @@ async fn run_outgoing<H: Host>(
                 report(format!("broker: {e}"));
                 // A recorded message the broker refused still reaches this node's sockets,
                 // live and without a position (it is in no history).
-                if let (Some((target, frame)), Some(host)) = (fallback, host.upgrade()) {
-                    host.unrecorded(&target, &frame);
+                if let (Some(envelope), Some(host)) = (fallback, host.upgrade()) {
+                    let body = host.cluster().and_then(|c| c.codec.decode(&envelope).ok());
+                    if let Some(Body::Deliver { target, frame }) = body.map(|e| e.body) {
+                        host.unrecorded(&target, &frame);
+                    }
                 }
             }
         }

@@ -122,29 +122,17 @@ impl Server {
     /// the broker, and it is delivered (here too) when it comes back with its position.
     /// Returns how many local sockets it is for.
     pub(crate) fn send_recorded(&self, target: Target, frame: Bytes, window: Retention) -> usize {
-        let (stream, here) = match &target {
-            Target::Room {
-                namespace, room, ..
-            } => {
-                let members = self
-                    .read_registry()
-                    .room_members(namespace, room)
-                    .map_or(0, |m| m.len());
-                (stream_name(namespace, room), members)
-            }
-            Target::Id(id) => (
-                id_stream(id),
-                usize::from(self.read_registry().get(id).is_some()),
-            ),
-            Target::Ids(ids) => {
-                return ids
-                    .iter()
-                    .map(|id| self.send_recorded(Target::Id(id.clone()), frame.clone(), window))
-                    .sum();
-            }
-            Target::All { .. } => return self.deliver_local(&target, &frame),
+        if let Target::Ids(ids) = &target {
+            return ids
+                .iter()
+                .map(|id| self.send_recorded(Target::Id(id.clone()), frame.clone(), window))
+                .sum();
+        }
+        let Some(stream) = stream_of(&target) else {
+            return self.deliver_local(&target, &frame);
         };
         if let Some(cluster) = &self.inner.cluster {
+            let here = self.local_recipients(&target);
             let key = self.history().key(&stream);
             cluster.publish_recorded(target, frame, key, window, here > 0);
             return here;
@@ -159,6 +147,21 @@ impl Server {
         };
         let position = local.append(&stream, recorded, &window, Instant::now());
         self.deliver_positioned(&stream, &target, &frame, &position)
+    }
+
+    /// How many of this node's sockets a recorded delivery (room or id) is for, before the
+    /// broker hands it back.
+    fn local_recipients(&self, target: &Target) -> usize {
+        let registry = self.read_registry();
+        match target {
+            Target::Room {
+                namespace, room, ..
+            } => registry
+                .room_members(namespace, room)
+                .map_or(0, |m| m.len()),
+            Target::Id(id) => usize::from(registry.get(id).is_some()),
+            Target::Ids(_) | Target::All { .. } => 0,
+        }
     }
 
     /// Delivers a recorded message with its position to this node's sockets, keeping a copy
