@@ -8,7 +8,9 @@
 //! ```text
 //! crosswire serve --name node-1 --port 9001 --redis redis://127.0.0.1:6379 [--redis …] [--redundancy 2]
 //! ```
-//! runs it as one node of a cluster coordinated through Redis.
+//! runs it as one node of a cluster coordinated through Redis;
+//! `--redis-cluster redis://h1:p1,redis://h2:p2` through a Redis Cluster (sharded pub/sub),
+//! `--nats nats://h:p` through NATS.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,9 +105,23 @@ struct ServeArgs {
         value_name = "URL",
         env = "CROSSWIRE_NATS",
         value_delimiter = ',',
-        conflicts_with = "redis"
+        conflicts_with_all = ["redis", "redis_cluster"]
     )]
     nats: Vec<String>,
+    /// Seed servers of one Redis Cluster (Redis 7+; `redis://host:port`, repeat or separate
+    /// with commas) to use as the broker with sharded pub/sub: each channel is published on
+    /// its slot's master and subscribed on a replica of its shard, the other servers are
+    /// found from the slot map, and a master failover loses nothing for subscribers. No
+    /// history in cluster mode yet (`--history` is refused); --redundancy and --strategy do
+    /// not apply.
+    #[arg(
+        long = "redis-cluster",
+        value_name = "URL",
+        env = "CROSSWIRE_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
+    redis_cluster: Vec<String>,
     /// PEM file of the certificate authorities trusted for `rediss://` nodes, instead of the
     /// built-in web roots (for a Redis with its own authority).
     #[arg(long, value_name = "FILE", env = "CROSSWIRE_REDIS_CA")]
@@ -436,26 +452,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Server::builder(config.with_compression(args.compress_above))
             .broker(Arc::new(broker))
             .build()?
-    } else if args.redis.is_empty() {
+    } else if args.redis.is_empty() && args.redis_cluster.is_empty() {
         Server::new(config)?
     } else {
-        let redis = RedisConfig::from_urls(&args.redis)?
-            .with_tls(redis_tls(&args)?)
-            .with_redundancy(args.redundancy)
-            .with_strategy(args.strategy)
-            .with_on_health_change(|event| {
-                tracing::info!(
-                    node = %event.node_name,
-                    role = %event.role,
-                    event = %event.event,
-                    healthy = event.healthy,
-                    publishers = event.healthy_publishers,
-                    subscribers = event.healthy_subscribers,
-                    total = event.total_nodes,
-                    "redis health"
-                );
-            });
-        let broker = RedisBroker::new(redis)?;
+        let cluster = !args.redis_cluster.is_empty();
+        let urls = if cluster {
+            &args.redis_cluster
+        } else {
+            &args.redis
+        };
+        let mut redis = RedisConfig::from_urls(urls)?.with_tls(redis_tls(&args)?);
+        if !cluster {
+            redis = redis
+                .with_redundancy(args.redundancy)
+                .with_strategy(args.strategy);
+        }
+        let redis = redis.with_on_health_change(|event| {
+            tracing::info!(
+                node = %event.node_name,
+                role = %event.role,
+                event = %event.event,
+                healthy = event.healthy,
+                publishers = event.healthy_publishers,
+                subscribers = event.healthy_subscribers,
+                total = event.total_nodes,
+                "redis health"
+            );
+        });
+        let broker = if cluster {
+            RedisBroker::cluster(redis)?
+        } else {
+            RedisBroker::new(redis)?
+        };
         Server::builder(config.with_compression(args.compress_above))
             .broker(Arc::new(broker))
             .build()?

@@ -42,75 +42,18 @@ pub enum AddNodeError {
 pub struct RedisBroker {
     shared: Arc<Shared>,
     messages: Mutex<Option<mpsc::Receiver<BrokerMessage>>>,
+    spawner: Spawner,
+}
+
+/// Starts the connection tasks of a node; every task is aborted when the broker drops.
+#[derive(Clone)]
+struct Spawner {
+    shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
-    tasks: Mutex<Vec<AbortHandle>>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
-impl std::fmt::Debug for RedisBroker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBroker")
-            .field("nodes", &self.nodes())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for RedisBroker {
-    fn drop(&mut self) {
-        for task in lock(&self.tasks).drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl RedisBroker {
-    /// Validates `config` and starts connecting to every node in the background (call inside
-    /// a tokio runtime). Returns at once; nodes join the publish set as they become healthy
-    /// (watch [`RedisBroker::health`] or the health callback).
-    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        // redis-rs builds its rustls config from the process-wide crypto provider: make sure
-        // there is one (ring), unless the application installed its own.
-        #[cfg(feature = "tls")]
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let (tx, rx) = mpsc::channel(config.message_queue);
-        let nodes = config.nodes.clone();
-        let broker = Self {
-            shared: Arc::new(Shared {
-                config,
-                nodes: RwLock::new(Vec::new()),
-                channels: Mutex::new(HashSet::new()),
-                messages: tx,
-                turn: AtomicUsize::new(0),
-            }),
-            messages: Mutex::new(Some(rx)),
-            runtime,
-            tasks: Mutex::new(Vec::new()),
-        };
-        for node in nodes {
-            broker.start_node(node);
-        }
-        Ok(broker)
-    }
-
-    /// Adds a Redis node at run time, from its URL: it connects, subscribes to every current
-    /// channel and joins the publish set once healthy.
-    pub fn add_node(&self, url: &str) -> Result<(), AddNodeError> {
-        self.add_node_with_config(RedisNodeConfig::new(url)?)
-    }
-
-    /// [`RedisBroker::add_node`] with a full node configuration (e.g. a custom name).
-    pub fn add_node_with_config(&self, node: RedisNodeConfig) -> Result<(), AddNodeError> {
-        if read(&self.shared.nodes)
-            .iter()
-            .any(|n| *n.name == *node.name)
-        {
-            return Err(AddNodeError::DuplicateName(node.name));
-        }
-        self.start_node(node);
-        Ok(())
-    }
-
+impl Spawner {
     fn start_node(&self, config: RedisNodeConfig) {
         let (publish_tx, publish_rx) = mpsc::channel(self.shared.config.publish_queue);
         let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
@@ -144,6 +87,112 @@ impl RedisBroker {
         tasks.push(subscriber.abort_handle());
     }
 
+    /// Starts the task keeping a Redis Cluster's slot map current.
+    fn start_topology(&self) {
+        let spawner = self.clone();
+        let task = self.runtime.spawn(crate::cluster::run(
+            Arc::clone(&self.shared),
+            move |config| spawner.start_node(config),
+        ));
+        lock(&self.tasks).push(task.abort_handle());
+    }
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("nodes", &self.nodes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        for task in lock(&self.spawner.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl RedisBroker {
+    /// Validates `config` and starts connecting to every node in the background (call inside
+    /// a tokio runtime). Returns at once; nodes join the publish set as they become healthy
+    /// (watch [`RedisBroker::health`] or the health callback).
+    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
+        Self::start(config, false)
+    }
+
+    /// A broker over one Redis Cluster (Redis 7 or later), with sharded pub/sub:
+    /// `config.nodes` are seeds — any servers of the cluster, masters or replicas — from which
+    /// the slot map is read; every other server is found from it and reached with the first
+    /// seed's credentials, db and TLS settings. Each channel is `SPUBLISH`ed on the master of
+    /// its slot and `SSUBSCRIBE`d on one server of its shard (a replica when there is one), so
+    /// the traffic spreads over the shards, a master failover loses nothing for subscribers,
+    /// and publishes wait (up to twice the command timeout) while a shard has no master. The
+    /// [`PublishStrategy`](crate::PublishStrategy) does not apply and redundancy must be 1.
+    /// History is not kept in cluster mode yet ([`Broker::supports_history`] is false). See
+    /// the crate docs, "Redis Cluster".
+    pub fn cluster(config: RedisConfig) -> Result<Self, ConfigError> {
+        if config.redundancy != 1 {
+            return Err(ConfigError::InvalidRedundancy(config.redundancy));
+        }
+        Self::start(config, true)
+    }
+
+    fn start(config: RedisConfig, cluster: bool) -> Result<Self, ConfigError> {
+        config.validate()?;
+        // redis-rs builds its rustls config from the process-wide crypto provider: make sure
+        // there is one (ring), unless the application installed its own.
+        #[cfg(feature = "tls")]
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let (tx, rx) = mpsc::channel(config.message_queue);
+        let nodes = config.nodes.clone();
+        let cluster = cluster.then(|| crate::cluster::ClusterState::new(nodes[0].clone()));
+        let shared = Arc::new(Shared {
+            config,
+            nodes: RwLock::new(Vec::new()),
+            channels: Mutex::new(HashSet::new()),
+            messages: tx,
+            turn: AtomicUsize::new(0),
+            cluster,
+        });
+        let spawner = Spawner {
+            shared: Arc::clone(&shared),
+            runtime,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        for node in nodes {
+            spawner.start_node(node);
+        }
+        if shared.sharded() {
+            spawner.start_topology();
+        }
+        Ok(Self {
+            shared,
+            messages: Mutex::new(Some(rx)),
+            spawner,
+        })
+    }
+
+    /// Adds a Redis node at run time, from its URL: it connects, subscribes to every current
+    /// channel and joins the publish set once healthy.
+    pub fn add_node(&self, url: &str) -> Result<(), AddNodeError> {
+        self.add_node_with_config(RedisNodeConfig::new(url)?)
+    }
+
+    /// [`RedisBroker::add_node`] with a full node configuration (e.g. a custom name).
+    pub fn add_node_with_config(&self, node: RedisNodeConfig) -> Result<(), AddNodeError> {
+        if read(&self.shared.nodes)
+            .iter()
+            .any(|n| *n.name == *node.name)
+        {
+            return Err(AddNodeError::DuplicateName(node.name));
+        }
+        self.spawner.start_node(node);
+        Ok(())
+    }
+
     /// Every node's current state.
     pub fn nodes(&self) -> Vec<NodeStatus> {
         read(&self.shared.nodes)
@@ -166,6 +215,9 @@ impl RedisBroker {
     /// healthy). With [`PublishStrategy::ChannelAffine`](crate::PublishStrategy) this is the
     /// channel's home node; with the other strategies each call may answer differently.
     pub fn publish_targets(&self, channel: &str) -> Vec<Arc<str>> {
+        if let Some(cluster) = &self.shared.cluster {
+            return cluster.master_of(channel).into_iter().collect();
+        }
         self.shared
             .choose(channel, self.shared.config.redundancy, &[])
             .into_iter()
@@ -194,6 +246,21 @@ impl Broker for RedisBroker {
         // each node's queue is FIFO and drained in order onto one connection, so successive
         // publishes of one channel keep their order on a node.
         let shared = &self.shared;
+        if let Some(cluster) = &shared.cluster {
+            let started = Instant::now();
+            let (tx, rx) = oneshot::channel();
+            let job = PublishJob {
+                channel: Arc::from(channel),
+                payload,
+                reply: Some(tx),
+                started,
+                tried: Vec::new(),
+                siblings: Vec::new(),
+                record: None,
+            };
+            cluster.submit(shared, job);
+            return Box::pin(outcome(vec![rx], shared.deadline(started)));
+        }
         let targets = shared.choose(channel, shared.config.redundancy, &[]);
         if targets.is_empty() {
             return Box::pin(async { Err(BrokerError::Unavailable) });
@@ -222,7 +289,7 @@ impl Broker for RedisBroker {
     }
 
     fn supports_history(&self) -> bool {
-        true
+        !self.shared.sharded()
     }
 
     fn publish_recorded(
@@ -235,6 +302,11 @@ impl Broker for RedisBroker {
         // One node, the stream's home: the offsets of a stream come from one place. Queued
         // now, like a plain publish, so successive ones keep their order.
         let shared = &self.shared;
+        if shared.sharded() {
+            return Box::pin(async {
+                Err(BrokerError::Unsupported("history in Redis Cluster mode"))
+            });
+        }
         let Some(node) = shared.stream_home(stream, &[]) else {
             return Box::pin(async { Err(BrokerError::Unavailable) });
         };
@@ -264,6 +336,11 @@ impl Broker for RedisBroker {
         since: Option<u64>,
         retention: Retention,
     ) -> BoxFuture<'static, Result<StreamRead<Bytes>, BrokerError>> {
+        if self.shared.sharded() {
+            return Box::pin(async {
+                Err(BrokerError::Unsupported("history in Redis Cluster mode"))
+            });
+        }
         let connection = self
             .shared
             .stream_home(stream, &[])
@@ -291,6 +368,9 @@ impl Broker for RedisBroker {
                 }
             }
         };
+        if self.shared.sharded() {
+            return self.subscribe_sharded(channel);
+        }
         let replies =
             self.ask_subscribers(|reply| SubscribeCommand::Subscribe(Arc::clone(&channel), reply));
         let timeout = self.shared.config.command_timeout + Duration::from_millis(250);
@@ -318,8 +398,22 @@ impl Broker for RedisBroker {
         let Some(channel) = removed else {
             return Box::pin(async { Ok(()) });
         };
-        let replies = self
-            .ask_subscribers(|reply| SubscribeCommand::Unsubscribe(Arc::clone(&channel), reply));
+        let replies = match &self.shared.cluster {
+            Some(cluster) => {
+                let carrier = cluster.unassign(&channel).and_then(|name| self.node(&name));
+                carrier
+                    .and_then(|node| {
+                        let (tx, rx) = oneshot::channel();
+                        let command = SubscribeCommand::Unsubscribe(Arc::clone(&channel), tx);
+                        node.subscribe_tx.send(command).ok().map(|()| rx)
+                    })
+                    .into_iter()
+                    .collect()
+            }
+            None => self.ask_subscribers(|reply| {
+                SubscribeCommand::Unsubscribe(Arc::clone(&channel), reply)
+            }),
+        };
         let timeout = self.shared.config.command_timeout + Duration::from_millis(250);
         Box::pin(async move {
             let failure = collect(replies, timeout)
@@ -349,6 +443,10 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> BrokerHealth {
+        if let Some(cluster) = &self.shared.cluster {
+            let (healthy, publishers, subscribers, total) = cluster.health(&self.shared);
+            return broker_health(healthy, publishers, subscribers, total);
+        }
         let (publishers, subscribers, total) = self.shared.counts();
         broker_health(
             publishers > 0 && subscribers > 0,
@@ -360,6 +458,56 @@ impl Broker for RedisBroker {
 }
 
 impl RedisBroker {
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        read(&self.shared.nodes)
+            .iter()
+            .find(|n| *n.name == *name)
+            .cloned()
+    }
+
+    /// Cluster mode: `SSUBSCRIBE` on the one server that carries the channel, once the slot
+    /// map names one (waiting for it up to the command timeout).
+    fn subscribe_sharded(&self, channel: Arc<str>) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let Some(cluster) = &shared.cluster else {
+                return Err(BrokerError::Unavailable);
+            };
+            let limit = shared.config.command_timeout;
+            let deadline = Instant::now() + limit;
+            let carrier = loop {
+                if let Some(node) = cluster.assign(&shared, &channel) {
+                    break node;
+                }
+                cluster.refresh_now();
+                if Instant::now() >= deadline {
+                    return Err(BrokerError::Unavailable);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let (tx, rx) = oneshot::channel();
+            let command = SubscribeCommand::Subscribe(Arc::clone(&channel), tx);
+            if carrier.subscribe_tx.send(command).is_err() {
+                return Err(BrokerError::Unavailable);
+            }
+            match tokio::time::timeout(limit + Duration::from_millis(250), rx).await {
+                Ok(Ok(SubscribeOutcome::Confirmed)) => Ok(()),
+                Ok(Ok(SubscribeOutcome::Failed(e))) => Err(BrokerError::Backend(format!(
+                    "subscribe to {channel:?} on {} failed: {e}",
+                    carrier.name
+                ))),
+                // Subscribed when the server's connection comes back, or moved elsewhere.
+                Ok(Ok(SubscribeOutcome::NotConnected)) | Ok(Err(_)) => {
+                    Err(BrokerError::Unavailable)
+                }
+                Err(_) => Err(BrokerError::Backend(format!(
+                    "subscribe to {channel:?} on {} not confirmed in time",
+                    carrier.name
+                ))),
+            }
+        })
+    }
+
     fn ask_subscribers(
         &self,
         command: impl Fn(oneshot::Sender<SubscribeOutcome>) -> SubscribeCommand,

@@ -107,6 +107,33 @@ impl RedisNodeConfig {
         })
     }
 
+    /// The same settings (credentials, db, TLS) for another server, named `host:port`: how a
+    /// Redis Cluster server found in the slot map is reached.
+    pub(crate) fn at(&self, host: &str, port: u16) -> Self {
+        let addr = match self.info.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        Self {
+            url: format!("{scheme}://{host}:{port}"),
+            name: format!("{host}:{port}"),
+            info: self.info.clone().set_addr(addr),
+            host: host.to_string(),
+            port,
+            tls: self.tls,
+        }
+    }
+
     /// Names the node (default: `host:port`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();

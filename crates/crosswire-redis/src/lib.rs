@@ -89,6 +89,39 @@
 //! the reason in its health event. Certificate checks cannot be turned off (`#insecure` URLs
 //! are refused).
 //!
+//! # Redis Cluster
+//! [`RedisBroker::cluster`] runs the same broker over one Redis Cluster (Redis 7+) with
+//! sharded pub/sub, so the traffic spreads over the shards instead of every Redis server
+//! carrying every message:
+//! - **Servers.** The configured nodes are seeds; `CLUSTER SLOTS` (read on any connected
+//!   server every ping interval, at once when something looks wrong, and every 100 ms while
+//!   anything waits for it) names the others, which get the same two connections as a
+//!   configured node, with the first seed's credentials, db and TLS settings.
+//! - **Publishing.** A channel's slot is the CRC16 of its name (of its `{hash tag}` when it
+//!   has one). `SPUBLISH` goes to the slot's master, queued and batched like any publish, so
+//!   one publisher's messages on one channel stay in order. While the slot has no healthy
+//!   master (killed, before its replica is promoted) or when a batch is refused (`MOVED` after
+//!   a resharding, `CLUSTERDOWN`), the messages are parked in call order and sent to the new
+//!   master once the slot map shows one; a publish resolves with an error only if that takes
+//!   longer than twice [`RedisConfig::command_timeout`].
+//! - **Subscribing.** Each channel is `SSUBSCRIBE`d on *one* server of its shard, a replica
+//!   when one is up: Redis propagates sharded messages to the shard's replicas, and the
+//!   replica promoted when a master dies keeps its subscribers, so a master failover loses no
+//!   message for them (the test kills a master in a 3-master, 3-replica cluster mid-stream:
+//!   every message arrives once, in order). A subscription moves to another server of its
+//!   shard when its server's subscribe connection is down while another one is up, when the
+//!   slot map no longer lists its server for the slot, or when Redis drops it by itself (the
+//!   `sunsubscribe` Redis pushes when a slot migrates away); it moves from a master to a
+//!   replica as soon as one is up. Messages published while a subscription moves off a
+//!   *replica* that died are lost for this broker, as with a plain Redis node that dies.
+//! - **Health.** Healthy while the slot map covers every slot, every master's publish
+//!   connection is up, and so is every subscribe connection carrying a channel.
+//! - **Not in cluster mode (yet).** History ([`Broker::supports_history`](crosswire_core::Broker::supports_history)
+//!   is false: the positioned publish script would need a room's channel and its stream in one
+//!   slot), strategies and redundancy 2. Order across channels is not kept (each shard is its
+//!   own stream), and during a resharding a message can overtake one that was refused with
+//!   `MOVED` just before it.
+//!
 //! # Channel layout and envelope format
 //! What a crosswire node publishes through this broker (defined by the node, documented here
 //! because it is what you see in `redis-cli MONITOR` or `PUBSUB CHANNELS`). With the default
@@ -158,12 +191,14 @@
 //!
 //! # Layout
 //! `config` (nodes, strategy, timings, errors), `broker` ([`RedisBroker`], publish routing and
-//! retry, the node table), `publisher` and `subscriber` (one task per connection),
+//! retry, the node table), `publisher` and `subscriber` (one task per connection), `cluster`
+//! (Redis Cluster mode: the slot map, parked publishes, where each channel is subscribed),
 //! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder), `history` (the
 //! history scripts), `tls` ([`RedisTls`]).
 #![warn(missing_docs)]
 
 mod broker;
+mod cluster;
 mod config;
 mod health;
 mod history;

@@ -95,6 +95,10 @@ async fn connect(
     ping(shared, node, &mut connection)
         .await
         .map_err(|(_, e)| e)?;
+    if shared.sharded() {
+        // No history in cluster mode (yet): no scripts, no generation.
+        return Ok(connection);
+    }
     let limit = config.command_timeout;
     let scripts = crate::history::load_scripts(&mut connection);
     within(limit, "SCRIPT LOAD", scripts).await?;
@@ -176,11 +180,12 @@ async fn serve(
                 if received == 0 {
                     return (HealthEventKind::Disconnected, "broker closed".into());
                 }
+                let verb = if shared.sharded() { "SPUBLISH" } else { "PUBLISH" };
                 let mut pipe = redis::pipe();
                 for job in &batch {
                     match &job.record {
                         None => {
-                            pipe.cmd("PUBLISH")
+                            pipe.cmd(verb)
                                 .arg(job.channel.as_bytes())
                                 .arg(job.payload.as_ref())
                                 .ignore();
@@ -206,6 +211,18 @@ async fn serve(
                             job.finish(Ok(()));
                         }
                         last_reply = Instant::now();
+                        continue;
+                    }
+                    Ok(Err(e)) if e.is_cluster_error() => {
+                        // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the connection is fine, the slot
+                        // map is not. The batch waits for the new one (it may be partly
+                        // published: at least once).
+                        let error = e.to_string();
+                        node.counters.publish_failures.fetch_add(count, Ordering::Relaxed);
+                        tracing::debug!(node = %node.name, %error, "publish batch refused by the cluster");
+                        for job in batch.drain(..) {
+                            shared.reroute(job, &error);
+                        }
                         continue;
                     }
                     Ok(Err(e)) => e.to_string(),

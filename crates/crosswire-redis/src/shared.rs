@@ -146,12 +146,23 @@ pub(crate) struct Shared {
     pub(crate) channels: Mutex<HashSet<Arc<str>>>,
     pub(crate) messages: mpsc::Sender<BrokerMessage>,
     pub(crate) turn: AtomicUsize,
+    /// Set in Redis Cluster mode: the slot map and where each channel lives.
+    pub(crate) cluster: Option<crate::cluster::ClusterState>,
 }
 
 impl Shared {
-    /// The channels to subscribe to on a fresh connection.
-    pub(crate) fn channels(&self) -> Vec<Arc<str>> {
-        lock(&self.channels).iter().cloned().collect()
+    /// The channels `node` subscribes to on a fresh connection: all of them, or in cluster
+    /// mode the ones it carries.
+    pub(crate) fn channels(&self, node: &str) -> Vec<Arc<str>> {
+        match &self.cluster {
+            Some(cluster) => cluster.channels_of(node),
+            None => lock(&self.channels).iter().cloned().collect(),
+        }
+    }
+
+    /// Whether channels are sharded (`SPUBLISH`/`SSUBSCRIBE`: Redis Cluster mode).
+    pub(crate) fn sharded(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// The healthy node holding history stream `stream` (its home: rendezvous hashing of the
@@ -217,6 +228,10 @@ impl Shared {
     /// Moves a job that failed (or could not be queued) on its node to another healthy node
     /// it has not tried, or fails it.
     pub(crate) fn reroute(&self, mut job: PublishJob, error: &str) {
+        if let Some(cluster) = &self.cluster {
+            tracing::debug!(channel = %job.channel, %error, "publish parked until its slot has a healthy master");
+            return cluster.park(job);
+        }
         loop {
             if job.started.elapsed() >= self.config.command_timeout * 2 {
                 let failure = format!("publish on {:?} failed: {error}", job.channel);

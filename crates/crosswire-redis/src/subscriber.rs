@@ -58,7 +58,7 @@ pub(crate) async fn run(
         while let Ok(command) = commands.try_recv() {
             command.answer(SubscribeOutcome::NotConnected);
         }
-        let channels = shared.channels();
+        let channels = shared.channels(&node.name);
         match timeout(config.connect_timeout, open(&node, &config.tls)).await {
             Ok(Ok((reader, writer, buffer))) => {
                 delay = config.reconnect_delay;
@@ -68,8 +68,12 @@ pub(crate) async fn run(
                 node.subscriber_healthy.store(false, Ordering::Release);
                 down_reported = true;
                 shared.report(&node, Role::Subscriber, event, Some(error));
-                // The node may be gone: let the publisher find out now.
+                // The node may be gone: let the publisher find out now, and in cluster mode
+                // let its channels move to another server of their shard.
                 node.check_now.notify_one();
+                if let Some(cluster) = &shared.cluster {
+                    cluster.refresh_now();
+                }
             }
             Ok(Err(error)) => report_connect_failure(&shared, &node, &mut down_reported, error),
             Err(_) => report_connect_failure(
@@ -192,6 +196,49 @@ async fn tls_stream(
     Err("rediss:// needs the `tls` feature of crosswire-redis".into())
 }
 
+/// The subscribe commands of plain and of sharded (Redis Cluster) pub/sub.
+#[derive(Clone, Copy)]
+struct Verbs {
+    subscribe: &'static str,
+    unsubscribe: &'static str,
+}
+
+impl Verbs {
+    const PLAIN: Self = Self {
+        subscribe: "SUBSCRIBE",
+        unsubscribe: "UNSUBSCRIBE",
+    };
+    const SHARDED: Self = Self {
+        subscribe: "SSUBSCRIBE",
+        unsubscribe: "SUNSUBSCRIBE",
+    };
+}
+
+/// The channels in groups for one (S)SUBSCRIBE each: at most [`SUBSCRIBE_CHUNK`] per group,
+/// and when `sharded`, of one slot per group (Redis refuses a cross-slot SSUBSCRIBE).
+fn chunks(channels: &[Arc<str>], sharded: bool) -> Vec<Vec<Arc<str>>> {
+    if !sharded {
+        return channels
+            .chunks(SUBSCRIBE_CHUNK)
+            .map(<[_]>::to_vec)
+            .collect();
+    }
+    let mut by_slot: HashMap<u16, Vec<Arc<str>>> = HashMap::new();
+    for channel in channels {
+        let slot = crate::cluster::slot_of(channel.as_bytes());
+        by_slot.entry(slot).or_default().push(Arc::clone(channel));
+    }
+    by_slot
+        .into_values()
+        .flat_map(|group| {
+            group
+                .chunks(SUBSCRIBE_CHUNK)
+                .map(<[_]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A subscribe or unsubscribe waiting for its confirmation.
 struct Pending {
     deadline: Instant,
@@ -291,9 +338,9 @@ impl<'a> Session<'a> {
     /// Subscribes to every channel of the broker; healthy at once when there is none.
     async fn subscribe_all(&mut self, channels: &[Arc<str>]) -> Result<(), Ended> {
         let deadline = Instant::now() + self.shared.config.command_timeout;
-        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-            let mut command = redis::cmd("SUBSCRIBE");
-            for channel in chunk {
+        for chunk in chunks(channels, self.shared.sharded()) {
+            let mut command = redis::cmd(self.verbs().subscribe);
+            for channel in &chunk {
                 command.arg(channel.as_bytes());
                 self.names.insert(Arc::clone(channel));
                 self.subscribing
@@ -314,6 +361,23 @@ impl<'a> Session<'a> {
         self.initial_ping = true;
         self.ping_sent = Some(Instant::now());
         self.write(PING).await
+    }
+
+    /// Whether this connection is (still) the one to subscribe to `channel`: always, but in
+    /// cluster mode, where one server of its shard carries it.
+    fn carries(&self, channel: &str) -> bool {
+        self.shared
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.assignment(channel).as_deref() == Some(&*self.node.name))
+    }
+
+    fn verbs(&self) -> Verbs {
+        if self.shared.sharded() {
+            Verbs::SHARDED
+        } else {
+            Verbs::PLAIN
+        }
     }
 
     fn check_healthy(&mut self) {
@@ -349,13 +413,19 @@ impl<'a> Session<'a> {
 
     async fn command(&mut self, command: SubscribeCommand) -> Result<(), Ended> {
         let deadline = Instant::now() + self.shared.config.command_timeout;
+        let verbs = self.verbs();
         let (verb, channel, reply, waiting) = match command {
+            SubscribeCommand::Subscribe(channel, reply) if !self.carries(&channel) => {
+                // Moved to another server of its shard while this request waited.
+                let _ = reply.send(SubscribeOutcome::NotConnected);
+                return Ok(());
+            }
             SubscribeCommand::Subscribe(channel, reply) => {
                 self.names.insert(Arc::clone(&channel));
-                ("SUBSCRIBE", channel, reply, &mut self.subscribing)
+                (verbs.subscribe, channel, reply, &mut self.subscribing)
             }
             SubscribeCommand::Unsubscribe(channel, reply) => {
-                ("UNSUBSCRIBE", channel, reply, &mut self.unsubscribing)
+                (verbs.unsubscribe, channel, reply, &mut self.unsubscribing)
             }
         };
         waiting
@@ -378,7 +448,7 @@ impl<'a> Session<'a> {
             Frame::Array(Some(items)) => {
                 let kind = items.first().and_then(Frame::as_bytes).map(Bytes::as_ref);
                 match kind {
-                    Some(b"message") => match (items.get(1), items.get(2)) {
+                    Some(b"message" | b"smessage") => match (items.get(1), items.get(2)) {
                         (Some(channel), Some(Frame::Bulk(Some(payload)))) => {
                             let channel = channel.as_bytes().cloned().unwrap_or_default();
                             self.forward(&channel, payload.clone()).await;
@@ -387,8 +457,8 @@ impl<'a> Session<'a> {
                             tracing::debug!(node = %self.node.name, "malformed pub/sub message ignored")
                         }
                     },
-                    Some(b"subscribe") => self.confirmed(true, items.get(1)),
-                    Some(b"unsubscribe") => self.confirmed(false, items.get(1)),
+                    Some(b"subscribe" | b"ssubscribe") => self.confirmed(true, items.get(1)),
+                    Some(b"unsubscribe" | b"sunsubscribe") => self.confirmed(false, items.get(1)),
                     Some(b"pong") => self.pong(),
                     _ => {
                         tracing::debug!(node = %self.node.name, "unexpected pub/sub reply ignored")
@@ -434,6 +504,12 @@ impl<'a> Session<'a> {
             self.names.remove(name);
         }
         let Some(pending) = pending else {
+            if !subscribe {
+                // Not asked for: Redis Cluster dropped it (its slot moved away).
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.lost(&Arc::from(name), &self.node.name);
+                }
+            }
             return;
         };
         if let Some(reply) = pending.reply {

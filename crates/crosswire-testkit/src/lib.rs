@@ -803,6 +803,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)>
 
 // ----- redis -----
 
+mod redis_cluster;
+pub use redis_cluster::RedisCluster;
+
 /// A `redis-server` process on a free port, killed on drop.
 ///
 /// Started with `--save "" --appendonly no` (nothing written to disk). [`RedisServer::kill`]
@@ -920,6 +923,9 @@ impl RedisServer {
         ping(self.port)
     }
 }
+
+mod nats_cluster;
+pub use nats_cluster::NatsCluster;
 
 /// A `nats-server` process on a free loopback port, killed on drop.
 #[derive(Debug)]

@@ -1,0 +1,313 @@
+//! Sharded pub/sub over a real Redis Cluster (3 masters, 3 replicas, `redis-server` in
+//! cluster mode, started by the test): routing by slot, subscriptions on replicas, a master
+//! killed mid-stream, a slot migrated to another master, and a cluster that is not there.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use crosswire::{Broker, BrokerError, BrokerMessage};
+use crosswire_redis::{RedisBroker, RedisConfig};
+use crosswire_testkit::RedisCluster;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+fn cluster() -> RedisCluster {
+    assert!(
+        RedisCluster::available(),
+        "redis-server/redis-cli are not on PATH: install them (scripts/test.sh does) — tests that need them fail rather than skip"
+    );
+    RedisCluster::start().unwrap_or_else(|e| panic!("the Redis Cluster did not start: {e}"))
+}
+
+/// Short health timings; publishes may wait up to 2 × 3 s for a failover.
+fn config(urls: &[String]) -> RedisConfig {
+    fast_config(urls).with_command_timeout(Duration::from_secs(3))
+}
+
+fn cluster_broker(urls: &[String]) -> RedisBroker {
+    RedisBroker::cluster(config(urls)).expect("valid config")
+}
+
+async fn wait_broker_healthy(broker: &RedisBroker) {
+    wait_until("the cluster broker healthy", || broker.health().healthy).await;
+}
+
+/// `redis-cli -p <port> <args>`, its output trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Channels spread over every shard: `count` per master.
+fn spread(cluster: &RedisCluster, count: usize) -> Vec<String> {
+    let mut per_master: HashMap<u16, usize> = HashMap::new();
+    let mut channels = Vec::new();
+    for i in 0.. {
+        if channels.len() == count * 3 {
+            break;
+        }
+        let channel = format!("room:{i}");
+        let master = cluster
+            .master_of(&channel)
+            .expect("a master for every slot");
+        let taken = per_master.entry(master).or_default();
+        if *taken < count {
+            *taken += 1;
+            channels.push(channel);
+        }
+    }
+    channels
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_go_to_their_slot_and_are_subscribed_on_replicas() {
+    let cluster = cluster();
+    let a = cluster_broker(&cluster.seed_urls()[..1]);
+    let b = cluster_broker(&cluster.seed_urls()[1..2]);
+    let mut inbox = b.messages().unwrap();
+    let channels = spread(&cluster, 3);
+    for channel in &channels {
+        b.subscribe(channel).await.expect("subscribed");
+    }
+    wait_broker_healthy(&a).await;
+    wait_broker_healthy(&b).await;
+    // Every server was found from one seed.
+    assert_eq!(a.health().total, 6);
+    assert_eq!(b.health().total, 6);
+
+    for channel in &channels {
+        let master = cluster.master_of(channel).unwrap();
+        let target = a.publish_targets(channel);
+        assert_eq!(
+            target,
+            vec![Arc::<str>::from(format!("127.0.0.1:{master}"))]
+        );
+        // Subscribed on the shard's replica, not on its master.
+        // (A subscription made while the replica's connection was still coming up starts on
+        // the master and moves once the replica is up.)
+        let replica = cluster.replica_of(channel).expect("a replica");
+        let numsub = |port| cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+        wait_until("subscribed on the replica only", || {
+            numsub(replica).lines().nth(1) == Some("1")
+                && numsub(master).lines().nth(1) == Some("0")
+        })
+        .await;
+    }
+
+    for round in 0..20 {
+        for channel in &channels {
+            a.publish(channel, Bytes::from(format!("{channel}#{round}")))
+                .await
+                .expect("published");
+        }
+    }
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for _ in 0..channels.len() * 20 {
+        let m = recv(&mut inbox, DEADLINE)
+            .await
+            .expect("every message arrives");
+        let text = String::from_utf8(m.payload.to_vec()).unwrap();
+        let (channel, round) = text.split_once('#').unwrap();
+        assert_eq!(&*m.channel, channel);
+        let expected = next.entry(channel.to_string()).or_default();
+        assert_eq!(
+            round.parse::<usize>().unwrap(),
+            *expected,
+            "order on {channel}"
+        );
+        *expected += 1;
+    }
+    assert!(recv(&mut inbox, Duration::from_millis(300)).await.is_none());
+
+    // Unsubscribed: no longer delivered, and gone from the replica.
+    let gone = &channels[0];
+    b.unsubscribe(gone).await.unwrap();
+    let replica = cluster.replica_of(gone).unwrap();
+    wait_until("the replica dropped the subscription", || {
+        cli(replica, &["PUBSUB", "SHARDNUMSUB", gone])
+            .lines()
+            .nth(1)
+            == Some("0")
+    })
+    .await;
+    a.publish(gone, Bytes::from_static(b"late")).await.unwrap();
+    a.publish(&channels[1], Bytes::from_static(b"marker"))
+        .await
+        .unwrap();
+    let m = recv(&mut inbox, DEADLINE).await.unwrap();
+    assert_eq!(&m.payload[..], b"marker");
+}
+
+/// Sequence numbers received per channel, asserting order and no duplicate.
+fn take(m: BrokerMessage, seen: &mut HashMap<String, Vec<u64>>) {
+    let text = String::from_utf8(m.payload.to_vec()).unwrap();
+    let (channel, n) = text.split_once('#').unwrap();
+    assert_eq!(&*m.channel, channel);
+    let n: u64 = n.parse().unwrap();
+    let list = seen.entry(channel.to_string()).or_default();
+    if let Some(&last) = list.last() {
+        assert!(
+            n > last,
+            "{channel}: {n} after {last} (duplicate or out of order)"
+        );
+    }
+    list.push(n);
+}
+
+async fn drain(inbox: &mut mpsc::Receiver<BrokerMessage>, seen: &mut HashMap<String, Vec<u64>>) {
+    while let Some(m) = recv(inbox, Duration::from_millis(500)).await {
+        take(m, seen);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_stream_loses_nothing() {
+    let mut cluster = cluster();
+    let a = cluster_broker(&cluster.seed_urls());
+    let b = cluster_broker(&cluster.seed_urls());
+    let mut inbox = b.messages().unwrap();
+    let channels = spread(&cluster, 2);
+    for channel in &channels {
+        b.subscribe(channel).await.expect("subscribed");
+    }
+    wait_broker_healthy(&a).await;
+    wait_broker_healthy(&b).await;
+    let victim = cluster.master_of(&channels[0]).unwrap();
+
+    // 3 s of a steady stream on every channel (one message per channel every 5 ms); the
+    // master of the first channels' shard is killed after 0.5 s. Every publish must succeed:
+    // those to the dead shard wait for the replica to be promoted.
+    let mut seen = HashMap::new();
+    let started = Instant::now();
+    let mut killed = None;
+    let mut pending = Vec::new();
+    let mut sent: u64 = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        if killed.is_none() && started.elapsed() >= Duration::from_millis(500) {
+            cluster.kill(victim);
+            killed = Some(Instant::now());
+        }
+        sent += 1;
+        for channel in &channels {
+            pending.push(a.publish(channel, Bytes::from(format!("{channel}#{sent}"))));
+        }
+        while let Ok(m) = inbox.try_recv() {
+            take(m, &mut seen);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        p.await
+            .unwrap_or_else(|e| panic!("publish {i} failed during the failover: {e}"));
+    }
+    assert!(cluster.wait_failover(victim, Duration::from_secs(10)));
+    wait_broker_healthy(&a).await;
+    drain(&mut inbox, &mut seen).await;
+
+    for channel in &channels {
+        let got = seen.get(channel).map_or(0, Vec::len) as u64;
+        assert_eq!(got, sent, "{channel}: {got} of {sent} arrived");
+    }
+    let failover = killed.unwrap().elapsed();
+    tracing::info!(?failover, sent, "failover done");
+
+    // The killed master comes back as a replica; nothing moves, everything still arrives.
+    cluster.restart(victim).unwrap();
+    assert!(cluster.wait_ready(Duration::from_secs(30)));
+    for channel in &channels {
+        a.publish(channel, Bytes::from(format!("{channel}#{}", sent + 1)))
+            .await
+            .unwrap();
+    }
+    for _ in &channels {
+        take(
+            recv(&mut inbox, DEADLINE).await.expect("after the restart"),
+            &mut seen,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migrated_to_another_master_is_followed() {
+    let cluster = cluster();
+    let a = cluster_broker(&cluster.seed_urls());
+    let b = cluster_broker(&cluster.seed_urls());
+    let mut inbox = b.messages().unwrap();
+    let channel = "room:migrating";
+    b.subscribe(channel).await.unwrap();
+    wait_broker_healthy(&a).await;
+    wait_broker_healthy(&b).await;
+    a.publish(channel, Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut inbox).await, "before");
+
+    let slot = cli(cluster.masters()[0], &["CLUSTER", "KEYSLOT", channel]);
+    let source = cluster.master_of(channel).unwrap();
+    let target = *cluster.masters().iter().find(|&&m| m != source).unwrap();
+    let id = |port| cli(port, &["CLUSTER", "MYID"]);
+    let (source_id, target_id) = (id(source), id(target));
+    cli(
+        target,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
+    );
+    cli(
+        source,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
+    );
+    for port in cluster.masters() {
+        cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    }
+    let target_name: Arc<str> = Arc::from(format!("127.0.0.1:{target}"));
+    wait_until("the publisher follows the slot", || {
+        a.publish_targets(channel) == vec![Arc::clone(&target_name)]
+    })
+    .await;
+    // Redis dropped the subscription on the old shard; it is made again on the new one.
+    wait_until("subscribed on the new shard", || {
+        cluster.replica_of(channel).is_some_and(|replica| {
+            cli(replica, &["PUBSUB", "SHARDNUMSUB", channel])
+                .lines()
+                .nth(1)
+                == Some("1")
+        })
+    })
+    .await;
+    a.publish(channel, Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut inbox).await, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cluster_means_unavailable_not_a_hang() {
+    let port = crosswire_testkit::free_port().unwrap();
+    let broker = cluster_broker(&[format!("redis://127.0.0.1:{port}")]);
+    assert!(!broker.health().healthy);
+    let started = Instant::now();
+    let result = broker.subscribe("room:x").await;
+    assert!(
+        matches!(result, Err(BrokerError::Unavailable)),
+        "{result:?}"
+    );
+    let result = broker.publish("room:x", Bytes::from_static(b"x")).await;
+    assert!(result.is_err(), "{result:?}");
+    // Both bounded by the command timeout (3 s; a publish waits twice that).
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!broker.supports_history());
+    assert!(matches!(
+        RedisBroker::cluster(config(&["redis://127.0.0.1:1".into()]).with_redundancy(2)),
+        Err(crosswire_redis::ConfigError::InvalidRedundancy(2))
+    ));
+}
