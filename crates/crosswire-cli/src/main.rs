@@ -150,6 +150,12 @@ struct ServeArgs {
     /// round-robin, fastest.
     #[arg(long, default_value = "affine", value_parser = parse_strategy)]
     strategy: PublishStrategy,
+    /// One broker channel per room instead of one for all the relay's rooms: a room message
+    /// reaches only the nodes with members in the room, and on --redis-cluster the rooms
+    /// spread over the shards. Not with --presence or --history (those rooms keep the shared
+    /// channel). Every node of a cluster must use the same setting.
+    #[arg(long, env = "CROSSWIRE_ROOM_CHANNELS")]
+    room_channels: bool,
     /// Compress envelopes between nodes of at least this many bytes (LZ4). Every node of a
     /// cluster must use the same setting.
     #[arg(long, value_name = "BYTES")]
@@ -439,6 +445,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.presence {
         config = config.with_presence([crosswire_cli::relay::NAMESPACE]);
     }
+    config = config.with_room_channels(args.room_channels);
     if args.history {
         let window = Retention::new(args.history_size, Duration::from_secs(args.history_ttl));
         config = config

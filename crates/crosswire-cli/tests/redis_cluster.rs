@@ -79,3 +79,57 @@ async fn history_over_a_redis_cluster_is_refused_at_start() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("keeps no history"), "{text}");
 }
+
+/// `redis-cli -p <port> <args>`, one line per reply element.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_room_channels_the_rooms_spread_over_the_shards() {
+    let cluster = cluster();
+    let seeds = cluster.seed_urls().join(",");
+    let args = |name| ["--name", name, "--redis-cluster", &seeds, "--room-channels"];
+    let n1 = Relay::start(&args("n1")).await;
+    let n2 = Relay::start(&args("n2")).await;
+    for n in [&n1, &n2] {
+        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
+            status == 200 && body["nodes"] == json!(["n1", "n2"])
+        })
+        .await;
+    }
+    let mut sender = Raw::connect(&n1, "s").await;
+    let mut member = Raw::connect(&n2, "m").await;
+    let rooms: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    for room in &rooms {
+        let joined = member.request("join", json!({"room": room})).await;
+        assert_eq!(joined, json!({"ok": true}));
+        common::sync_room(&mut sender, room, &mut [&mut member]).await;
+    }
+    // Each room has its own sharded channel, on the shard of its slot: more than one shard
+    // carries them, and every room channel is subscribed somewhere.
+    let mut carried = 0;
+    let mut shards = 0;
+    for port in cluster.ports() {
+        let channels = cli(port, &["PUBSUB", "SHARDCHANNELS", "crosswire:ws:in:*"]);
+        let here = channels.lines().filter(|l| !l.is_empty()).count();
+        carried += here;
+        shards += usize::from(here > 0);
+    }
+    assert_eq!(carried, rooms.len(), "one subscription per room channel");
+    assert!(shards >= 2, "the room channels sit on {shards} shard(s)");
+    for room in &rooms {
+        let data = format!("to {room}");
+        let sent = sender
+            .request("room", json!({"room": room, "data": data}))
+            .await;
+        assert_eq!(sent, json!({"ok": true}));
+        member.expect_msg(&json!(data)).await;
+    }
+}

@@ -8,7 +8,8 @@
 //! | channel | carries | subscribed by |
 //! |---|---|---|
 //! | `crosswire:ws:all` | deliveries to everyone, to ids of unknown location; id takeovers and departures; room removals | every node |
-//! | `crosswire:ws:room:<namespace>` | deliveries to rooms of one namespace | nodes with a local room in it (always, for preset namespaces) |
+//! | `crosswire:ws:room:<namespace>` | deliveries to rooms of one namespace; presence | nodes with a local room in it (always, for preset namespaces) |
+//! | `crosswire:ws:in:{<namespace>/<room>}` | with room channels (`ServerConfig::with_room_channels`), deliveries to one room of a namespace that is not preset | nodes with a local member in the room |
 //! | `crosswire:ws:node:<name>` | deliveries to ids known to live on node `<name>` | node `<name>` |
 //! | `crosswire:s2s:all` | server events for every node; node announcements | every node |
 //! | `crosswire:s2s:node:<name>` | server events for named nodes; replies to `<name>`'s requests | node `<name>` |
@@ -86,6 +87,7 @@ pub(crate) struct Channels {
     s2s_prefix: String,
     pub(crate) ws_all: Arc<str>,
     ws_room: String,
+    ws_in: String,
     ws_node: String,
     pub(crate) s2s_all: Arc<str>,
     s2s_node: String,
@@ -100,6 +102,7 @@ impl Channels {
             s2s_prefix: format!("{s2s}:"),
             ws_all: Arc::from(format!("{ws}:all")),
             ws_room: format!("{ws}:room:"),
+            ws_in: format!("{ws}:in:"),
             ws_node: format!("{ws}:node:"),
             s2s_all: Arc::from(format!("{s2s}:all")),
             s2s_node: format!("{s2s}:node:"),
@@ -113,6 +116,12 @@ impl Channels {
 
     pub(crate) fn room(&self, namespace: &str) -> String {
         format!("{}{namespace}", self.ws_room)
+    }
+
+    /// The channel of one room, with the room's `{namespace/room}` as its hash tag: on Redis
+    /// Cluster it shares a slot with the room's history stream.
+    pub(crate) fn room_of(&self, namespace: &str, room: &str) -> String {
+        format!("{}{{{namespace}/{room}}}", self.ws_in)
     }
 
     pub(crate) fn ws_node(&self, node: &str) -> Arc<str> {
@@ -209,6 +218,8 @@ pub(crate) struct Cluster {
     dropped: AtomicU64,
     /// When an envelope of another run with this node's own name was last seen.
     name_conflict: Mutex<Option<Instant>>,
+    /// With room channels: the (preset) namespaces that keep one channel for all their rooms.
+    room_channels: Option<std::collections::HashSet<String>>,
 }
 
 pub(crate) use crosswire_core::random_u64;
@@ -244,6 +255,9 @@ impl Cluster {
                 deliveries: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 name_conflict: Mutex::new(None),
+                room_channels: config
+                    .room_channels
+                    .then(|| config.preset_namespaces.iter().cloned().collect()),
             },
             rx,
         )
@@ -298,7 +312,9 @@ impl Cluster {
         here: bool,
     ) {
         let channel: Arc<str> = match &target {
-            Target::Room { namespace, .. } => Arc::from(self.channels.room(namespace)),
+            Target::Room {
+                namespace, room, ..
+            } => self.room_channel(namespace, room),
             Target::Id(_) if here => self.channels.ws_node(&self.node),
             Target::Id(id) => self.node_channel(self.location(id)),
             Target::Ids(_) | Target::All { .. } => return,
@@ -339,10 +355,13 @@ impl Cluster {
     pub(crate) fn publish_delivery(&self, target: Target, frame: Bytes) {
         match target {
             Target::Room { .. } => {
-                let Target::Room { namespace, .. } = &target else {
+                let Target::Room {
+                    namespace, room, ..
+                } = &target
+                else {
                     return;
                 };
-                let channel = Arc::from(self.channels.room(namespace));
+                let channel = self.room_channel(namespace, room);
                 self.publish(channel, Body::Deliver { target, frame });
             }
             Target::All { .. } => {
@@ -450,6 +469,27 @@ impl Cluster {
                 room: room.to_string(),
             },
         );
+    }
+
+    /// The channel of a delivery to a room: the room's own when rooms have channels and its
+    /// namespace is not preset, else the namespace's.
+    fn room_channel(&self, namespace: &str, room: &str) -> Arc<str> {
+        match &self.room_channels {
+            Some(preset) if !preset.contains(namespace) => {
+                Arc::from(self.channels.room_of(namespace, room))
+            }
+            _ => Arc::from(self.channels.room(namespace)),
+        }
+    }
+
+    pub(crate) fn subscribe_room(&self, namespace: &str, room: &str) {
+        self.queue(Outgoing::Subscribe(self.channels.room_of(namespace, room)));
+    }
+
+    pub(crate) fn unsubscribe_room(&self, namespace: &str, room: &str) {
+        self.queue(Outgoing::Unsubscribe(
+            self.channels.room_of(namespace, room),
+        ));
     }
 
     pub(crate) fn subscribe_namespace(&self, namespace: &str) {

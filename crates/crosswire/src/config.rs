@@ -52,6 +52,7 @@ pub struct ServerConfig {
     pub(crate) history: std::collections::HashMap<String, crosswire_core::Retention>,
     pub(crate) id_history: Option<crosswire_core::Retention>,
     pub(crate) auto_unsubscribe: bool,
+    pub(crate) room_channels: bool,
     pub(crate) lowercase_param_keys: bool,
     pub(crate) strip_leading_slash: bool,
     pub(crate) trusted_proxies: Vec<IpNet>,
@@ -89,6 +90,7 @@ impl Default for ServerConfig {
             history: std::collections::HashMap::new(),
             id_history: None,
             auto_unsubscribe: true,
+            room_channels: false,
             lowercase_param_keys: false,
             strip_leading_slash: true,
             trusted_proxies: Vec::new(),
@@ -259,7 +261,21 @@ impl ServerConfig {
         self
     }
 
-    /// Unsubscribe a namespace's channel when its last local room empties. Default: on.
+    /// One broker channel per room (`<ws prefix>:in:{<namespace>/<room>}`) instead of one per
+    /// namespace, for the namespaces that are not preset (presence and history ones are
+    /// preset): a node subscribes to a room's channel while the room has local members, so a
+    /// message to a room reaches only the nodes with members in it, and on a sharded broker
+    /// (Redis Cluster, NATS) the rooms of one namespace spread over the shards. The cost: a
+    /// broker subscribe when a room gets its first member on a node, and until the broker
+    /// confirms it (one round trip) messages to that room from other nodes do not reach the
+    /// new member. Every node of a cluster must use the same setting. Default: off.
+    pub fn with_room_channels(mut self, on: bool) -> Self {
+        self.room_channels = on;
+        self
+    }
+
+    /// Unsubscribe a namespace's channel when its last local room empties (and with room
+    /// channels, a room's channel when the room empties). Default: on.
     pub fn with_auto_unsubscribe(mut self, on: bool) -> Self {
         self.auto_unsubscribe = on;
         self

@@ -53,6 +53,21 @@ pub(crate) struct Registry {
     changes: Vec<Membership>,
     /// Members of tracked rooms on other nodes: room → id → node.
     remote: HashMap<RoomKey, HashMap<Arc<str>, Arc<str>>>,
+    /// With one broker channel per room: the namespaces that keep one channel for all their
+    /// rooms instead (the preset ones); the rooms of the others are reported.
+    room_channels: Option<HashSet<String>>,
+    /// Rooms (of namespaces with a channel per room) that got their first local member
+    /// (`true`) or lost their last (`false`), not yet followed with the broker.
+    room_events: Vec<RoomEvent>,
+}
+
+/// A room with a broker channel of its own got its first local member or lost its last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RoomEvent {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) room: Arc<str>,
+    /// `true`: first member; `false`: last one gone.
+    pub(crate) added: bool,
 }
 
 /// An id joined or left a room of a tracked namespace.
@@ -91,6 +106,34 @@ impl Registry {
     /// The tracked joins and leaves since the last call, in order.
     pub(crate) fn take_changes(&mut self) -> Vec<Membership> {
         std::mem::take(&mut self.changes)
+    }
+
+    /// Reports rooms as they gain their first and lose their last local member, except in
+    /// the namespaces of `shared` (one broker channel per room, but for those).
+    pub(crate) fn with_room_channels(mut self, shared: HashSet<String>) -> Self {
+        self.room_channels = Some(shared);
+        self
+    }
+
+    /// The rooms that got their first or lost their last local member since the last call.
+    pub(crate) fn take_room_events(&mut self) -> Vec<RoomEvent> {
+        std::mem::take(&mut self.room_events)
+    }
+
+    /// Records that `room` got its first (`added`) or lost its last local member, when its
+    /// namespace has a channel per room.
+    fn room_event(&mut self, namespace: &Arc<str>, room: &Arc<str>, added: bool) {
+        if self
+            .room_channels
+            .as_ref()
+            .is_some_and(|shared| !shared.contains(&**namespace))
+        {
+            self.room_events.push(RoomEvent {
+                namespace: Arc::clone(namespace),
+                room: Arc::clone(room),
+                added,
+            });
+        }
     }
 
     /// Records a join or leave for presence, when `namespace` is tracked.
@@ -300,9 +343,9 @@ impl Registry {
             None => (Arc::from(namespace), true),
         };
         let rooms = self.rooms.entry(Arc::clone(&ns_key)).or_default();
-        let room_key = match rooms.get_key_value(room) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::from(room),
+        let (room_key, new_room) = match rooms.get_key_value(room) {
+            Some((k, _)) => (Arc::clone(k), false),
+            None => (Arc::from(room), true),
         };
         let inserted = match rooms
             .entry(Arc::clone(&room_key))
@@ -315,6 +358,9 @@ impl Registry {
             }
             std::collections::hash_map::Entry::Occupied(_) => false,
         };
+        if new_room {
+            self.room_event(&ns_key, &room_key, true);
+        }
         if inserted {
             self.track(&ns_key, &room_key, &id, true);
             self.joined
@@ -344,13 +390,18 @@ impl Registry {
             return NamespaceChange::None;
         };
         let mut left = None;
+        let mut gone = None;
         if let Some(members) = rooms.get_mut(room) {
             left = members.remove_entry(id).map(|(id, _)| id);
             if members.is_empty() {
-                rooms.remove(room);
+                gone = rooms.remove_entry(room).map(|(k, _)| k);
             }
         }
         let emptied = rooms.is_empty();
+        if let Some(gone) = gone {
+            let namespace: Arc<str> = Arc::from(namespace);
+            self.room_event(&namespace, &gone, false);
+        }
         if let Some(id) = left {
             self.track(namespace, room, &id, false);
         }
@@ -377,10 +428,11 @@ impl Registry {
         let Some(rooms) = self.rooms.get_mut(namespace) else {
             return NamespaceChange::None;
         };
-        let Some(members) = rooms.remove(room) else {
+        let Some((room_key, members)) = rooms.remove_entry(room) else {
             return NamespaceChange::None;
         };
         let emptied = rooms.is_empty();
+        self.room_event(&Arc::from(namespace), &room_key, false);
         for id in members.keys() {
             self.track(namespace, room, id, false);
             if let Some(list) = self.joined.get_mut(id) {
@@ -522,6 +574,44 @@ mod tests {
         assert_eq!(reg.unbind("bob", Some(2)).map(|s| s.conn_id), Some(2));
         assert_eq!(two.bound_id(), None);
         assert!(reg.unbind("bob", None).is_none());
+    }
+
+    #[test]
+    fn room_events_for_rooms_with_channels_of_their_own() {
+        let preset: HashSet<String> = ["lobby".to_string()].into();
+        let mut reg = Registry::default().with_room_channels(preset);
+        let event = |ns: &str, room: &str, added| RoomEvent {
+            namespace: Arc::from(ns),
+            room: Arc::from(room),
+            added,
+        };
+        reg.join("chat", "a", "alice");
+        reg.join("chat", "a", "bob");
+        reg.join("lobby", "a", "alice");
+        assert_eq!(reg.take_room_events(), vec![event("chat", "a", true)]);
+        reg.leave("chat", "a", "alice");
+        assert!(reg.take_room_events().is_empty());
+        reg.join("chat", "b", "bob");
+        reg.leave_all("bob");
+        assert_eq!(
+            reg.take_room_events(),
+            vec![
+                event("chat", "b", true),
+                event("chat", "a", false),
+                event("chat", "b", false)
+            ]
+        );
+        reg.join("chat", "c", "carol");
+        reg.remove_room("chat", "c");
+        reg.remove_room("lobby", "a");
+        assert_eq!(
+            reg.take_room_events(),
+            vec![event("chat", "c", true), event("chat", "c", false)]
+        );
+        // Without room channels, nothing is reported.
+        let mut plain = Registry::default();
+        plain.join("chat", "a", "alice");
+        assert!(plain.take_room_events().is_empty());
     }
 
     #[tokio::test]

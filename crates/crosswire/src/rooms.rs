@@ -60,6 +60,8 @@ impl From<&Room> for Room {
 /// What a change of room memberships leaves to follow up once the registry is released.
 pub(crate) struct RoomChanges {
     namespaces: Vec<NamespaceChange>,
+    /// Rooms with a channel of their own that got their first or lost their last member.
+    rooms: Vec<crate::registry::RoomEvent>,
     members: Vec<Membership>,
 }
 
@@ -185,6 +187,7 @@ impl Server {
             .collect();
         RoomChanges {
             namespaces,
+            rooms: registry.take_room_events(),
             members: registry.take_changes(),
         }
     }
@@ -194,6 +197,15 @@ impl Server {
     pub(crate) fn rooms_changed(&self, changes: RoomChanges) {
         for namespace in changes.namespaces {
             self.namespace_changed(namespace);
+        }
+        if let Some(cluster) = &self.inner.cluster {
+            for event in changes.rooms {
+                if event.added {
+                    cluster.subscribe_room(&event.namespace, &event.room);
+                } else if self.inner.config.auto_unsubscribe {
+                    cluster.unsubscribe_room(&event.namespace, &event.room);
+                }
+            }
         }
         self.announce_presence(changes.members);
     }
@@ -257,6 +269,10 @@ impl Server {
         let Some(cluster) = &self.inner.cluster else {
             return;
         };
+        if self.inner.config.room_channels {
+            // Rooms have channels of their own; preset namespaces stay subscribed anyway.
+            return;
+        }
         match change {
             NamespaceChange::None => {}
             NamespaceChange::Added(ns) => {

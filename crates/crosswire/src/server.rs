@@ -118,7 +118,10 @@ impl ServerBuilder {
             self.broker.is_some(),
             &config.ws_channel_prefix,
         );
-        let registry = Registry::tracking(config.presence.iter().cloned());
+        let mut registry = Registry::tracking(config.presence.iter().cloned());
+        if config.room_channels && self.broker.is_some() {
+            registry = registry.with_room_channels(preset.clone());
+        }
         let (cluster, outgoing_rx) = match self.broker {
             Some(broker) => {
                 let (cluster, rx) = Cluster::new(&config, broker);
