@@ -65,7 +65,7 @@ struct ServeArgs {
     /// comes back (to any node) gets what it missed: events carry `stream`/`offset`/`epoch`,
     /// `join` takes `{"room", "since"}`, and a connection may give `offset` and `epoch` of its
     /// id's stream in its query (docs/PROTOCOL.md, "History and recovery"). In memory on a
-    /// single node, in Redis Streams with --redis.
+    /// single node, in Redis Streams with --redis or --redis-cluster (rooms only there).
     #[arg(long, env = "CROSSWIRE_HISTORY")]
     history: bool,
     /// With --history: messages kept per room.
@@ -111,9 +111,9 @@ struct ServeArgs {
     /// Seed servers of one Redis Cluster (Redis 7+; `redis://host:port`, repeat or separate
     /// with commas) to use as the broker with sharded pub/sub: each channel is published on
     /// its slot's master and subscribed on a replica of its shard, the other servers are
-    /// found from the slot map, and a master failover loses nothing for subscribers. No
-    /// history in cluster mode yet (`--history` is refused); --redundancy and --strategy do
-    /// not apply.
+    /// found from the slot map, and a master failover loses nothing for subscribers. With
+    /// --history, rooms keep history (each with a channel of its own, as --room-channels)
+    /// but ids do not; --redundancy and --strategy do not apply.
     #[arg(
         long = "redis-cluster",
         value_name = "URL",
@@ -448,9 +448,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config = config.with_room_channels(args.room_channels);
     if args.history {
         let window = Retention::new(args.history_size, Duration::from_secs(args.history_ttl));
-        config = config
-            .with_history(crosswire_cli::relay::NAMESPACE, window)
-            .with_id_history(window);
+        config = config.with_history(crosswire_cli::relay::NAMESPACE, window);
+        if args.redis_cluster.is_empty() {
+            config = config.with_id_history(window);
+        } else {
+            // A Redis Cluster keeps a room's history in the shard of the room's channel.
+            config = config.with_room_channels(true);
+        }
     }
     let server = if !args.nats.is_empty() {
         let name = args.name.clone().unwrap_or_else(|| "crosswire".to_string());

@@ -1,7 +1,8 @@
 //! `crosswire serve --redis-cluster`: two real nodes over a real Redis Cluster (3 masters, 3
 //! replicas) find each other from different seeds, a client on one reaches a room member and
-//! an id on the other, also after the master of the room's shard is killed; `--history` in
-//! cluster mode is refused at start.
+//! an id on the other, also after the master of the room's shard is killed; rooms spread
+//! over the shards with `--room-channels`; `--history` recovers a room until its shard fails
+//! over.
 
 mod common;
 
@@ -62,22 +63,66 @@ async fn two_nodes_over_a_redis_cluster_deliver_to_each_other() {
     member.expect_msg(&json!("after the failover")).await;
 }
 
-#[tokio::test]
-async fn history_over_a_redis_cluster_is_refused_at_start() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crosswire"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--redis-cluster",
-            "redis://127.0.0.1:1",
-            "--history",
-        ])
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(text.contains("keeps no history"), "{text}");
+/// `--history` over a Redis Cluster: a member away while 80 messages go to its room comes
+/// back on the other node with every one of them, in order, `recovered: true`; after the
+/// master of the room's shard is killed, an old position no longer recovers (new epoch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_over_a_redis_cluster_recovers_a_room_until_its_shard_fails_over() {
+    let mut cluster = cluster();
+    let seeds = cluster.seed_urls().join(",");
+    let args = |name| ["--name", name, "--redis-cluster", &seeds, "--history"];
+    let n1 = Relay::start(&args("n1")).await;
+    let n2 = Relay::start(&args("n2")).await;
+    for n in [&n1, &n2] {
+        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
+            status == 200 && body["nodes"] == json!(["n1", "n2"])
+        })
+        .await;
+    }
+    let mut sender = Raw::connect(&n1, "s").await;
+    let mut member = Raw::connect(&n2, "m").await;
+    let joined = member.request("join", json!({"room": "lobby"})).await;
+    assert_eq!(
+        (&joined["ok"], &joined["recovered"]),
+        (&json!(true), &json!(false))
+    );
+    let epoch = joined["epoch"].clone();
+    let since = json!({"offset": joined["offset"], "epoch": epoch});
+    drop(member);
+    for n in 1..=80 {
+        let sent = sender
+            .request("room", json!({"room": "lobby", "data": n}))
+            .await;
+        assert_eq!(sent, json!({"ok": true}));
+    }
+    let mut back = Raw::connect(&n1, "m").await;
+    let joined = back
+        .request("join", json!({"room": "lobby", "since": since}))
+        .await;
+    assert_eq!(joined["recovered"], json!(true), "{joined} after {since}");
+    for n in 1..=80 {
+        let got = back.recv_msg_within(common::STEP).await;
+        assert_eq!(got, Some(json!(n)), "every missed message once, in order");
+    }
+    let last = json!({"offset": joined["offset"], "epoch": joined["epoch"]});
+
+    let victim = cluster
+        .master_of("crosswire:ws:history:{relay/lobby}")
+        .expect("a master");
+    cluster.kill(victim);
+    assert!(cluster.wait_failover(victim, Duration::from_secs(20)));
+    // Published once the promoted replica serves the slot.
+    let sent = sender
+        .request("room", json!({"room": "lobby", "data": "after"}))
+        .await;
+    assert_eq!(sent, json!({"ok": true}));
+    let mut again = Raw::connect(&n2, "k").await;
+    let joined = again
+        .request("join", json!({"room": "lobby", "since": last}))
+        .await;
+    assert_eq!(joined["ok"], json!(true), "{joined}");
+    assert_eq!(joined["recovered"], json!(false), "{joined}");
+    assert_ne!(joined["epoch"], epoch);
 }
 
 /// `redis-cli -p <port> <args>`, one line per reply element.

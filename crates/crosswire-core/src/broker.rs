@@ -179,6 +179,14 @@ pub trait Broker: Send + Sync + 'static {
         false
     }
 
+    /// Whether this broker keeps history only for messages whose channel is stored with their
+    /// stream (a Redis Cluster: one script, so one slot, for both): then a node keeps history
+    /// only with one channel per room, and none per id. A node configured otherwise refuses
+    /// to start. Default: false.
+    fn history_needs_room_channels(&self) -> bool {
+        false
+    }
+
     /// Appends `payload` to history stream `stream` (trimmed to `retention`) and publishes it
     /// on `channel` with its new [`Position`], in one step: every subscriber, this node
     /// included (no echo is dropped here), receives it with

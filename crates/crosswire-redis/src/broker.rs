@@ -289,7 +289,11 @@ impl Broker for RedisBroker {
     }
 
     fn supports_history(&self) -> bool {
-        !self.shared.sharded()
+        true
+    }
+
+    fn history_needs_room_channels(&self) -> bool {
+        self.shared.sharded()
     }
 
     fn publish_recorded(
@@ -302,10 +306,37 @@ impl Broker for RedisBroker {
         // One node, the stream's home: the offsets of a stream come from one place. Queued
         // now, like a plain publish, so successive ones keep their order.
         let shared = &self.shared;
-        if shared.sharded() {
-            return Box::pin(async {
-                Err(BrokerError::Unsupported("history in Redis Cluster mode"))
-            });
+        if let Some(cluster) = &shared.cluster {
+            // One script touches the stream's keys and publishes on the channel: in a cluster
+            // all three must share a slot (a room channel and its stream do: same hash tag).
+            let (channel_slot, stream_slot) = (
+                crate::cluster::slot_of(channel.as_bytes()),
+                crate::cluster::slot_of(stream.as_bytes()),
+            );
+            if channel_slot != stream_slot {
+                let error = format!(
+                    "recorded publish on {channel:?} (slot {channel_slot}) to stream {stream:?} \
+                     (slot {stream_slot}): a Redis Cluster keeps history only for channels in \
+                     their stream's slot (room channels)"
+                );
+                return Box::pin(async move { Err(BrokerError::Backend(error)) });
+            }
+            let started = Instant::now();
+            let (tx, rx) = oneshot::channel();
+            let job = PublishJob {
+                channel: Arc::from(channel),
+                payload,
+                reply: Some(tx),
+                started,
+                tried: Vec::new(),
+                siblings: Vec::new(),
+                record: Some(Record {
+                    stream: Arc::from(stream),
+                    retention,
+                }),
+            };
+            cluster.submit(shared, job);
+            return Box::pin(outcome(vec![rx], shared.deadline(started)));
         }
         let Some(node) = shared.stream_home(stream, &[]) else {
             return Box::pin(async { Err(BrokerError::Unavailable) });
@@ -336,20 +367,24 @@ impl Broker for RedisBroker {
         since: Option<u64>,
         retention: Retention,
     ) -> BoxFuture<'static, Result<StreamRead<Bytes>, BrokerError>> {
-        if self.shared.sharded() {
-            return Box::pin(async {
-                Err(BrokerError::Unsupported("history in Redis Cluster mode"))
-            });
-        }
-        let connection = self
-            .shared
-            .stream_home(stream, &[])
-            .and_then(|node| lock(&node.connection).clone());
         let stream = stream.to_string();
         let limit = self.shared.config.command_timeout;
+        if self.shared.sharded() {
+            return Box::pin(read_sharded(
+                Arc::clone(&self.shared),
+                stream,
+                since,
+                retention,
+            ));
+        }
+        // The stream's home: rendezvous hashing over the healthy nodes.
+        let connection = self
+            .shared
+            .stream_home(&stream, &[])
+            .and_then(|node| lock(&node.connection).clone());
         Box::pin(async move {
             let mut connection = connection.ok_or(BrokerError::Unavailable)?;
-            let read = crate::history::read(&mut connection, &stream, since, &retention);
+            let read = crate::history::read(&mut connection, false, &stream, since, &retention);
             tokio::time::timeout(limit, read).await.map_err(|_| {
                 BrokerError::Backend(format!("history read of {stream:?} timed out"))
             })?
@@ -520,6 +555,41 @@ impl RedisBroker {
             })
             .collect()
     }
+}
+
+/// Cluster mode: reads `stream` on the master of its slot, waiting (up to the command
+/// timeout) while the slot has no healthy master, as a publish does.
+async fn read_sharded(
+    shared: Arc<Shared>,
+    stream: String,
+    since: Option<u64>,
+    retention: Retention,
+) -> Result<StreamRead<Bytes>, BrokerError> {
+    let Some(cluster) = &shared.cluster else {
+        return Err(BrokerError::Unavailable);
+    };
+    let limit = shared.config.command_timeout;
+    let deadline = Instant::now() + limit;
+    let mut connection = loop {
+        let master = cluster.master_of(&stream).and_then(|name| {
+            read(&shared.nodes)
+                .iter()
+                .find(|n| n.name == name && n.publisher_healthy.load(Ordering::Acquire))
+                .cloned()
+        });
+        if let Some(connection) = master.and_then(|node| lock(&node.connection).clone()) {
+            break connection;
+        }
+        cluster.refresh_now();
+        if Instant::now() >= deadline {
+            return Err(BrokerError::Unavailable);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let read = crate::history::read(&mut connection, true, &stream, since, &retention);
+    tokio::time::timeout_at(deadline.max(Instant::now() + limit), read)
+        .await
+        .map_err(|_| BrokerError::Backend(format!("history read of {stream:?} timed out")))?
 }
 
 /// The outcome of a publish queued on one or more nodes: delivered if any copy was.

@@ -378,8 +378,10 @@ impl ClusterState {
     }
 
     /// Moves subscriptions whose server stopped serving their slot, or whose subscribe
-    /// connection is down while another server of the shard is up.
-    fn reassign(&self, shared: &Shared) {
+    /// connection is down while another server of the shard is up, or that sit on a master
+    /// while a replica is up. Whether some subscription still sits on a master whose shard
+    /// lists a replica (it moves as soon as that replica's connection is up).
+    fn reassign(&self, shared: &Shared) -> bool {
         // Channels asked for before the slot map was known (their subscribe failed) first.
         let missing: Vec<Arc<str>> = {
             let assigned = lock(&self.assigned);
@@ -426,6 +428,12 @@ impl ClusterState {
                 let _ = old.subscribe_tx.send(command);
             }
         }
+        let topology = read(&self.topology);
+        lock(&self.assigned).iter().any(|(channel, at)| {
+            topology
+                .range(slot_of(channel.as_bytes()))
+                .is_some_and(|r| r.master == *at && !r.replicas.is_empty())
+        })
     }
 
     /// Redis unsubscribed `channel` on `node` by itself (its slot moved away): it is carried
@@ -495,9 +503,9 @@ pub(crate) async fn run(shared: Arc<Shared>, add: impl Fn(RedisNodeConfig)) {
                     );
                     *write(&cluster.topology) = topology;
                 }
-                cluster.reassign(&shared);
+                let unsettled = cluster.reassign(&shared);
                 let waiting = cluster.release(&shared) || !lock(&cluster.moving).is_empty();
-                waiting || !complete || !cluster.health(&shared).0
+                waiting || unsettled || !complete || !cluster.health(&shared).0
             }
             Err(error) => {
                 tracing::debug!(%error, "redis cluster slot map not read");

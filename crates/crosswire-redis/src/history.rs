@@ -40,7 +40,8 @@ pub(crate) const MARKER: &[u8] = b"\xC1\x00cw:";
 /// cluster on that Redis.
 pub const GENERATION_KEY: &str = "crosswire:history:generation";
 
-/// Makes the epoch when the meta hash has none (shared by both scripts).
+/// Makes the epoch when the meta hash has none (shared by both scripts); `{generation}` is
+/// the Lua expression of the generation shown after the epoch.
 const ENSURE_EPOCH: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -49,13 +50,20 @@ if not epoch then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
 end
-local shown = epoch .. '.' .. (redis.call('GET', KEYS[3]) or '0')
+local shown = epoch .. '.' .. GENERATION
 ";
 
-/// KEYS: stream, meta, generation. ARGV: channel, payload, max_len, ttl_ms, meta_ttl_ms.
-static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!(
-        r"{ENSURE_EPOCH}
+/// The generation of a plain Redis node: [`GENERATION_KEY`] (KEYS[3]).
+const NODE_GENERATION: &str = "(redis.call('GET', KEYS[3]) or '0')";
+
+/// The generation of a Redis Cluster shard: its master's replication id (8 characters),
+/// which a replica promoted in a failover changes — what it holds may lack the last
+/// messages its old master took.
+const SHARD_GENERATION: &str =
+    "string.sub(string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or '0', 1, 8)";
+
+/// ARGV: channel, payload, max_len, ttl_ms, meta_ttl_ms.
+const PUBLISH_BODY: &str = r"
 local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'd', ARGV[2])
 local t = redis.call('TIME')
@@ -63,21 +71,17 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', now - tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[1], string.char(193, 0) .. 'cw:' .. offset .. ' ' .. shown .. ' ' .. ARGV[2])
+redis.call(VERB, ARGV[1], string.char(193, 0) .. 'cw:' .. offset .. ' ' .. shown .. ' ' .. ARGV[2])
 return offset
-"
-    ))
-});
+";
 
-/// KEYS: stream, meta, generation. ARGV: since (-1: none), max_len, ttl_ms, meta_ttl_ms.
-/// Returns `{epoch, top, o1, d1, o2, d2, …}`, oldest first.
-static READ: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!(
-        r"{ENSURE_EPOCH}
+/// ARGV: since (-1: none), max_len, ttl_ms, meta_ttl_ms. Returns `{epoch, top, o1, d1, o2,
+/// d2, …}`, oldest first.
+const READ_BODY: &str = r"
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 local top = tonumber(redis.call('HGET', KEYS[2], 'o'))
 local since = tonumber(ARGV[1])
-local out = {{shown, tostring(top)}}
+local out = {shown, tostring(top)}
 local want = top - since
 if since < 0 or want <= 0 or want > tonumber(ARGV[2]) then
   return out
@@ -98,9 +102,39 @@ for i = #got, 1, -1 do
   end
 end
 return out
-"
-    ))
-});
+";
+
+/// The two scripts of one mode.
+struct Scripts {
+    publish: redis::Script,
+    read: redis::Script,
+}
+
+impl Scripts {
+    fn new(generation: &str, verb: &str) -> Self {
+        let head = ENSURE_EPOCH.replace("GENERATION", generation);
+        Self {
+            publish: redis::Script::new(&format!(
+                "{head}{}",
+                PUBLISH_BODY.replace("VERB", &format!("'{verb}'"))
+            )),
+            read: redis::Script::new(&format!("{head}{READ_BODY}")),
+        }
+    }
+}
+
+/// Plain Redis nodes: KEYS stream, meta, generation; `PUBLISH`.
+static NODE: LazyLock<Scripts> = LazyLock::new(|| Scripts::new(NODE_GENERATION, "PUBLISH"));
+/// Redis Cluster: KEYS stream, meta (one slot, with the channel); `SPUBLISH`.
+static SHARD: LazyLock<Scripts> = LazyLock::new(|| Scripts::new(SHARD_GENERATION, "SPUBLISH"));
+
+fn scripts(sharded: bool) -> &'static Scripts {
+    if sharded {
+        &SHARD
+    } else {
+        &NODE
+    }
+}
 
 /// The meta key of stream `stream`.
 fn meta_key(stream: &str) -> String {
@@ -112,9 +146,13 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Loads both scripts on a fresh connection, so pipelined `EVALSHA`s find them.
-pub(crate) async fn load_scripts(connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-    PUBLISH.load_async(connection).await?;
-    READ.load_async(connection).await?;
+pub(crate) async fn load_scripts(
+    connection: &mut MultiplexedConnection,
+    sharded: bool,
+) -> redis::RedisResult<()> {
+    let scripts = scripts(sharded);
+    scripts.publish.load_async(connection).await?;
+    scripts.read.load_async(connection).await?;
     Ok(())
 }
 
@@ -132,17 +170,22 @@ pub(crate) async fn bump_generation(
 /// Adds a recorded publish to a pipeline.
 pub(crate) fn add_publish(
     pipe: &mut redis::Pipeline,
+    sharded: bool,
     channel: &str,
     stream: &str,
     payload: &[u8],
     retention: &Retention,
 ) {
-    pipe.cmd("EVALSHA")
-        .arg(PUBLISH.get_hash())
-        .arg(3)
+    let command = pipe
+        .cmd("EVALSHA")
+        .arg(scripts(sharded).publish.get_hash())
+        .arg(if sharded { 2 } else { 3 })
         .arg(stream)
-        .arg(meta_key(stream))
-        .arg(GENERATION_KEY)
+        .arg(meta_key(stream));
+    if !sharded {
+        command.arg(GENERATION_KEY);
+    }
+    command
         .arg(channel.as_bytes())
         .arg(payload)
         .arg(retention.max_len)
@@ -154,15 +197,18 @@ pub(crate) fn add_publish(
 /// Reads a stream (see the module docs).
 pub(crate) async fn read(
     connection: &mut MultiplexedConnection,
+    sharded: bool,
     stream: &str,
     since: Option<u64>,
     retention: &Retention,
 ) -> Result<StreamRead<Bytes>, BrokerError> {
     let since_arg = since.map_or(-1i128, i128::from);
-    let reply: Vec<Vec<u8>> = READ
-        .key(stream)
-        .key(meta_key(stream))
-        .key(GENERATION_KEY)
+    let mut invocation = scripts(sharded).read.key(stream);
+    invocation.key(meta_key(stream));
+    if !sharded {
+        invocation.key(GENERATION_KEY);
+    }
+    let reply: Vec<Vec<u8>> = invocation
         .arg(since_arg.to_string())
         .arg(retention.max_len)
         .arg(millis(retention.ttl))

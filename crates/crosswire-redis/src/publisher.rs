@@ -95,14 +95,11 @@ async fn connect(
     ping(shared, node, &mut connection)
         .await
         .map_err(|(_, e)| e)?;
-    if shared.sharded() {
-        // No history in cluster mode (yet): no scripts, no generation.
-        return Ok(connection);
-    }
     let limit = config.command_timeout;
-    let scripts = crate::history::load_scripts(&mut connection);
+    let scripts = crate::history::load_scripts(&mut connection, shared.sharded());
     within(limit, "SCRIPT LOAD", scripts).await?;
-    if again {
+    // A Redis Cluster shard's generation is its master's replication id: nothing to bump.
+    if again && !shared.sharded() {
         let bump = crate::history::bump_generation(&mut connection);
         within(limit, "INCR of the history generation", bump).await?;
     }
@@ -192,6 +189,7 @@ async fn serve(
                         }
                         Some(r) => crate::history::add_publish(
                             &mut pipe,
+                            shared.sharded(),
                             &job.channel,
                             &r.stream,
                             &job.payload,

@@ -94,15 +94,7 @@ async fn channels_go_to_their_slot_and_are_subscribed_on_replicas() {
             vec![Arc::<str>::from(format!("127.0.0.1:{master}"))]
         );
         // Subscribed on the shard's replica, not on its master.
-        // (A subscription made while the replica's connection was still coming up starts on
-        // the master and moves once the replica is up.)
-        let replica = cluster.replica_of(channel).expect("a replica");
-        let numsub = |port| cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
-        wait_until("subscribed on the replica only", || {
-            numsub(replica).lines().nth(1) == Some("1")
-                && numsub(master).lines().nth(1) == Some("0")
-        })
-        .await;
+        wait_on_replica(&cluster, channel).await;
     }
 
     for round in 0..20 {
@@ -149,6 +141,19 @@ async fn channels_go_to_their_slot_and_are_subscribed_on_replicas() {
     assert_eq!(&m.payload[..], b"marker");
 }
 
+/// Waits until `channel` is subscribed on its shard's replica only. (A subscription made
+/// while the replica's connection was still coming up starts on the master and moves once
+/// the replica is up; while it moves, both deliver.)
+async fn wait_on_replica(cluster: &RedisCluster, channel: &str) {
+    let master = cluster.master_of(channel).expect("a master");
+    let replica = cluster.replica_of(channel).expect("a replica");
+    let numsub = |port| cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+    wait_until("subscribed on the replica only", || {
+        numsub(replica).lines().nth(1) == Some("1") && numsub(master).lines().nth(1) == Some("0")
+    })
+    .await;
+}
+
 /// Sequence numbers received per channel, asserting order and no duplicate.
 fn take(m: BrokerMessage, seen: &mut HashMap<String, Vec<u64>>) {
     let text = String::from_utf8(m.payload.to_vec()).unwrap();
@@ -183,6 +188,9 @@ async fn a_master_killed_mid_stream_loses_nothing() {
     }
     wait_broker_healthy(&a).await;
     wait_broker_healthy(&b).await;
+    for channel in &channels {
+        wait_on_replica(&cluster, channel).await;
+    }
     let victim = cluster.master_of(&channels[0]).unwrap();
 
     // 3 s of a steady stream on every channel (one message per channel every 5 ms); the
@@ -291,6 +299,86 @@ async fn a_slot_migrated_to_another_master_is_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lives_in_the_rooms_shard_and_a_failover_starts_a_new_epoch() {
+    let mut cluster = cluster();
+    let a = cluster_broker(&cluster.seed_urls());
+    let b = cluster_broker(&cluster.seed_urls());
+    let mut inbox = b.messages().unwrap();
+    // A room channel and its stream share a hash tag, so one slot.
+    let (channel, stream) = (
+        "crosswire:ws:in:{chat/r1}",
+        "crosswire:ws:history:{chat/r1}",
+    );
+    let window = crosswire::Retention::new(100, Duration::from_secs(120));
+    b.subscribe(channel).await.unwrap();
+    wait_broker_healthy(&a).await;
+    wait_broker_healthy(&b).await;
+    wait_on_replica(&cluster, channel).await;
+    assert!(a.supports_history() && a.history_needs_room_channels());
+    for n in 1..=20u64 {
+        let payload = Bytes::from(format!("m{n}"));
+        a.publish_recorded(channel, stream, payload, window)
+            .await
+            .unwrap();
+    }
+    let mut epoch = None;
+    for n in 1..=20u64 {
+        let m = recv(&mut inbox, DEADLINE)
+            .await
+            .expect("a positioned message");
+        assert_eq!(&m.payload[..], format!("m{n}").as_bytes());
+        let position = m.position.expect("positioned");
+        assert_eq!(position.offset, n);
+        assert_eq!(
+            *epoch.get_or_insert(Arc::clone(&position.epoch)),
+            position.epoch
+        );
+    }
+    let epoch = epoch.unwrap();
+    let read = a.read_stream(stream, Some(10), window).await.unwrap();
+    assert_eq!((read.top, read.complete, &read.epoch), (20, true, &epoch));
+    let offsets: Vec<u64> = read.entries.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (11..=20).collect::<Vec<_>>());
+    assert_eq!(&read.entries[0].1[..], b"m11");
+
+    // Not in its stream's slot: refused, not published half-way.
+    let refused = a
+        .publish_recorded(
+            "crosswire:ws:node:x",
+            "crosswire:ws:history:{@x}",
+            Bytes::new(),
+            window,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(BrokerError::Backend(_))),
+        "{refused:?}"
+    );
+
+    // The shard's master dies: the promoted replica has the stream, but a new generation, so
+    // no position of before recovers from it.
+    let victim = cluster.master_of(stream).unwrap();
+    cluster.kill(victim);
+    assert!(cluster.wait_failover(victim, Duration::from_secs(20)));
+    a.publish_recorded(channel, stream, Bytes::from_static(b"after"), window)
+        .await
+        .expect("published once the replica took over");
+    let m = recv(&mut inbox, DEADLINE)
+        .await
+        .expect("after the failover");
+    assert_eq!(&m.payload[..], b"after");
+    let position = m.position.expect("positioned");
+    assert_ne!(position.epoch, epoch, "a failover must change the epoch");
+    assert_eq!(
+        position.epoch.split('.').next(),
+        epoch.split('.').next(),
+        "the stream itself survived (replicated)"
+    );
+    let read = b.read_stream(stream, Some(20), window).await.unwrap();
+    assert_eq!(read.epoch, position.epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cluster_means_unavailable_not_a_hang() {
     let port = crosswire_testkit::free_port().unwrap();
     let broker = cluster_broker(&[format!("redis://127.0.0.1:{port}")]);
@@ -305,7 +393,30 @@ async fn no_cluster_means_unavailable_not_a_hang() {
     assert!(result.is_err(), "{result:?}");
     // Both bounded by the command timeout (3 s; a publish waits twice that).
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!broker.supports_history());
+
+    // History on a Redis Cluster needs a channel per room and no id history.
+    let window = crosswire::Retention::new(10, Duration::from_secs(10));
+    let node = |config: crosswire::ServerConfig| {
+        crosswire::Server::builder(config.with_history("chat", window))
+            .broker(Arc::new(cluster_broker(&[format!(
+                "redis://127.0.0.1:{port}"
+            )])))
+            .build()
+    };
+    let plain = crosswire::ServerConfig::default();
+    for config in [
+        plain.clone(),
+        plain
+            .clone()
+            .with_room_channels(true)
+            .with_id_history(window),
+    ] {
+        assert!(matches!(
+            node(config),
+            Err(crosswire::ConfigError::HistoryNeedsRoomChannels)
+        ));
+    }
+    assert!(node(plain.with_room_channels(true)).is_ok());
     assert!(matches!(
         RedisBroker::cluster(config(&["redis://127.0.0.1:1".into()]).with_redundancy(2)),
         Err(crosswire_redis::ConfigError::InvalidRedundancy(2))

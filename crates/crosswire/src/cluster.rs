@@ -218,7 +218,7 @@ pub(crate) struct Cluster {
     dropped: AtomicU64,
     /// When an envelope of another run with this node's own name was last seen.
     name_conflict: Mutex<Option<Instant>>,
-    /// With room channels: the (preset) namespaces that keep one channel for all their rooms.
+    /// With room channels: the namespaces that keep one channel for all their rooms.
     room_channels: Option<std::collections::HashSet<String>>,
 }
 
@@ -257,7 +257,7 @@ impl Cluster {
                 name_conflict: Mutex::new(None),
                 room_channels: config
                     .room_channels
-                    .then(|| config.preset_namespaces.iter().cloned().collect()),
+                    .then(|| config.shared_channel_namespaces()),
             },
             rx,
         )
@@ -474,12 +474,36 @@ impl Cluster {
     /// The channel of a delivery to a room: the room's own when rooms have channels and its
     /// namespace is not preset, else the namespace's.
     fn room_channel(&self, namespace: &str, room: &str) -> Arc<str> {
-        match &self.room_channels {
-            Some(preset) if !preset.contains(namespace) => {
-                Arc::from(self.channels.room_of(namespace, room))
-            }
-            _ => Arc::from(self.channels.room(namespace)),
+        if self.has_room_channels(namespace) {
+            Arc::from(self.channels.room_of(namespace, room))
+        } else {
+            Arc::from(self.channels.room(namespace))
         }
+    }
+
+    /// Whether `namespace`'s rooms each have a channel of their own.
+    pub(crate) fn has_room_channels(&self, namespace: &str) -> bool {
+        self.room_channels
+            .as_ref()
+            .is_some_and(|shared| !shared.contains(namespace))
+    }
+
+    /// Subscribes to a room's channel and waits (bounded) until the broker has confirmed it,
+    /// through the ordered queue: what is published on the room after this returns reaches
+    /// this node. Whether it was confirmed in time.
+    pub(crate) async fn subscribe_room_confirmed(&self, namespace: &str, room: &str) -> bool {
+        let (done, flushed) = oneshot::channel();
+        let channel = self.channels.room_of(namespace, room);
+        let queued = async {
+            self.tx.send(Outgoing::Subscribe(channel)).await?;
+            self.tx.send(Outgoing::Flush(done)).await?;
+            Ok::<_, mpsc::error::SendError<Outgoing>>(())
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            queued.await.is_ok() && flushed.await.is_ok()
+        })
+        .await
+        .unwrap_or(false)
     }
 
     pub(crate) fn subscribe_room(&self, namespace: &str, room: &str) {

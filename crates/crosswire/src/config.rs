@@ -262,16 +262,30 @@ impl ServerConfig {
     }
 
     /// One broker channel per room (`<ws prefix>:in:{<namespace>/<room>}`) instead of one per
-    /// namespace, for the namespaces that are not preset (presence and history ones are
-    /// preset): a node subscribes to a room's channel while the room has local members, so a
+    /// namespace, for the namespaces that are not preset (presence ones are) or that keep
+    /// history (a recovery then first waits for its room's subscription): a node subscribes to a room's channel while the room has local members, so a
     /// message to a room reaches only the nodes with members in it, and on a sharded broker
     /// (Redis Cluster, NATS) the rooms of one namespace spread over the shards. The cost: a
     /// broker subscribe when a room gets its first member on a node, and until the broker
     /// confirms it (one round trip) messages to that room from other nodes do not reach the
-    /// new member. Every node of a cluster must use the same setting. Default: off.
+    /// new member. A broker that keeps history only with a channel per room (Redis Cluster:
+    /// `Broker::history_needs_room_channels`) needs this on for
+    /// [`ServerConfig::with_history`]. Every node of a cluster must use the same setting.
+    /// Default: off.
     pub fn with_room_channels(mut self, on: bool) -> Self {
         self.room_channels = on;
         self
+    }
+
+    /// With room channels, the namespaces that still share one channel for all their rooms:
+    /// the preset ones, but for those that keep history (their rooms' channels share a Redis
+    /// Cluster slot with their streams; a recovery first waits for the room's subscription).
+    pub(crate) fn shared_channel_namespaces(&self) -> std::collections::HashSet<String> {
+        self.preset_namespaces
+            .iter()
+            .filter(|ns| !self.history.contains_key(*ns))
+            .cloned()
+            .collect()
     }
 
     /// Unsubscribe a namespace's channel when its last local room empties (and with room

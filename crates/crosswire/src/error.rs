@@ -24,6 +24,15 @@ pub enum ConfigError {
     /// ([`crate::Broker::supports_history`]); use a broker that does, or no history.
     #[error("history is configured but this broker keeps no history")]
     HistoryUnsupported,
+    /// History is configured, but this broker keeps history only with one channel per room
+    /// and none per id ([`crate::Broker::history_needs_room_channels`]: a Redis Cluster):
+    /// add [`crate::ServerConfig::with_room_channels`] and drop
+    /// [`crate::ServerConfig::with_id_history`].
+    #[error(
+        "this broker keeps history only with one channel per room (with_room_channels) and \
+         none per id (no with_id_history)"
+    )]
+    HistoryNeedsRoomChannels,
 }
 
 /// Sending to sockets failed before anything was delivered.

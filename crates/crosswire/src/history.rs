@@ -237,6 +237,17 @@ impl Server {
         if self.rooms_of(&id, Some(room.namespace())).contains(room) {
             self.leave(room, &id);
         }
+        // A room with a channel of its own: subscribed before the read, or what is published
+        // between the read and the first member's subscription would be missed.
+        if let Some(cluster) = self.inner.cluster.as_ref() {
+            if cluster.has_room_channels(room.namespace())
+                && !cluster
+                    .subscribe_room_confirmed(room.namespace(), room.id())
+                    .await
+            {
+                tracing::warn!(room = %room.id(), "room subscription not confirmed before its history read");
+            }
+        }
         let guard = self.add_pending(&stream, &id, false);
         let read = self.read_history(&stream, since.as_ref(), window).await;
         let recovery = self.finish_recovery(Some(room), guard, since.as_ref(), read);

@@ -96,6 +96,15 @@ impl ServerBuilder {
         if wants_history && self.broker.as_ref().is_some_and(|b| !b.supports_history()) {
             return Err(ConfigError::HistoryUnsupported);
         }
+        if wants_history
+            && self
+                .broker
+                .as_ref()
+                .is_some_and(|b| b.history_needs_room_channels())
+            && (config.id_history.is_some() || !config.room_channels)
+        {
+            return Err(ConfigError::HistoryNeedsRoomChannels);
+        }
         let heartbeat_frame =
             ws::server_frame(ws::OpCode::Text, config.heartbeat_message.as_bytes());
         // Every node tracking a namespace's presence hears its joins and leaves.
@@ -120,7 +129,7 @@ impl ServerBuilder {
         );
         let mut registry = Registry::tracking(config.presence.iter().cloned());
         if config.room_channels && self.broker.is_some() {
-            registry = registry.with_room_channels(preset.clone());
+            registry = registry.with_room_channels(config.shared_channel_namespaces());
         }
         let (cluster, outgoing_rx) = match self.broker {
             Some(broker) => {
