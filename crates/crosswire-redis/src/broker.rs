@@ -130,8 +130,8 @@ impl RedisBroker {
     /// the traffic spreads over the shards, a master failover loses nothing for subscribers,
     /// and publishes wait (up to twice the command timeout) while a shard has no master. The
     /// [`PublishStrategy`](crate::PublishStrategy) does not apply and redundancy must be 1.
-    /// History is not kept in cluster mode yet ([`Broker::supports_history`] is false). See
-    /// the crate docs, "Redis Cluster".
+    /// History is kept for rooms with a channel of their own
+    /// ([`Broker::history_needs_room_channels`]). See the crate docs, "Redis Cluster".
     pub fn cluster(config: RedisConfig) -> Result<Self, ConfigError> {
         if config.redundancy != 1 {
             return Err(ConfigError::InvalidRedundancy(config.redundancy));

@@ -116,11 +116,18 @@
 //!   *replica* that died are lost for this broker, as with a plain Redis node that dies.
 //! - **Health.** Healthy while the slot map covers every slot, every master's publish
 //!   connection is up, and so is every subscribe connection carrying a channel.
-//! - **Not in cluster mode (yet).** History ([`Broker::supports_history`](crosswire_core::Broker::supports_history)
-//!   is false: the positioned publish script would need a room's channel and its stream in one
-//!   slot), strategies and redundancy 2. Order across channels is not kept (each shard is its
-//!   own stream), and during a resharding a message can overtake one that was refused with
-//!   `MOVED` just before it.
+//! - **History.** A room's stream and its meta hash are in the slot of the room's channel
+//!   (the node's room channels, `ServerConfig::with_room_channels`, carry the room's
+//!   `{namespace/room}` hash tag, as do the stream keys), so one script appends and
+//!   `SPUBLISH`es, as on a single Redis. The generation in the epoch is the shard master's
+//!   replication id: a replica promoted in a failover gets a new one, so a position from
+//!   before the failover never recovers from a copy that may lack the old master's last
+//!   messages. A recorded publish whose channel is not in its stream's slot is refused
+//!   ([`Broker::history_needs_room_channels`](crosswire_core::Broker::history_needs_room_channels)
+//!   makes a node check this at start: room channels on, no id history).
+//! - **Not in cluster mode.** Strategies and redundancy 2. Order across channels is not
+//!   kept (each shard is its own stream), and during a resharding a message can overtake one
+//!   that was refused with `MOVED` just before it.
 //!
 //! # Channel layout and envelope format
 //! What a crosswire node publishes through this broker (defined by the node, documented here
