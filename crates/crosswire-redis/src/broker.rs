@@ -148,7 +148,7 @@ impl RedisBroker {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let (tx, rx) = mpsc::channel(config.message_queue);
         let nodes = config.nodes.clone();
-        let cluster = cluster.then(|| crate::cluster::ClusterState::new(nodes[0].clone()));
+        let cluster = cluster.then(|| crate::slots::ClusterState::new(nodes[0].clone()));
         let shared = Arc::new(Shared {
             config,
             nodes: RwLock::new(Vec::new()),
@@ -310,8 +310,8 @@ impl Broker for RedisBroker {
             // One script touches the stream's keys and publishes on the channel: in a cluster
             // all three must share a slot (a room channel and its stream do: same hash tag).
             let (channel_slot, stream_slot) = (
-                crate::cluster::slot_of(channel.as_bytes()),
-                crate::cluster::slot_of(stream.as_bytes()),
+                crate::slots::slot_of(channel.as_bytes()),
+                crate::slots::slot_of(stream.as_bytes()),
             );
             if channel_slot != stream_slot {
                 let error = format!(

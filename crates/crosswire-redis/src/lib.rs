@@ -199,7 +199,9 @@
 //! # Layout
 //! `config` (nodes, strategy, timings, errors), `broker` ([`RedisBroker`], publish routing and
 //! retry, the node table), `publisher` and `subscriber` (one task per connection), `cluster`
-//! (Redis Cluster mode: the slot map, parked publishes, where each channel is subscribed),
+//! (Redis Cluster mode: choosing servers, releasing parked publishes, the slot-map task)
+//! over `slots` (the slot map and cluster state that needs nothing above it), `job` (a
+//! queued publish), `sync` (poison-tolerant locks),
 //! `strategy` (node choice), `health` (events), `resp` (the RESP2 decoder), `history` (the
 //! history scripts), `tls` ([`RedisTls`]).
 #![warn(missing_docs)]
@@ -209,11 +211,14 @@ mod cluster;
 mod config;
 mod health;
 mod history;
+mod job;
 mod publisher;
 mod resp;
 mod shared;
+mod slots;
 mod strategy;
 mod subscriber;
+mod sync;
 mod tls;
 
 pub use broker::{AddNodeError, RedisBroker};

@@ -3,10 +3,9 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use crosswire_core::{BrokerError, BrokerMessage, BrokerNodeStats, Histogram};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -15,52 +14,12 @@ use crate::config::{PublishStrategy, RedisConfig, RedisNodeConfig};
 use crate::health::{HealthEvent, HealthEventKind, Role};
 use crate::strategy::{pick, Candidate};
 
-/// A std lock, recovering from poisoning: the guarded data stays consistent because no
-/// critical section here can panic half-way. Std locks because no critical section awaits.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::sync::{lock, read, write};
 
 /// Latency value meaning "not measured".
 pub(crate) const NO_LATENCY: u64 = u64::MAX;
 
-/// One message waiting to be published on a node, with where it has been tried.
-pub(crate) struct PublishJob {
-    pub(crate) channel: Arc<str>,
-    pub(crate) payload: Bytes,
-    pub(crate) reply: Option<oneshot::Sender<Result<(), BrokerError>>>,
-    /// When `publish` was called; retries stop after twice the command timeout.
-    pub(crate) started: Instant,
-    /// Nodes this copy was queued on, in order.
-    pub(crate) tried: Vec<Arc<str>>,
-    /// Nodes carrying the other copy (redundancy 2): a retry avoids them.
-    pub(crate) siblings: Vec<Arc<str>>,
-    /// Set for a recorded publish: the history stream it is appended to.
-    pub(crate) record: Option<Record>,
-}
-
-/// The history part of a recorded publish.
-pub(crate) struct Record {
-    pub(crate) stream: Arc<str>,
-    pub(crate) retention: crosswire_core::Retention,
-}
-
-impl PublishJob {
-    /// Reports the outcome to the caller (if it still listens).
-    pub(crate) fn finish(mut self, result: Result<(), BrokerError>) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(result);
-        }
-    }
-}
+pub(crate) use crate::job::{PublishJob, Record};
 
 /// What a node's subscriber answers to a subscribe or unsubscribe.
 #[derive(Debug)]
@@ -147,7 +106,7 @@ pub(crate) struct Shared {
     pub(crate) messages: mpsc::Sender<BrokerMessage>,
     pub(crate) turn: AtomicUsize,
     /// Set in Redis Cluster mode: the slot map and where each channel lives.
-    pub(crate) cluster: Option<crate::cluster::ClusterState>,
+    pub(crate) cluster: Option<crate::slots::ClusterState>,
 }
 
 impl Shared {

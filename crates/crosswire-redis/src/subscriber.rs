@@ -225,7 +225,7 @@ fn chunks(channels: &[Arc<str>], sharded: bool) -> Vec<Vec<Arc<str>>> {
     }
     let mut by_slot: HashMap<u16, Vec<Arc<str>>> = HashMap::new();
     for channel in channels {
-        let slot = crate::cluster::slot_of(channel.as_bytes());
+        let slot = crate::slots::slot_of(channel.as_bytes());
         by_slot.entry(slot).or_default().push(Arc::clone(channel));
     }
     by_slot
