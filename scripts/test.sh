@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need when it
-# is missing (redis-server, nats-server, nginx, the Autobahn runner kosoku in a venv; Node.js and npm;
+# is missing (redis-server and redis-cli, nats-server, nginx, the Autobahn runner kosoku in a venv; Node.js and npm;
 # Chromium and the npm dev dependencies of the JavaScript tests), then checks formatting,
 # lints, docs, and runs the whole suite: the Rust tests (the Autobahn TestSuite in the
 # background beside the others), the JavaScript client's tests and the browser test of the
@@ -25,9 +25,11 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-if ! command -v redis-server >/dev/null; then
-  echo "== installing redis-server"
-  apt_install redis-server
+# redis-cli (Debian's redis-tools, a dependency of redis-server) makes the Redis Cluster the
+# tests start (3 masters, 3 replicas: redis-server in cluster mode).
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "== installing redis-server and redis-cli"
+  apt_install redis-server redis-tools
 fi
 # Debian's nats-server lives in /usr/sbin; the NATS tests start their own processes.
 if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
