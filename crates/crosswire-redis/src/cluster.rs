@@ -1,6 +1,6 @@
-//! Redis Cluster mode: the slot map, where each channel is published and subscribed, the
-//! publishes parked while their shard has no healthy master, and the task that keeps all of
-//! it current.
+//! Redis Cluster mode in action (the state it acts on is in `slots`): where each channel is
+//! published and subscribed, the publishes parked while their shard has no healthy master,
+//! and the task that keeps the slot map current.
 //!
 //! - **Publishing.** A channel's slot is its name's CRC16 (honouring a `{hash tag}`); its
 //!   messages go as `SPUBLISH` to the master serving the slot, queued at call time on that
