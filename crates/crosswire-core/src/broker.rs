@@ -141,10 +141,11 @@ impl BrokerNodeStats {
 /// Moves byte messages between nodes on named channels.
 ///
 /// # Contract
-/// - **Order:** a message is queued for sending when `publish` is *called*, not when its future
-///   is polled, so messages published by successive calls on one channel are sent in call
-///   order. The returned future only reports the outcome. (The node relies on this to keep
-///   per-room and per-id order without waiting for each publish to complete.)
+/// - **Order:** messages published by successive calls on one channel are sent in call order
+///   when their futures are first polled in call order (the node awaits its operations one
+///   after the other, in the order it made them). A broker may queue a message when
+///   `publish` is *called* (the Redis broker does, so the node's batch is pipelined) or when
+///   its future is first polled (the hub and the NATS broker), never later than that.
 /// - **Echo:** a node receives its own messages on channels it subscribes to; the node drops
 ///   them.
 /// - **Failure:** a publish that cannot be carried out resolves to an error; it never hangs
@@ -299,8 +300,9 @@ impl Broker for MemoryBroker {
         channel: &str,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
-        // The receivers are chosen now, at call time; sending happens when the future runs.
-        // Each node's queue is FIFO, so successive publishes keep their order.
+        // The receivers are chosen now, at call time; sending happens when the future is
+        // polled. Each node's queue is FIFO, so successive publishes keep their order when
+        // their futures are awaited in call order (see the trait's contract).
         let channel: Arc<str> = Arc::from(channel);
         let targets = subscribers(&self.hub, &channel);
         Box::pin(async move {

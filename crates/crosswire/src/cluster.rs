@@ -678,8 +678,8 @@ pub(crate) fn start<H: Host>(
 }
 
 /// The outgoing task: subscribes the initial channels, says hello, then hands queued
-/// operations to the broker in order. A batch of operations is started in order (the
-/// broker queues each at call time), then awaited together.
+/// operations to the broker in order. A batch of operations is started in order, then
+/// awaited in that order.
 async fn run_outgoing<H: Host>(
     host: Weak<H>,
     initial: Vec<String>,
@@ -734,7 +734,13 @@ async fn run_outgoing<H: Host>(
                 Some(future)
             })
             .collect();
-        let results = futures_util::future::join_all(futures).await;
+        // Awaited one after the other, in call order: a broker may send when its future is
+        // first polled (the hub, NATS), and `join_all` polls in no fixed order once the task's
+        // budget runs out. A broker that queues at call time (Redis) still pipelines the batch.
+        let mut results = Vec::with_capacity(futures.len());
+        for future in futures {
+            results.push(future.await);
+        }
         for (result, fallback) in results.into_iter().zip(unrecorded) {
             if let Err(e) = result {
                 report(format!("broker: {e}"));
