@@ -1,7 +1,8 @@
-//! Scenarios every broker must pass the same way: server-to-server requests between three
-//! nodes named `a`, `b` and `c` that already see each other. The in-process hub tests
-//! (`crosswire/tests/server_to_server.rs`) and the Redis tests
-//! (`crosswire-cli/tests/redis_server_events.rs`) run them on their own nodes.
+//! The building blocks of the cluster scenarios: node configurations, discovery waits, and
+//! the scenarios that run on nodes a caller made (server-to-server requests between nodes
+//! named `a`, `b` and `c` that already see each other, the login race), or on nodes of a
+//! [`Fixture`] (presence, history and recovery). [`mod@crate::broker_suite`] runs them all for
+//! every broker; the failover tests of each broker reuse some of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crosswire::{
 };
 use serde_json::{json, Value};
 
+use crate::fixture::Fixture;
 use crate::{serve_on_free_port, wait_until, RawClient};
 
 /// Upper bound of every wait in these scenarios.
@@ -384,16 +386,18 @@ pub fn presence_config(name: &str) -> ServerConfig {
         .with_server_ping_interval(Duration::ZERO)
 }
 
-/// Presence over three nodes made by `make` (from [`presence_config`]): joins and leaves on
-/// every node are seen on `a` as events and in `Server::presence`, a closed socket leaves, a
-/// node that dies without a word takes its members with it (leave events within the node
-/// time to live), and a node that joins later learns the members already there.
-pub async fn presence_across_nodes(make: impl Fn(&str) -> Server) {
+/// Presence over three nodes of `f` (with [`presence_config`]): joins and leaves on every node
+/// are seen on `a` as events and in `Server::presence`, a closed socket leaves, a node that
+/// dies without a word takes its members with it (leave events within the node time to
+/// live), a node that joins later learns the members already there, and a node restarted
+/// within its time to live drops its old run's members.
+pub async fn presence_across_nodes<F: Fixture>(f: &F) {
     use crosswire::system::{PresenceJoin, PresenceLeave};
     use crosswire::Room;
     use tokio::sync::mpsc;
 
-    let (a, b, c) = (make("a"), make("b"), make("c"));
+    let make = |name: &str| f.node(presence_config(name));
+    let (a, b, c) = (make("a").await, make("b").await, make("c").await);
     wait_nodes(&[&a, &b, &c], &["a", "b", "c"]).await;
     let (tx, mut events) = mpsc::unbounded_channel::<String>();
     let joined = tx.clone();
@@ -445,7 +449,7 @@ pub async fn presence_across_nodes(make: impl Fn(&str) -> Server) {
     assert_eq!(next_events(&mut events, 1).await, ["-w@b r"]);
 
     // A node that joins later learns who is there already.
-    let d = make("d");
+    let d = make("d").await;
     wait_nodes(&[&a, &b, &c, &d], &["a", "b", "c", "d"]).await;
     assert!(
         wait_until(WAIT, || listed(&d) == ["x@b", "z@a"]).await,
@@ -475,7 +479,7 @@ pub async fn presence_across_nodes(make: impl Fn(&str) -> Server) {
     assert!(wait_until(WAIT, || listed(&a) == ["v@d", "x@b", "z@a"]).await);
     assert_eq!(next_events(&mut events, 1).await, ["+v@d r"]);
     drop(d);
-    let d = make("d");
+    let d = make("d").await;
     assert_eq!(next_events(&mut events, 1).await, ["-v@d r"]);
     assert!(
         wait_until(WAIT, || listed(&d) == ["x@b", "z@a"]).await,
@@ -511,10 +515,24 @@ pub const HISTORY_LEN: usize = 2_000;
 /// [`node_config`] with a history of [`HISTORY_LEN`] messages (2 minutes) for the rooms of
 /// [`HISTORY_NAMESPACE`] and for the messages sent to ids.
 pub fn history_config(name: &str) -> ServerConfig {
-    let window = crosswire::Retention::new(HISTORY_LEN, Duration::from_secs(120));
+    room_history_config(name)
+        .with_room_channels(false)
+        .with_id_history(history_window())
+}
+
+/// The window of [`history_config`]: [`HISTORY_LEN`] messages, 2 minutes.
+fn history_window() -> crosswire::Retention {
+    crosswire::Retention::new(HISTORY_LEN, Duration::from_secs(120))
+}
+
+/// Room history only, with a channel per room: [`node_config`] with the history of
+/// [`history_config`] for the rooms of [`HISTORY_NAMESPACE`], none for ids, and room channels
+/// on (`ServerConfig::with_room_channels`), as a broker whose history needs them (Redis
+/// Cluster: `Broker::history_needs_room_channels`) requires.
+pub fn room_history_config(name: &str) -> ServerConfig {
     node_config(name)
-        .with_history(HISTORY_NAMESPACE, window)
-        .with_id_history(window)
+        .with_history(HISTORY_NAMESPACE, history_window())
+        .with_room_channels(true)
 }
 
 /// One `msg` event of a recorded room as a client got it: its payload (a number) and place.
@@ -575,15 +593,22 @@ pub fn send_numbers(
     })
 }
 
-/// Recovery across nodes made by `make` (from [`history_config`]): a client on `a` follows a
+/// Recovery across nodes of `f` (with [`history_config`]): a client on `a` follows a
 /// room that `b` sends 1,000 messages to over about three seconds; it loses its connection
 /// for two seconds, comes back on `c` with the last position it saw, and ends with every
 /// message exactly once and in order (`recovered: true`), live ones flowing all along. Then
 /// the same past the window: `recovered: false`, nothing replayed, live messages after.
-pub async fn recovery_across_nodes(make: impl Fn(&str) -> Server) {
+pub async fn recovery_across_nodes<F: Fixture>(f: &F) {
+    recovery_across_nodes_with(f, history_config).await;
+}
+
+/// [`recovery_across_nodes`] on nodes made with `config` (from [`history_config`] or
+/// [`room_history_config`]).
+pub async fn recovery_across_nodes_with<F: Fixture>(f: &F, config: impl Fn(&str) -> ServerConfig) {
     use crosswire::Room;
 
-    let (a, b, c) = (make("a"), make("b"), make("c"));
+    let make = |name: &str| f.node(config(name));
+    let (a, b, c) = (make("a").await, make("b").await, make("c").await);
     wait_nodes(&[&a, &b, &c], &["a", "b", "c"]).await;
     let (addr_a, addr_c) = (serve_on_free_port(&a).await, serve_on_free_port(&c).await);
     crate::install_relay(&a);
@@ -782,13 +807,13 @@ fn send_numbers_to(
     })
 }
 
-/// Recovery of the messages sent to an id, across nodes made by `make` (from
-/// [`history_config`]): a client bound on `a` gets 1,000 messages sent to its id from `b`
-/// over about three seconds; it loses its connection for two seconds, comes back on `c`
-/// with the last position it saw (in its query), and ends with every message exactly once
-/// and in order (`recovered: true`).
-pub async fn id_recovery_across_nodes(make: impl Fn(&str) -> Server) {
-    let (a, b, c) = (make("a"), make("b"), make("c"));
+/// Recovery of the messages sent to an id, across nodes of `f` (with [`history_config`]): a
+/// client bound on `a` gets 1,000 messages sent to its id from `b` over about three seconds;
+/// it loses its connection for two seconds, comes back on `c` with the last position it saw
+/// (in its query), and ends with every message exactly once and in order (`recovered: true`).
+pub async fn id_recovery_across_nodes<F: Fixture>(f: &F) {
+    let make = |name: &str| f.node(history_config(name));
+    let (a, b, c) = (make("a").await, make("b").await, make("c").await);
     wait_nodes(&[&a, &b, &c], &["a", "b", "c"]).await;
     let (mut bound_a, mut bound_c) = (
         bind_recovering_from_query(&a),

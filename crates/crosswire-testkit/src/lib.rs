@@ -1,5 +1,6 @@
 //! Test helpers for crosswire: a raw seed-protocol WebSocket client, servers on free ports, a
-//! relay-like handler set, condition waits, and a `redis-server` guard.
+//! relay-like handler set, condition waits, `redis-server` and `nats-server` guards, and the
+//! cluster scenarios every broker runs ([`mod@broker_suite`], [`broker_suite!`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -27,7 +28,9 @@
 //! [`RawEvent`]s, answers pings unless told not to, and answers the server's close frame.
 #![warn(missing_docs)]
 
+pub mod broker_suite;
 pub mod cluster_suite;
+pub mod fixture;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

@@ -119,22 +119,3 @@ async fn closing_before_the_answer_fails_the_request() {
         "{result:?}"
     );
 }
-
-/// `Server::request` reaches an id on another node through the in-process broker hub.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_reaches_an_id_on_another_node() {
-    use crosswire::{MemoryHub, Server};
-    use crosswire_testkit::cluster_suite::{self, node_config, wait_nodes};
-    use std::sync::Arc;
-
-    let hub = MemoryHub::new();
-    let node = |name: &str| {
-        Server::builder(node_config(name))
-            .broker(Arc::new(hub.broker()))
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (node("a"), node("b"));
-    wait_nodes(&[&a, &b], &["a", "b"]).await;
-    cluster_suite::request_reaches_any_id(&a, &b).await;
-}
