@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Raw, Relay, CLUSTER_STEP};
+use common::{Raw, Relay};
 use crosswire_testkit::NatsServer;
 use serde_json::json;
 
@@ -20,14 +20,7 @@ fn nats() -> NatsServer {
 async fn two_nodes_over_nats_deliver_to_each_other() {
     let nats = nats();
     let url = nats.url();
-    let n1 = Relay::start(&["--name", "n1", "--nats", &url]).await;
-    let n2 = Relay::start(&["--name", "n2", "--nats", &url]).await;
-    for n in [&n1, &n2] {
-        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
-            status == 200 && body["nodes"] == json!(["n1", "n2"])
-        })
-        .await;
-    }
+    let (n1, n2) = Relay::pair(&["--nats", &url], &["--nats", &url]).await;
     let mut sender = Raw::connect(&n1, "s").await;
     let mut member = Raw::connect(&n2, "m").await;
     assert_eq!(

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Raw, Relay, CLUSTER_STEP};
+use common::{Raw, Relay};
 use crosswire_testkit::RedisCluster;
 use serde_json::json;
 
@@ -24,14 +24,11 @@ fn cluster() -> RedisCluster {
 async fn two_nodes_over_a_redis_cluster_deliver_to_each_other() {
     let mut cluster = cluster();
     let seeds = cluster.seed_urls();
-    let n1 = Relay::start(&["--name", "n1", "--redis-cluster", &seeds[0]]).await;
-    let n2 = Relay::start(&["--name", "n2", "--redis-cluster", &seeds[1..].join(",")]).await;
-    for n in [&n1, &n2] {
-        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
-            status == 200 && body["nodes"] == json!(["n1", "n2"])
-        })
-        .await;
-    }
+    let (n1, n2) = Relay::pair(
+        &["--redis-cluster", &seeds[0]],
+        &["--redis-cluster", &seeds[1..].join(",")],
+    )
+    .await;
     let mut sender = Raw::connect(&n1, "s").await;
     let mut member = Raw::connect(&n2, "m").await;
     assert_eq!(
@@ -70,15 +67,8 @@ async fn two_nodes_over_a_redis_cluster_deliver_to_each_other() {
 async fn history_over_a_redis_cluster_recovers_a_room_until_its_shard_fails_over() {
     let mut cluster = cluster();
     let seeds = cluster.seed_urls().join(",");
-    let args = |name| ["--name", name, "--redis-cluster", &seeds, "--history"];
-    let n1 = Relay::start(&args("n1")).await;
-    let n2 = Relay::start(&args("n2")).await;
-    for n in [&n1, &n2] {
-        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
-            status == 200 && body["nodes"] == json!(["n1", "n2"])
-        })
-        .await;
-    }
+    let args = ["--redis-cluster", &seeds, "--history"];
+    let (n1, n2) = Relay::pair(&args, &args).await;
     let mut sender = Raw::connect(&n1, "s").await;
     let mut member = Raw::connect(&n2, "m").await;
     let joined = member.request("join", json!({"room": "lobby"})).await;
@@ -140,15 +130,8 @@ fn cli(port: u16, args: &[&str]) -> String {
 async fn with_room_channels_the_rooms_spread_over_the_shards() {
     let cluster = cluster();
     let seeds = cluster.seed_urls().join(",");
-    let args = |name| ["--name", name, "--redis-cluster", &seeds, "--room-channels"];
-    let n1 = Relay::start(&args("n1")).await;
-    let n2 = Relay::start(&args("n2")).await;
-    for n in [&n1, &n2] {
-        n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
-            status == 200 && body["nodes"] == json!(["n1", "n2"])
-        })
-        .await;
-    }
+    let args = ["--redis-cluster", &seeds, "--room-channels"];
+    let (n1, n2) = Relay::pair(&args, &args).await;
     let mut sender = Raw::connect(&n1, "s").await;
     let mut member = Raw::connect(&n2, "m").await;
     let rooms: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();

@@ -247,19 +247,7 @@ impl Broker for RedisBroker {
         // publishes of one channel keep their order on a node.
         let shared = &self.shared;
         if let Some(cluster) = &shared.cluster {
-            let started = Instant::now();
-            let (tx, rx) = oneshot::channel();
-            let job = PublishJob {
-                channel: Arc::from(channel),
-                payload,
-                reply: Some(tx),
-                started,
-                tried: Vec::new(),
-                siblings: Vec::new(),
-                record: None,
-            };
-            cluster.submit(shared, job);
-            return Box::pin(outcome(vec![rx], shared.deadline(started)));
+            return submit_sharded(shared, cluster, channel, payload, None);
         }
         let targets = shared.choose(channel, shared.config.redundancy, &[]);
         if targets.is_empty() {
@@ -321,22 +309,11 @@ impl Broker for RedisBroker {
                 );
                 return Box::pin(async move { Err(BrokerError::Backend(error)) });
             }
-            let started = Instant::now();
-            let (tx, rx) = oneshot::channel();
-            let job = PublishJob {
-                channel: Arc::from(channel),
-                payload,
-                reply: Some(tx),
-                started,
-                tried: Vec::new(),
-                siblings: Vec::new(),
-                record: Some(Record {
-                    stream: Arc::from(stream),
-                    retention,
-                }),
+            let record = Record {
+                stream: Arc::from(stream),
+                retention,
             };
-            cluster.submit(shared, job);
-            return Box::pin(outcome(vec![rx], shared.deadline(started)));
+            return submit_sharded(shared, cluster, channel, payload, Some(record));
         }
         let Some(node) = shared.stream_home(stream, &[]) else {
             return Box::pin(async { Err(BrokerError::Unavailable) });
@@ -555,6 +532,29 @@ impl RedisBroker {
             })
             .collect()
     }
+}
+
+/// Cluster mode: queues a publish on its slot's master (or parks it); its outcome.
+fn submit_sharded(
+    shared: &Shared,
+    cluster: &crate::slots::ClusterState,
+    channel: &str,
+    payload: Bytes,
+    record: Option<Record>,
+) -> BoxFuture<'static, Result<(), BrokerError>> {
+    let started = Instant::now();
+    let (tx, rx) = oneshot::channel();
+    let job = PublishJob {
+        channel: Arc::from(channel),
+        payload,
+        reply: Some(tx),
+        started,
+        tried: Vec::new(),
+        siblings: Vec::new(),
+        record,
+    };
+    cluster.submit(shared, job);
+    Box::pin(outcome(vec![rx], shared.deadline(started)))
 }
 
 /// Cluster mode: reads `stream` on the master of its slot, waiting (up to the command

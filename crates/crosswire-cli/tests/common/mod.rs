@@ -578,6 +578,20 @@ impl Relay {
 
     /// Waits until `/healthz` lists exactly `nodes` (sorted) and reports the broker healthy
     /// with `redis_nodes` healthy publishers and subscribers.
+    /// Nodes `n1` and `n2` started with `first` and `second` (their broker flags), once each
+    /// sees both.
+    pub async fn pair(first: &[&str], second: &[&str]) -> (Relay, Relay) {
+        let n1 = Relay::start(&[&["--name", "n1"], first].concat()).await;
+        let n2 = Relay::start(&[&["--name", "n2"], second].concat()).await;
+        for n in [&n1, &n2] {
+            n.wait_health("both nodes", CLUSTER_STEP, |status, body| {
+                status == 200 && body["nodes"] == json!(["n1", "n2"])
+            })
+            .await;
+        }
+        (n1, n2)
+    }
+
     pub async fn wait_cluster(&self, nodes: &[&str], redis_nodes: u64) -> Value {
         let mut want: Vec<&str> = nodes.to_vec();
         want.sort_unstable();
