@@ -41,10 +41,12 @@ cleanup() {
 trap cleanup EXIT
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Below the kernel's ephemeral range (32768 and up), where the clients' own ports would
+# collide; a Redis Cluster server also needs its port + 10000 (the cluster bus) free.
 free_port() {
   local candidate
   for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 20000))
+    candidate=$((20000 + RANDOM % 2700))
     if ! port_in_use "$candidate" && ! port_in_use $((candidate + 10000)); then
       echo "$candidate"; return 0
     fi
@@ -79,9 +81,9 @@ for _ in 1 2 3 4 5 6; do
   p=$(free_port)
   d=$(mktemp -d -t crosswire-rc.XXXXXX)
   dirs+=("$d")
-  (cd "$d" && redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+  redis-server --dir "$d" --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
     --cluster-config-file nodes.conf --cluster-node-timeout 1000 --repl-ping-replica-period 1 \
-    --save "" --appendonly no >"$d/log" 2>&1) &
+    --save "" --appendonly no >"$d/log" 2>&1 &
   pids+=($!)
   cluster_ports+=("$p")
 done
