@@ -24,7 +24,7 @@ use crosswire::{
 };
 use crosswire_cli::http::HttpOptions;
 use crosswire_nats::{NatsBroker, NatsConfig};
-use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls};
+use crosswire_redis::{PublishStrategy, RedisBroker, RedisConfig, RedisTls, ShardSubscriptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -110,8 +110,8 @@ struct ServeArgs {
     nats: Vec<String>,
     /// Seed servers of one Redis Cluster (Redis 7+; `redis://host:port`, repeat or separate
     /// with commas) to use as the broker with sharded pub/sub: each channel is published on
-    /// its slot's master and subscribed on a replica of its shard, the other servers are
-    /// found from the slot map, and a master failover loses nothing for subscribers. With
+    /// its slot's master and subscribed on its shard (see --shard-subscriptions), and the
+    /// other servers are found from the slot map. With
     /// --history, rooms keep history (each with a channel of its own, as --room-channels)
     /// but ids do not; --redundancy and --strategy do not apply.
     #[arg(
@@ -122,6 +122,11 @@ struct ServeArgs {
         conflicts_with = "redis"
     )]
     redis_cluster: Vec<String>,
+    /// With --redis-cluster, where channels are subscribed: `masters` (fastest; a master
+    /// that dies loses the few messages it held) or `replicas` (a master failover loses
+    /// nothing; Redis's replication delay adds up to ~40 ms at p99).
+    #[arg(long, default_value = "masters", value_parser = parse_shard_subscriptions)]
+    shard_subscriptions: ShardSubscriptions,
     /// PEM file of the certificate authorities trusted for `rediss://` nodes, instead of the
     /// built-in web roots (for a Redis with its own authority).
     #[arg(long, value_name = "FILE", env = "CROSSWIRE_REDIS_CA")]
@@ -472,7 +477,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             &args.redis
         };
-        let mut redis = RedisConfig::from_urls(urls)?.with_tls(redis_tls(&args)?);
+        let mut redis = RedisConfig::from_urls(urls)?
+            .with_tls(redis_tls(&args)?)
+            .with_shard_subscriptions(args.shard_subscriptions);
         if !cluster {
             redis = redis
                 .with_redundancy(args.redundancy)
@@ -558,6 +565,14 @@ fn parse_strategy(s: &str) -> Result<PublishStrategy, String> {
         other => Err(format!(
             "unknown strategy {other:?} (affine, random, round-robin, fastest)"
         )),
+    }
+}
+
+fn parse_shard_subscriptions(s: &str) -> Result<ShardSubscriptions, String> {
+    match s {
+        "masters" => Ok(ShardSubscriptions::Masters),
+        "replicas" => Ok(ShardSubscriptions::Replicas),
+        other => Err(format!("unknown {other:?} (masters, replicas)")),
     }
 }
 

@@ -126,9 +126,9 @@ impl RedisBroker {
     /// `config.nodes` are seeds — any servers of the cluster, masters or replicas — from which
     /// the slot map is read; every other server is found from it and reached with the first
     /// seed's credentials, db and TLS settings. Each channel is `SPUBLISH`ed on the master of
-    /// its slot and `SSUBSCRIBE`d on one server of its shard (a replica when there is one), so
-    /// the traffic spreads over the shards, a master failover loses nothing for subscribers,
-    /// and publishes wait (up to twice the command timeout) while a shard has no master. The
+    /// its slot and `SSUBSCRIBE`d on one server of its shard (its master, or a replica:
+    /// [`RedisConfig::shard_subscriptions`]), so the traffic spreads over the shards, and
+    /// publishes wait (up to twice the command timeout) while a shard has no master. The
     /// [`PublishStrategy`](crate::PublishStrategy) does not apply and redundancy must be 1.
     /// History is kept for rooms with a channel of their own
     /// ([`Broker::history_needs_room_channels`]). See the crate docs, "Redis Cluster".

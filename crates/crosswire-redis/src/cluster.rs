@@ -8,9 +8,10 @@
 //!   replica is promoted) or a batch was refused (`MOVED`, `CLUSTERDOWN`), the messages are
 //!   *parked* in call order and released to the slot's new master once the slot map shows a
 //!   healthy one; a message parked longer than twice the command timeout fails.
-//! - **Subscribing.** Each channel is `SSUBSCRIBE`d on one server of its shard, a replica when
-//!   there is one: Redis propagates sharded messages to replicas, and a replica promoted when
-//!   its master dies keeps its subscribers, so a master failover loses no message for them.
+//! - **Subscribing.** Each channel is `SSUBSCRIBE`d on one server of its shard: its master, or
+//!   with [`ShardSubscriptions::Replicas`] a replica (Redis propagates sharded messages to
+//!   replicas, and a replica promoted when its master dies keeps its subscribers, so a master
+//!   failover loses nothing; the price is Redis's replication delay).
 //!   A channel moves to another server of its shard when its server's subscribe connection is
 //!   down and another one's is up, when the slot map no longer lists that server for the slot,
 //!   or when Redis unsubscribes it (`sunsubscribe` pushed when a slot migrates away).
@@ -28,8 +29,9 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::config::RedisNodeConfig;
+use crate::config::ShardSubscriptions;
 use crate::shared::{lock, read, write, Node, PublishJob, Shared, SubscribeCommand};
-use crate::slots::{slot_of, ClusterState, Topology};
+use crate::slots::{slot_of, ClusterState, SlotRange, Topology};
 
 /// How often the slot map is read while publishes are parked or the map is incomplete.
 const FAST_REFRESH: Duration = Duration::from_millis(100);
@@ -58,9 +60,11 @@ impl ClusterState {
         read(&shared.nodes).iter().find(|n| n.name == name).cloned()
     }
 
-    /// A server of `channel`'s shard for its subscription, other than `avoid`: a replica with
-    /// a healthy subscribe connection, else the master if healthy, else (none healthy)
-    /// `current` or the first replica or the master, to be subscribed when it comes up.
+    /// A server of `channel`'s shard for its subscription, other than `avoid`: a healthy one
+    /// of the preferred kind ([`ShardSubscriptions`]: the master, or a replica), else a
+    /// healthy one of the other kind, else (none healthy) `current` or the first one, to be
+    /// subscribed when it comes up. A healthy `current` that still serves the slot stays
+    /// unless it is of the other kind while one of the preferred kind is up.
     fn choose_subscriber(
         &self,
         shared: &Shared,
@@ -70,41 +74,29 @@ impl ClusterState {
     ) -> Option<Arc<Node>> {
         let slot = slot_of(channel.as_bytes());
         let range = read(&self.topology).range(slot).cloned()?;
+        let (preferred, other) = tiers(&range, shared.config.shard_subscriptions);
         let nodes = read(&shared.nodes);
-        let find = |name: &str| nodes.iter().find(|n| *n.name == *name).cloned();
+        let find = |name: &Arc<str>| nodes.iter().find(|n| n.name == *name).cloned();
         let healthy = |n: &Arc<Node>| n.subscriber_healthy.load(Ordering::Acquire);
-        let candidates = range
-            .replicas
-            .iter()
-            .chain(std::iter::once(&range.master))
-            .filter(|n| Some(*n) != avoid);
-        let current = current.filter(|c| Some(*c) != avoid);
-        // A healthy replica still serving the slot keeps its subscriptions; so does a healthy
-        // master while no replica is up (a subscription moves to a replica as soon as one is).
-        let replica_up = || {
-            range
-                .replicas
+        let allowed = |n: &&Arc<str>| Some(*n) != avoid;
+        let current = current.filter(allowed).filter(|c| range.serves(c));
+        if let Some(node) = current.and_then(find).filter(healthy) {
+            let preferred_up = preferred
                 .iter()
-                .filter(|n| Some(*n) != avoid)
-                .filter_map(|n| find(n))
-                .any(|n| healthy(&n))
-        };
-        if let Some(node) = current
-            .filter(|c| range.serves(c))
-            .and_then(|c| find(c))
-            .filter(healthy)
-        {
-            if node.name != range.master || !replica_up() {
+                .filter(allowed)
+                .filter_map(find)
+                .any(|n| healthy(&n));
+            if preferred.contains(&node.name) || !preferred_up {
                 return Some(node);
             }
         }
-        if let Some(node) = candidates.clone().filter_map(|n| find(n)).find(healthy) {
+        let candidates = || preferred.iter().chain(other.iter()).filter(allowed);
+        if let Some(node) = candidates().filter_map(find).find(healthy) {
             return Some(node);
         }
         current
-            .filter(|c| range.serves(c))
-            .and_then(|c| find(c))
-            .or_else(|| candidates.filter_map(|n| find(n)).next())
+            .and_then(find)
+            .or_else(|| candidates().filter_map(find).next())
     }
 
     /// Queues `job` on `channel`'s master when it is healthy and nothing of that slot is
@@ -172,9 +164,9 @@ impl ClusterState {
     }
 
     /// Moves subscriptions whose server stopped serving their slot, or whose subscribe
-    /// connection is down while another server of the shard is up, or that sit on a master
-    /// while a replica is up. Whether some subscription still sits on a master whose shard
-    /// lists a replica (it moves as soon as that replica's connection is up).
+    /// connection is down while another server of the shard is up, or that sit on a server of
+    /// the other kind while one of the preferred kind is up. Whether some subscription still
+    /// sits on a server of the other kind (it moves as soon as a preferred one is up).
     fn reassign(&self, shared: &Shared) -> bool {
         // Channels asked for before the slot map was known (their subscribe failed) first.
         let missing: Vec<Arc<str>> = {
@@ -223,10 +215,14 @@ impl ClusterState {
             }
         }
         let topology = read(&self.topology);
+        let choice = shared.config.shard_subscriptions;
         lock(&self.assigned).iter().any(|(channel, at)| {
             topology
                 .range(slot_of(channel.as_bytes()))
-                .is_some_and(|r| r.master == *at && !r.replicas.is_empty())
+                .is_some_and(|r| {
+                    let (preferred, _) = tiers(r, choice);
+                    !preferred.is_empty() && !preferred.contains(at)
+                })
         })
     }
 
@@ -254,6 +250,15 @@ impl ClusterState {
                 .iter()
                 .any(|n| n.subscriber_healthy.load(Ordering::Acquire));
         (healthy, publishers, subscribers, nodes.len())
+    }
+}
+
+/// The servers of `range` that carry its subscriptions by preference, and the others.
+fn tiers(range: &SlotRange, choice: ShardSubscriptions) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+    let master = vec![Arc::clone(&range.master)];
+    match choice {
+        ShardSubscriptions::Replicas => (range.replicas.clone(), master),
+        _ => (master, range.replicas.clone()),
     }
 }
 
