@@ -7,7 +7,7 @@ use crosswire_bench::parse_duration;
 use crosswire_bench::report::{markdown_table, Report};
 use crosswire_bench::scenarios::{burst, echo, fanout, idle, s2s};
 use crosswire_bench::stamp::Padding;
-use crosswire_bench::ws::{ConnectOptions, DEFAULT_DEFLATE_MIN_SIZE};
+use crosswire_bench::ws::{ConnectOptions, Protocol, DEFAULT_DEFLATE_MIN_SIZE};
 use crosswire_bench::{server_stats, tls};
 use crosswire_testkit::TestCerts;
 use serde_json::Value;
@@ -64,6 +64,12 @@ struct Common {
     /// `words` (English words, compresses like text).
     #[arg(long, default_value = "x")]
     padding: Padding,
+    /// The protocol the clients speak: `crosswire` (the relay contract) or `socketio`
+    /// (Socket.IO v5 over Engine.IO v4, WebSocket only, at `/socket.io/`, against a server
+    /// whose events `join`, `room` and `echo` do what the relay's do; see
+    /// scripts/bench-peers.sh).
+    #[arg(long, default_value = "crosswire")]
+    protocol: Protocol,
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +147,11 @@ enum Command {
         /// Skip the heartbeat round trip each connection makes after connecting.
         #[arg(long)]
         no_verify: bool,
+        /// Bind each client socket to one of these source addresses in turn before it
+        /// connects (`ws://` only): comma-separated or repeated, IPv4 ranges as
+        /// `127.0.0.2-127.0.0.20` or `127.0.0.2-20`.
+        #[arg(long, value_delimiter = ',')]
+        source_addrs: Vec<String>,
     },
     /// Server-to-server requests between two nodes over Redis (both nodes in this process).
     S2s {
@@ -185,6 +196,7 @@ fn settings(c: &Common) -> Result<Settings> {
             tls,
             deflate: c.permessage_deflate,
             deflate_min_size: c.deflate_min_size,
+            protocol: c.protocol,
         },
         padding: c.padding,
     })
@@ -301,6 +313,7 @@ async fn run_load(cmd: Command, s: &Settings) -> Result<Report> {
             connections,
             hold,
             no_verify,
+            source_addrs,
             ..
         } => {
             let p = idle::IdleParams {
@@ -308,7 +321,8 @@ async fn run_load(cmd: Command, s: &Settings) -> Result<Report> {
                 hold,
                 verify: !no_verify,
             };
-            idle::run(s, &p).await
+            let sources = idle::parse_source_addrs(&source_addrs)?;
+            idle::run_with_sources(s, &p, &sources).await
         }
         Command::Table { .. }
         | Command::S2s { .. }

@@ -4,9 +4,12 @@
 //! A [`Ws`] is either a tokio-tungstenite connection (the default) or, with
 //! [`ConnectOptions::deflate`], the bench's own client ([`own`]) on crosswire's codec, since
 //! tungstenite has no permessage-deflate. Both run over a [`Transport`] that counts the
-//! bytes crossing the socket.
+//! bytes crossing the socket. With [`ConnectOptions::protocol`] [`Protocol::SocketIo`] either
+//! carries Socket.IO instead ([`socketio`]): the scenarios' frames are translated, so they run
+//! unchanged against Socket.IO servers that define the relay's events.
 
 pub mod own;
+pub mod socketio;
 pub mod transport;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+pub use socketio::Protocol;
 pub use transport::Transport;
 
 /// How long a connect (TCP + TLS + upgrade) or a single reply may take before it counts as
@@ -43,6 +47,8 @@ pub struct ConnectOptions {
     pub deflate: bool,
     /// With `deflate`: text messages of at least this many bytes are sent compressed.
     pub deflate_min_size: usize,
+    /// The protocol spoken over the WebSocket: crosswire's, or Socket.IO ([`socketio`]).
+    pub protocol: Protocol,
 }
 
 impl Default for ConnectOptions {
@@ -51,6 +57,7 @@ impl Default for ConnectOptions {
             tls: None,
             deflate: false,
             deflate_min_size: DEFAULT_DEFLATE_MIN_SIZE,
+            protocol: Protocol::Crosswire,
         }
     }
 }
@@ -62,6 +69,8 @@ pub enum Ws {
     Tungstenite(WebSocketStream<Transport>),
     /// The own client ([`own`]), with permessage-deflate.
     Own(own::OwnWs),
+    /// Socket.IO over one of the above ([`socketio`]).
+    SocketIo(Box<socketio::SocketIoWs>),
 }
 
 /// Adds `id=<id>` to the query string of `base` (keeping any path and query it already has).
@@ -96,6 +105,14 @@ pub async fn connect_with(base: &str, id: &str, options: &ConnectOptions) -> Res
 }
 
 async fn open(url: &url::Url, options: &ConnectOptions) -> Result<Ws> {
+    if options.protocol == Protocol::SocketIo {
+        let ws = open_ws(&socketio::endpoint(url), options).await?;
+        return Ok(Ws::SocketIo(Box::new(socketio::handshake(ws).await?)));
+    }
+    open_ws(url, options).await
+}
+
+async fn open_ws(url: &url::Url, options: &ConnectOptions) -> Result<Ws> {
     let transport = Transport::connect(url, options.tls.as_ref()).await?;
     if options.deflate {
         let ws = own::handshake(transport, url, options).await?;
@@ -107,33 +124,72 @@ async fn open(url: &url::Url, options: &ConnectOptions) -> Result<Ws> {
     Ok(Ws::Tungstenite(ws))
 }
 
+/// The error of a WebSocket-level operation on a Socket.IO connection's own variant (the
+/// Socket.IO layer only ever sits on a plain WebSocket).
+fn nested() -> anyhow::Error {
+    anyhow!("a Socket.IO connection cannot carry another")
+}
+
 impl Ws {
     /// The next message (pings are answered while reading); `None` once the connection
     /// ended.
     pub async fn next(&mut self) -> Option<Result<Message>> {
         match self {
-            Self::Tungstenite(ws) => StreamExt::next(ws).await.map(|r| r.map_err(Into::into)),
-            Self::Own(ws) => ws.next().await,
+            Self::SocketIo(ws) => ws.next().await,
+            plain => plain.next_frame().await,
         }
     }
 
     /// Queues a text message without flushing.
     pub async fn feed_text(&mut self, text: String) -> Result<()> {
         match self {
-            Self::Tungstenite(ws) => Ok(ws.feed(Message::text(text)).await?),
-            Self::Own(ws) => {
-                ws.feed_text(&text);
-                Ok(())
-            }
+            Self::SocketIo(ws) => ws.feed_text(text).await,
+            plain => plain.feed_frame(text).await,
         }
     }
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<()> {
         match self {
+            Self::SocketIo(ws) => ws.flush().await,
+            plain => plain.flush_frames().await,
+        }
+    }
+
+    /// The next WebSocket message as it came (of a plain WebSocket).
+    pub(crate) async fn next_frame(&mut self) -> Option<Result<Message>> {
+        match self {
+            Self::Tungstenite(ws) => StreamExt::next(ws).await.map(|r| r.map_err(Into::into)),
+            Self::Own(ws) => ws.next().await,
+            Self::SocketIo(_) => Some(Err(nested())),
+        }
+    }
+
+    /// Queues a text frame as it is, without flushing (of a plain WebSocket).
+    pub(crate) async fn feed_frame(&mut self, text: String) -> Result<()> {
+        match self {
+            Self::Tungstenite(ws) => Ok(ws.feed(Message::text(text)).await?),
+            Self::Own(ws) => {
+                ws.feed_text(&text);
+                Ok(())
+            }
+            Self::SocketIo(_) => Err(nested()),
+        }
+    }
+
+    /// Writes every queued frame (of a plain WebSocket).
+    pub(crate) async fn flush_frames(&mut self) -> Result<()> {
+        match self {
             Self::Tungstenite(ws) => Ok(SinkExt::flush(ws).await?),
             Self::Own(ws) => ws.flush().await,
+            Self::SocketIo(_) => Err(nested()),
         }
+    }
+
+    /// Sends a text frame as it is and flushes (of a plain WebSocket).
+    pub(crate) async fn send_frame(&mut self, text: String) -> Result<()> {
+        self.feed_frame(text).await?;
+        self.flush_frames().await
     }
 
     /// Sends a text message and flushes.
@@ -144,13 +200,25 @@ impl Ws {
 
     /// Whether this connection negotiated permessage-deflate.
     pub fn deflate(&self) -> bool {
-        matches!(self, Self::Own(ws) if ws.deflate())
+        match self {
+            Self::SocketIo(ws) => ws.inner.deflate(),
+            plain => matches!(plain, Self::Own(ws) if ws.deflate()),
+        }
+    }
+
+    /// The Socket.IO layer, when the connection speaks Socket.IO.
+    pub fn socketio(&self) -> Option<&socketio::SocketIoWs> {
+        match self {
+            Self::SocketIo(ws) => Some(ws),
+            _ => None,
+        }
     }
 
     fn transport(&self) -> &Transport {
         match self {
             Self::Tungstenite(ws) => ws.get_ref(),
             Self::Own(ws) => ws.transport(),
+            Self::SocketIo(ws) => ws.inner.transport(),
         }
     }
 
@@ -175,15 +243,31 @@ impl Ws {
                 let (sink, stream) = ws.split();
                 (WsSink::Own(Box::new(sink)), WsStream::Own(Box::new(stream)))
             }
+            Self::SocketIo(ws) => {
+                let (sink, stream) = ws.split();
+                (
+                    WsSink::SocketIo(Box::new(sink)),
+                    WsStream::SocketIo(Box::new(stream)),
+                )
+            }
         }
     }
 
     async fn close_now(&mut self) {
         match self {
+            Self::SocketIo(ws) => ws.inner.close_frame().await,
+            plain => plain.close_frame().await,
+        }
+    }
+
+    /// Sends a close frame (of a plain WebSocket).
+    async fn close_frame(&mut self) {
+        match self {
             Self::Tungstenite(ws) => {
                 let _ = ws.close(None).await;
             }
             Self::Own(ws) => ws.close().await,
+            Self::SocketIo(_) => {}
         }
     }
 }
@@ -195,25 +279,24 @@ pub enum WsSink {
     Tungstenite(SplitSink<WebSocketStream<Transport>, Message>),
     /// The own client's.
     Own(Box<own::OwnSink>),
+    /// A Socket.IO connection's ([`socketio`]).
+    SocketIo(Box<socketio::SocketIoSink>),
 }
 
 impl WsSink {
     /// Queues a text message without flushing.
     pub async fn feed_text(&mut self, text: String) -> Result<()> {
         match self {
-            Self::Tungstenite(s) => Ok(s.feed(Message::text(text)).await?),
-            Self::Own(s) => {
-                s.feed_text(&text);
-                Ok(())
-            }
+            Self::SocketIo(s) => s.feed_text(text).await,
+            plain => plain.feed_frame(text).await,
         }
     }
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<()> {
         match self {
-            Self::Tungstenite(s) => Ok(SinkExt::flush(s).await?),
-            Self::Own(s) => s.flush().await,
+            Self::SocketIo(s) => s.flush().await,
+            plain => plain.flush_frames().await,
         }
     }
 
@@ -225,16 +308,50 @@ impl WsSink {
                 s.feed_text(&text);
                 s.flush().await
             }
+            Self::SocketIo(s) => {
+                s.feed_text(text).await?;
+                s.flush().await
+            }
         }
     }
 
     /// Sends a close frame.
     pub async fn close(&mut self) {
         match self {
+            Self::SocketIo(s) => s.close().await,
+            plain => plain.close_frame().await,
+        }
+    }
+
+    /// Queues a text frame as it is (of a plain WebSocket's half).
+    pub(crate) async fn feed_frame(&mut self, text: String) -> Result<()> {
+        match self {
+            Self::Tungstenite(s) => Ok(s.feed(Message::text(text)).await?),
+            Self::Own(s) => {
+                s.feed_text(&text);
+                Ok(())
+            }
+            Self::SocketIo(_) => Err(nested()),
+        }
+    }
+
+    /// Writes every queued frame (of a plain WebSocket's half).
+    pub(crate) async fn flush_frames(&mut self) -> Result<()> {
+        match self {
+            Self::Tungstenite(s) => Ok(SinkExt::flush(s).await?),
+            Self::Own(s) => s.flush().await,
+            Self::SocketIo(_) => Err(nested()),
+        }
+    }
+
+    /// Sends a close frame (of a plain WebSocket's half).
+    pub(crate) async fn close_frame(&mut self) {
+        match self {
             Self::Tungstenite(s) => {
                 let _ = SinkExt::close(s).await;
             }
             Self::Own(s) => s.close().await,
+            Self::SocketIo(_) => {}
         }
     }
 }
@@ -246,14 +363,25 @@ pub enum WsStream {
     Tungstenite(SplitStream<WebSocketStream<Transport>>),
     /// The own client's.
     Own(Box<own::OwnStream>),
+    /// A Socket.IO connection's ([`socketio`]).
+    SocketIo(Box<socketio::SocketIoStream>),
 }
 
 impl WsStream {
     /// The next message; `None` once the connection ended.
     pub async fn next(&mut self) -> Option<Result<Message>> {
         match self {
+            Self::SocketIo(s) => s.next().await,
+            plain => plain.next_frame().await,
+        }
+    }
+
+    /// The next WebSocket message as it came (of a plain WebSocket's half).
+    pub(crate) async fn next_frame(&mut self) -> Option<Result<Message>> {
+        match self {
             Self::Tungstenite(s) => StreamExt::next(s).await.map(|r| r.map_err(Into::into)),
             Self::Own(s) => s.next().await,
+            Self::SocketIo(_) => Some(Err(nested())),
         }
     }
 }
