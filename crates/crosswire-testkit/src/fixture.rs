@@ -17,7 +17,7 @@ pub trait Fixture: Send + Sync + Sized + 'static {
 
     /// A new broker of this environment, for one node (or for a scenario publishing raw
     /// envelopes). A broker that connects in the background should be returned once it is
-    /// connected ([`healthy`]), so that a node starts on a working broker; scenarios still
+    /// connected ([`crate::broker_suite::healthy`]), so that a node starts on a working broker; scenarios still
     /// wait for node discovery before relying on the cluster.
     fn broker(&self) -> impl Future<Output = Arc<dyn Broker>> + Send;
 

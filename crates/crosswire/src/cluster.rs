@@ -283,11 +283,18 @@ impl Cluster {
         }
     }
 
-    /// Queues an outgoing broker operation; counted and dropped when the queue is full.
+    /// Queues an outgoing broker operation; counted and dropped when the queue is full. The
+    /// drop is logged at the 1st, 2nd, 4th, 8th… one, so that an overload does not also
+    /// flood the log (the counter, `broker_publish_drops`, has them all).
     pub(crate) fn queue(&self, op: Outgoing) {
         if self.tx.try_send(op).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("broker publish queue full or closed; message dropped");
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "broker publish queue full or closed; message dropped"
+                );
+            }
         }
     }
 
