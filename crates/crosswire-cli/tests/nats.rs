@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{Raw, Relay};
+use common::Relay;
 use crosswire_testkit::NatsServer;
-use serde_json::json;
 
 fn nats() -> NatsServer {
     assert!(
@@ -21,23 +20,7 @@ async fn two_nodes_over_nats_deliver_to_each_other() {
     let nats = nats();
     let url = nats.url();
     let (n1, n2) = Relay::pair(&["--nats", &url], &["--nats", &url]).await;
-    let mut sender = Raw::connect(&n1, "s").await;
-    let mut member = Raw::connect(&n2, "m").await;
-    assert_eq!(
-        member.request("join", json!({"room": "r"})).await,
-        json!({"ok": true})
-    );
-    common::sync_room(&mut sender, "r", &mut [&mut member]).await;
-    let sent = sender
-        .request("room", json!({"room": "r", "data": "to the room"}))
-        .await;
-    assert_eq!(sent, json!({"ok": true}));
-    member.expect_msg(&json!("to the room")).await;
-    let sent = sender
-        .request("to", json!({"id": "m", "data": "to m"}))
-        .await;
-    assert_eq!(sent, json!({"ok": true}));
-    member.expect_msg(&json!("to m")).await;
+    common::room_and_id_across(&n1, &n2).await;
 }
 
 #[tokio::test]

@@ -29,23 +29,7 @@ async fn two_nodes_over_a_redis_cluster_deliver_to_each_other() {
         &["--redis-cluster", &seeds[1..].join(",")],
     )
     .await;
-    let mut sender = Raw::connect(&n1, "s").await;
-    let mut member = Raw::connect(&n2, "m").await;
-    assert_eq!(
-        member.request("join", json!({"room": "r"})).await,
-        json!({"ok": true})
-    );
-    common::sync_room(&mut sender, "r", &mut [&mut member]).await;
-    let sent = sender
-        .request("room", json!({"room": "r", "data": "to the room"}))
-        .await;
-    assert_eq!(sent, json!({"ok": true}));
-    member.expect_msg(&json!("to the room")).await;
-    let sent = sender
-        .request("to", json!({"id": "m", "data": "to m"}))
-        .await;
-    assert_eq!(sent, json!({"ok": true}));
-    member.expect_msg(&json!("to m")).await;
+    let (mut sender, mut member) = common::room_and_id_across(&n1, &n2).await;
 
     // Every master killed in turn would be too slow; the one of the relay's room channel.
     let victim = cluster

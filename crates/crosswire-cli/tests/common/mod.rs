@@ -653,6 +653,27 @@ impl Raw {
     }
 }
 
+/// A client `s` on `from` reaches a client `m` on `to`: by room `r` (once its subscriptions
+/// are live) and by id. Both clients, for more.
+pub async fn room_and_id_across(from: &Relay, to: &Relay) -> (Raw, Raw) {
+    let mut sender = Raw::connect(from, "s").await;
+    let mut member = Raw::connect(to, "m").await;
+    let joined = member.request("join", json!({"room": "r"})).await;
+    assert_eq!(joined, json!({"ok": true}));
+    sync_room(&mut sender, "r", &mut [&mut member]).await;
+    let sent = sender
+        .request("room", json!({"room": "r", "data": "to the room"}))
+        .await;
+    assert_eq!(sent, json!({"ok": true}));
+    member.expect_msg(&json!("to the room")).await;
+    let sent = sender
+        .request("to", json!({"id": "m", "data": "to m"}))
+        .await;
+    assert_eq!(sent, json!({"ok": true}));
+    member.expect_msg(&json!("to m")).await;
+    (sender, member)
+}
+
 /// Waits until a room's subscription is live on every node that has a member: `sender`
 /// sends `{"warm": k}` to the room until, in one round, every receiver gets warm-up `k`
 /// (earlier warm-ups reaching some of them are read and dropped). A node subscribes to a
