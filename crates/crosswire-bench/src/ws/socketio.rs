@@ -354,20 +354,10 @@ impl SocketIoWs {
                     return Some(Err(e));
                 }
             }
-            let message = match self.inner.next_frame().await? {
-                Ok(Message::Text(t)) => t,
-                Ok(Message::Close(f)) => return Some(Ok(Message::Close(f))),
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
-            };
-            let decoded = decode(message.as_str(), &mut lock(&self.acks));
-            match decoded {
-                Ok(Incoming::Pass) => return Some(Ok(Message::Text(message))),
-                Ok(Incoming::Text(t)) => return Some(Ok(Message::text(t))),
-                Ok(Incoming::Ping(pong)) => self.pong_due = Some(pong),
-                Ok(Incoming::Closed) => return None,
-                Ok(Incoming::Skip) => {}
-                Err(e) => return Some(Err(e)),
+            match translate(self.inner.next_frame().await?, &self.acks) {
+                Step::Out(out) => return out,
+                Step::Ping(pong) => self.pong_due = Some(pong),
+                Step::Skip => {}
             }
         }
     }
@@ -455,24 +445,43 @@ impl SocketIoStream {
     /// The next message for the scenario; pings go to the sending half to be answered.
     pub async fn next(&mut self) -> Option<Result<Message>> {
         loop {
-            let message = match self.inner.next_frame().await? {
-                Ok(Message::Text(t)) => t,
-                Ok(Message::Close(f)) => return Some(Ok(Message::Close(f))),
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
-            };
-            let decoded = decode(message.as_str(), &mut lock(&self.acks));
-            match decoded {
-                Ok(Incoming::Pass) => return Some(Ok(Message::Text(message))),
-                Ok(Incoming::Text(t)) => return Some(Ok(Message::text(t))),
-                Ok(Incoming::Ping(pong)) => {
+            match translate(self.inner.next_frame().await?, &self.acks) {
+                Step::Out(out) => return out,
+                Step::Ping(pong) => {
                     let _ = self.pongs.send(pong);
                 }
-                Ok(Incoming::Closed) => return None,
-                Ok(Incoming::Skip) => {}
-                Err(e) => return Some(Err(e)),
+                Step::Skip => {}
             }
         }
+    }
+}
+
+/// What a WebSocket message read from a Socket.IO connection means for the scenario.
+enum Step {
+    /// Hand this on (`None`: the session ended).
+    Out(Option<Result<Message>>),
+    /// An Engine.IO ping: send this pong.
+    Ping(String),
+    /// Nothing for the scenario.
+    Skip,
+}
+
+/// Decodes one message read from the WebSocket (of both the whole connection and its
+/// reading half).
+fn translate(read: Result<Message>, acks: &SharedAcks) -> Step {
+    let message = match read {
+        Ok(Message::Text(t)) => t,
+        Ok(Message::Close(f)) => return Step::Out(Some(Ok(Message::Close(f)))),
+        Ok(_) => return Step::Skip,
+        Err(e) => return Step::Out(Some(Err(e))),
+    };
+    match decode(message.as_str(), &mut lock(acks)) {
+        Ok(Incoming::Pass) => Step::Out(Some(Ok(Message::Text(message)))),
+        Ok(Incoming::Text(t)) => Step::Out(Some(Ok(Message::text(t)))),
+        Ok(Incoming::Ping(pong)) => Step::Ping(pong),
+        Ok(Incoming::Closed) => Step::Out(None),
+        Ok(Incoming::Skip) => Step::Skip,
+        Err(e) => Step::Out(Some(Err(e))),
     }
 }
 
