@@ -82,20 +82,32 @@ struct Answer {
     error: Option<String>,
 }
 
+impl Answer {
+    const OK: Answer = Answer {
+        ok: true,
+        error: None,
+    };
+
+    fn failed(error: String) -> Self {
+        Answer {
+            ok: false,
+            error: Some(error),
+        }
+    }
+
+    fn invalid(e: impl std::fmt::Display) -> Self {
+        Self::failed(format!("invalid payload: {e}"))
+    }
+}
+
 /// Parses the payload (borrowing from it), runs `f` on it, and answers.
 fn relay<'a, T: Deserialize<'a>>(payload: &'a Payload, f: impl FnOnce(T)) -> Ack<Answer> {
     match payload.parse::<T>() {
         Ok(value) => {
             f(value);
-            Ack(Answer {
-                ok: true,
-                error: None,
-            })
+            Ack(Answer::OK)
         }
-        Err(e) => Ack(Answer {
-            ok: false,
-            error: Some(format!("invalid payload: {e}")),
-        }),
+        Err(e) => Ack(Answer::invalid(e)),
     }
 }
 
@@ -173,16 +185,13 @@ enum Joined {
 }
 
 fn refused(error: String) -> Ack<Joined> {
-    Ack(Joined::Refused(Answer {
-        ok: false,
-        error: Some(error),
-    }))
+    Ack(Joined::Refused(Answer::failed(error)))
 }
 
 async fn join_recovering(server: Server, socket: Socket, payload: Payload) -> Ack<Joined> {
     let request = match payload.parse::<JoinSince>() {
         Ok(r) => r,
-        Err(e) => return refused(format!("invalid payload: {e}")),
+        Err(e) => return Ack(Joined::Refused(Answer::invalid(e))),
     };
     let Some(id) = socket.id() else {
         return refused("not bound to an id".to_string());
@@ -200,12 +209,20 @@ async fn join_recovering(server: Server, socket: Socket, payload: Payload) -> Ac
     }
 }
 
-fn join(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
-    relay(&payload, |r: RoomName<'_>| {
-        if let Some(id) = socket.id() {
-            server.join(&Room::new(NAMESPACE, r.room), &id);
+/// Joins and answers once the broker confirmed the room's subscription, so that the client
+/// gets whatever any node sends to the room after the answer. Unconfirmed (the broker is
+/// down) the id has joined all the same: it is answered `ok` and the lag is logged.
+async fn join(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
+    let room = match payload.parse::<RoomName<'_>>() {
+        Ok(r) => Room::new(NAMESPACE, r.room),
+        Err(e) => return Ack(Answer::invalid(e)),
+    };
+    if let Some(id) = socket.id() {
+        if let Err(e) = server.join_confirmed(&room, &id).await {
+            tracing::warn!(room = %room, %e, "join");
         }
-    })
+    }
+    Ack(Answer::OK)
 }
 
 fn leave(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
@@ -269,10 +286,7 @@ enum Members {
 fn presence(server: Server, payload: Payload) -> Ack<Members> {
     Ack(match payload.parse::<RoomName<'_>>() {
         Ok(r) => Members::Found(server.presence(&Room::new(NAMESPACE, r.room))),
-        Err(e) => Members::Invalid(Answer {
-            ok: false,
-            error: Some(format!("invalid payload: {e}")),
-        }),
+        Err(e) => Members::Invalid(Answer::invalid(e)),
     })
 }
 

@@ -95,6 +95,9 @@ pub struct NatsConfig {
     pub subscription_capacity: usize,
     /// The client name the servers show (`connz`). Default: `crosswire`.
     pub client_name: String,
+    /// How long a subscribe waits for the server to confirm it has the subscription.
+    /// Default: 5 s.
+    pub subscribe_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -111,6 +114,7 @@ impl NatsConfig {
             message_queue: 65_536,
             subscription_capacity: 65_536,
             client_name: "crosswire".to_string(),
+            subscribe_timeout: Duration::from_secs(5),
         };
         config.validate()?;
         Ok(config)
@@ -128,6 +132,12 @@ impl NatsConfig {
         self
     }
 
+    /// Sets [`subscribe_timeout`](Self::subscribe_timeout).
+    pub fn with_subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.subscribe_timeout = timeout;
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
             return Err(ConfigError::NoServers);
@@ -137,6 +147,11 @@ impl NatsConfig {
             if !scheme_ok || url.parse::<async_nats::ServerAddr>().is_err() {
                 return Err(ConfigError::BadUrl(url.clone()));
             }
+        }
+        if self.subscribe_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "the subscribe timeout must not be zero",
+            ));
         }
         if self.message_queue == 0 || self.subscription_capacity == 0 {
             return Err(ConfigError::Invalid(
@@ -171,6 +186,7 @@ pub struct NatsBroker {
     rx: Mutex<Option<mpsc::Receiver<BrokerMessage>>>,
     /// The forwarding task of each subscribed channel.
     subscriptions: Arc<Mutex<HashMap<Arc<str>, AbortHandle>>>,
+    subscribe_timeout: Duration,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -218,6 +234,7 @@ impl NatsBroker {
             tx,
             rx: Mutex::new(Some(rx)),
             subscriptions: Arc::new(Mutex::new(HashMap::new())),
+            subscribe_timeout: config.subscribe_timeout,
         })
     }
 
@@ -238,6 +255,20 @@ async fn forward(
         if tx.send(received).await.is_err() {
             return;
         }
+    }
+}
+
+/// Waits until the server has processed everything this client sent before (a SUB among
+/// it). async-nats's `flush` only writes the socket, so a request goes to a fresh inbox
+/// subject nobody listens on: the server answers "no responders" once it got that far.
+/// In a NATS cluster this is this client's server; the others learn of the interest
+/// through their routes a moment later.
+async fn synced(client: &async_nats::Client, timeout: Duration) -> Result<(), BrokerError> {
+    let request = async_nats::Request::new().timeout(Some(timeout));
+    match client.send_request(client.new_inbox(), request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(backend("subscribe", e)),
     }
 }
 
@@ -269,6 +300,7 @@ impl Broker for NatsBroker {
         let channel: Arc<str> = Arc::from(channel);
         let tx = self.tx.clone();
         let subscriptions = Arc::clone(&self.subscriptions);
+        let timeout = self.subscribe_timeout;
         Box::pin(async move {
             if lock(&subscriptions).contains_key(&channel) {
                 return Ok(());
@@ -281,8 +313,7 @@ impl Broker for NatsBroker {
             if let Some(earlier) = lock(&subscriptions).insert(channel, task.abort_handle()) {
                 earlier.abort();
             }
-            // The server has the SUB once it answers a PING sent after it.
-            client.flush().await.map_err(|e| backend("subscribe", e))
+            synced(&client, timeout).await
         })
     }
 

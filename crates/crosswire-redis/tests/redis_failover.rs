@@ -272,3 +272,63 @@ async fn a_hung_node_is_left_after_ping_interval_plus_timeout() {
         .await;
     wait_healthy(&b).await;
 }
+
+/// A confirmed join while the only Redis is down: the id is in the room at once (a local
+/// send reaches it), `join_confirmed` says unconfirmed within its bound and counts it, and
+/// once Redis is back the room's subscription is made without another join: a send from the
+/// other node reaches the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_while_redis_is_down_holds_and_is_subscribed_once_it_is_back() {
+    use crosswire::{JoinError, Room, Server};
+    use crosswire_testkit::cluster_suite::{node_config, wait_nodes, WAIT};
+    use crosswire_testkit::{install_relay, serve_on_free_port, RawClient};
+    use std::sync::Arc;
+
+    let mut r = redis();
+    let node = |name: &str| {
+        Server::builder(node_config(name))
+            .broker(Arc::new(broker(fast_config(&[r.url()]))))
+            .build()
+            .expect("a valid node")
+    };
+    let (a, b) = (node("a"), node("b"));
+    wait_nodes(&[&a, &b], &["a", "b"]).await;
+    install_relay(&b);
+    let addr = serve_on_free_port(&b).await;
+    let mut x = RawClient::connect_bound(addr, "x").await.expect("connect");
+
+    r.kill();
+    let room = Room::new("late", "r");
+    let started = Instant::now();
+    let joined = b.join_confirmed(&room, "x").await;
+    assert_eq!(joined, Err(JoinError::Unconfirmed));
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(b.stats().unconfirmed_joins, 1);
+    b.to_room(&room).local().emit("m", &"local").expect("emit");
+    let text = x
+        .recv_text(WAIT)
+        .await
+        .expect("the local send reaches the member");
+    assert!(text.contains(r#""payload":"local""#), "{text}");
+
+    r.restart().expect("redis-server restarts");
+    let deadline = Instant::now() + WAIT;
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        a.to_room(&room).emit("m", &probes).expect("emit");
+        if let Some(text) = x.recv_text(Duration::from_millis(100)).await {
+            assert!(text.contains(r#""event":"m""#), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the room was never subscribed after Redis came back ({probes} probes)"
+        );
+    }
+    assert_eq!(b.stats().unconfirmed_joins, 1);
+}

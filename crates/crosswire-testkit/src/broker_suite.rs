@@ -29,7 +29,8 @@
 //!
 //! # The scenarios
 //! Every target kind delivered exactly once on two and on three nodes; rooms joined at run
-//! time (with a channel per namespace, and per room); unicast to the node of the id only;
+//! time (with a channel per namespace, and per room), and joins confirmed by the broker
+//! getting what is sent right after; unicast to the node of the id only;
 //! order per room and per id; server-to-server requests (broadcast, targeted, except-self,
 //! one by one, timeouts, cancelling, a gateway forwarding to a logic node, a request to any
 //! id); discovery (joins, graceful and silent departures, a late announcement of a departed
@@ -133,6 +134,8 @@ macro_rules! broker_suite {
             every_target_kind_on_three_nodes,
             rooms_joined_at_run_time_receive,
             rooms_with_their_own_channels_receive,
+            confirmed_joins_receive_what_follows,
+            confirmed_joins_with_room_channels,
             unicast_goes_only_to_the_node_of_the_id,
             order_holds_per_room_and_per_id,
             broadcast_targeted_and_except_self,
@@ -530,6 +533,62 @@ async fn rooms_joined_at_run_time<F: Fixture>(
         let want: Vec<Value> = (1..=20).map(|n| json!([i, n])).collect();
         assert_eq!(got, want, "room {i}: complete and in order");
     }
+}
+
+/// Rooms of namespaces that are not preset, joined with [`Server::join_confirmed`]: the one
+/// message the other node sends right after the join returns arrives, with no probe and no
+/// retry. Eight namespaces, so that a sharded broker spreads them over its shards.
+pub async fn confirmed_joins_receive_what_follows<F: Fixture>(f: &F) {
+    let rooms: Vec<Room> = (0..8).map(|i| Room::new(format!("now{i}"), "r")).collect();
+    confirmed_joins(f, node_config, &rooms).await;
+}
+
+/// [`confirmed_joins_receive_what_follows`] with room channels
+/// ([`ServerConfig::with_room_channels`]): eight rooms of one namespace.
+pub async fn confirmed_joins_with_room_channels<F: Fixture>(f: &F) {
+    let rooms: Vec<Room> = (0..8).map(|i| Room::new("now", format!("r{i}"))).collect();
+    let config = |name: &str| node_config(name).with_room_channels(true);
+    confirmed_joins(f, config, &rooms).await;
+}
+
+/// Nodes `a` and `b` made with `config`; a client on `b` joins each of `rooms` with
+/// [`Server::join_confirmed`], and the one message `a` sends to the room then arrives. A
+/// second client's confirmed join of a room already subscribed gets the next one too.
+async fn confirmed_joins<F: Fixture>(f: &F, config: impl Fn(&str) -> ServerConfig, rooms: &[Room]) {
+    let nodes = relay_nodes(f, &["a", "b"], config).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut x = RawClient::connect_bound(b.addr, "x")
+        .await
+        .expect("connect");
+    let mut y = RawClient::connect_bound(b.addr, "y")
+        .await
+        .expect("connect");
+    let expect = |text: Option<String>, room: &Room, n: usize| {
+        let text = text.unwrap_or_else(|| panic!("{room}: nothing after a confirmed join"));
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            (&v["event"], &v["payload"]),
+            (&json!("m"), &json!(n)),
+            "{room}"
+        );
+    };
+    for (i, room) in rooms.iter().enumerate() {
+        b.server
+            .join_confirmed(room, "x")
+            .await
+            .unwrap_or_else(|e| panic!("{room}: {e}"));
+        a.server.to_room(room).emit("m", &json!(i)).expect("emit");
+        expect(x.recv_text(WAIT).await, room, i);
+    }
+    let room = &rooms[0];
+    b.server
+        .join_confirmed(room, "y")
+        .await
+        .unwrap_or_else(|e| panic!("{room}: {e}"));
+    a.server.to_room(room).emit("m", &json!(99)).expect("emit");
+    expect(y.recv_text(WAIT).await, room, 99);
+    expect(x.recv_text(WAIT).await, room, 99);
+    assert_eq!(b.server.stats().unconfirmed_joins, 0);
 }
 
 /// A unicast to an id whose node is known goes to that node only: another node gets no

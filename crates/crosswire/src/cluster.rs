@@ -61,6 +61,20 @@ const OUTGOING_BATCH: usize = 256;
 /// Sequence numbers remembered per origin for duplicate detection.
 const DEDUP_WINDOW: u64 = 1 << 16;
 
+/// How long a join or a recovery waits for the broker to confirm a subscription.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why queued operations were not confirmed by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unconfirmed {
+    /// The queue is closed (the node is shutting down).
+    Closed,
+    /// The broker did not answer in time (it is down or slow).
+    TimedOut,
+    /// The broker answered the subscribe with an error (it is down).
+    Refused,
+}
+
 pub(crate) enum Outgoing {
     Publish(Arc<str>, Bytes),
     /// A publish appended to a history stream.
@@ -220,6 +234,9 @@ pub(crate) struct Cluster {
     name_conflict: Mutex<Option<Instant>>,
     /// With room channels: the namespaces that keep one channel for all their rooms.
     room_channels: Option<std::collections::HashSet<String>>,
+    /// Channels whose last subscribe the broker refused or did not answer (it was down): a
+    /// confirmed join subscribes them again.
+    unsubscribed: Mutex<std::collections::HashSet<String>>,
 }
 
 pub(crate) use crosswire_core::random_u64;
@@ -258,6 +275,7 @@ impl Cluster {
                 room_channels: config
                     .room_channels
                     .then(|| config.shared_channel_namespaces()),
+                unsubscribed: Mutex::new(std::collections::HashSet::new()),
             },
             rx,
         )
@@ -499,18 +517,78 @@ impl Cluster {
     /// through the ordered queue: what is published on the room after this returns reaches
     /// this node. Whether it was confirmed in time.
     pub(crate) async fn subscribe_room_confirmed(&self, namespace: &str, room: &str) -> bool {
-        let (done, flushed) = oneshot::channel();
         let channel = self.channels.room_of(namespace, room);
+        self.queue_confirmed(Some(Outgoing::Subscribe(channel.clone())), CONFIRM_TIMEOUT)
+            .await
+            .is_ok()
+            && self.is_subscribed(&channel)
+    }
+
+    /// Waits (bounded) until the subscription that deliveries to `room` of `namespace` take
+    /// here is confirmed: every operation queued so far (the subscription a join queued among
+    /// them) has been answered, and the channel's last subscribe succeeded, or, when it had
+    /// failed (the broker was down), a new one did.
+    pub(crate) async fn confirm_room_subscribed(
+        &self,
+        namespace: &str,
+        room: &str,
+    ) -> Result<(), Unconfirmed> {
+        let channel = if self.has_room_channels(namespace) {
+            self.channels.room_of(namespace, room)
+        } else {
+            self.channels.room(namespace)
+        };
+        self.queue_confirmed(None, CONFIRM_TIMEOUT).await?;
+        if self.is_subscribed(&channel) {
+            return Ok(());
+        }
+        let subscribe = Outgoing::Subscribe(channel.clone());
+        self.queue_confirmed(Some(subscribe), CONFIRM_TIMEOUT)
+            .await?;
+        if self.is_subscribed(&channel) {
+            Ok(())
+        } else {
+            Err(Unconfirmed::Refused)
+        }
+    }
+
+    /// Whether `channel`'s last subscribe (if any) succeeded.
+    fn is_subscribed(&self, channel: &str) -> bool {
+        !lock(&self.unsubscribed).contains(channel)
+    }
+
+    /// Notes the outcome of a subscribe (`Some(ok)`) or an unsubscribe (`None`) of `channel`.
+    fn note_subscription(&self, channel: &str, subscribed: Option<bool>) {
+        let mut failed = lock(&self.unsubscribed);
+        if subscribed == Some(false) {
+            failed.insert(channel.to_string());
+        } else {
+            failed.remove(channel);
+        }
+    }
+
+    /// Queues `op` (if any) and a flush through the ordered queue, and waits (at most
+    /// `timeout`) until the broker has answered both.
+    async fn queue_confirmed(
+        &self,
+        op: Option<Outgoing>,
+        timeout: Duration,
+    ) -> Result<(), Unconfirmed> {
+        let (done, flushed) = oneshot::channel();
         let queued = async {
-            self.tx.send(Outgoing::Subscribe(channel)).await?;
+            if let Some(op) = op {
+                self.tx.send(op).await?;
+            }
             self.tx.send(Outgoing::Flush(done)).await?;
             Ok::<_, mpsc::error::SendError<Outgoing>>(())
         };
-        tokio::time::timeout(Duration::from_secs(10), async {
-            queued.await.is_ok() && flushed.await.is_ok()
-        })
-        .await
-        .unwrap_or(false)
+        let confirmed = async {
+            queued.await.map_err(|_| Unconfirmed::Closed)?;
+            flushed.await.map_err(|_| Unconfirmed::Closed)
+        };
+        tokio::time::timeout(timeout, confirmed)
+            .await
+            .unwrap_or(Err(Unconfirmed::TimedOut))
     }
 
     pub(crate) fn subscribe_room(&self, namespace: &str, room: &str) {
@@ -717,27 +795,33 @@ async fn run_outgoing<H: Host>(
     let mut batch: Vec<Outgoing> = Vec::with_capacity(OUTGOING_BATCH);
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     while outgoing.recv_many(&mut batch, OUTGOING_BATCH).await > 0 {
-        let mut unrecorded: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
+        let mut then: Vec<Then> = Vec::with_capacity(batch.len());
         let futures: Vec<_> = batch
             .drain(..)
             .filter_map(|op| {
-                let (future, fallback) = match op {
-                    Outgoing::Publish(channel, bytes) => (broker.publish(&channel, bytes), None),
+                let (future, next) = match op {
+                    Outgoing::Publish(channel, bytes) => {
+                        (broker.publish(&channel, bytes), Then::Nothing)
+                    }
                     Outgoing::PublishRecorded(r) => {
                         let r = *r;
                         let envelope = r.envelope.clone();
                         let future =
                             broker.publish_recorded(&r.channel, &r.key, r.envelope, r.window);
-                        (future, Some(envelope))
+                        (future, Then::DeliverIfRefused(envelope))
                     }
-                    Outgoing::Subscribe(channel) => (broker.subscribe(&channel), None),
-                    Outgoing::Unsubscribe(channel) => (broker.unsubscribe(&channel), None),
+                    Outgoing::Subscribe(channel) => {
+                        (broker.subscribe(&channel), Then::NoteSubscribe(channel))
+                    }
+                    Outgoing::Unsubscribe(channel) => {
+                        (broker.unsubscribe(&channel), Then::NoteUnsubscribe(channel))
+                    }
                     Outgoing::Flush(done) => {
                         flushed.push(done);
                         return None;
                     }
                 };
-                unrecorded.push(fallback);
+                then.push(next);
                 Some(future)
             })
             .collect();
@@ -748,21 +832,49 @@ async fn run_outgoing<H: Host>(
         for future in futures {
             results.push(future.await);
         }
-        for (result, fallback) in results.into_iter().zip(unrecorded) {
-            if let Err(e) = result {
+        for (result, next) in results.into_iter().zip(then) {
+            if let Err(e) = &result {
                 report(format!("broker: {e}"));
-                // A recorded message the broker refused still reaches this node's sockets,
-                // live and without a position (it is in no history).
-                if let (Some(envelope), Some(host)) = (fallback, host.upgrade()) {
-                    let body = host.cluster().and_then(|c| c.codec.decode(&envelope).ok());
-                    if let Some(Body::Deliver { target, frame }) = body.map(|e| e.body) {
-                        host.unrecorded(&target, &frame);
-                    }
-                }
+            }
+            if let Some(host) = host.upgrade() {
+                next.follow(&host, result.is_ok());
             }
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// What follows an outgoing operation once the broker answered it.
+enum Then {
+    Nothing,
+    /// A recorded message the broker refused still reaches this node's sockets, live and
+    /// without a position (it is in no history).
+    DeliverIfRefused(Bytes),
+    NoteSubscribe(String),
+    NoteUnsubscribe(String),
+}
+
+impl Then {
+    fn follow<H: Host>(self, host: &Arc<H>, ok: bool) {
+        let Some(cluster) = host.cluster() else {
+            return;
+        };
+        match self {
+            Then::Nothing => {}
+            Then::DeliverIfRefused(envelope) if !ok => {
+                if let Ok(Envelope {
+                    body: Body::Deliver { target, frame },
+                    ..
+                }) = cluster.codec.decode(&envelope)
+                {
+                    host.unrecorded(&target, &frame);
+                }
+            }
+            Then::DeliverIfRefused(_) => {}
+            Then::NoteSubscribe(channel) => cluster.note_subscription(&channel, Some(ok)),
+            Then::NoteUnsubscribe(channel) => cluster.note_subscription(&channel, None),
         }
     }
 }
@@ -831,21 +943,19 @@ impl Cluster {
         let Some(bytes) = self.envelope(Body::Leave) else {
             return;
         };
-        let (done, flushed) = oneshot::channel();
         let channel = Arc::clone(&self.channels.s2s_all);
-        let queued = async {
-            self.tx.send(Outgoing::Publish(channel, bytes)).await?;
-            self.tx.send(Outgoing::Flush(done)).await?;
-            Ok::<_, mpsc::error::SendError<Outgoing>>(())
-        };
-        let sent = tokio::time::timeout(Duration::from_secs(1), async {
-            queued.await.is_ok() && flushed.await.is_ok()
-        })
-        .await;
-        match sent {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!("could not announce departure: broker queue closed"),
-            Err(_) => tracing::debug!("announcing departure timed out"),
+        let publish = Outgoing::Publish(channel, bytes);
+        match self
+            .queue_confirmed(Some(publish), Duration::from_secs(1))
+            .await
+        {
+            Ok(()) => {}
+            Err(Unconfirmed::Closed) => {
+                tracing::debug!("could not announce departure: broker queue closed")
+            }
+            Err(Unconfirmed::TimedOut | Unconfirmed::Refused) => {
+                tracing::debug!("announcing departure timed out")
+            }
         }
     }
 }

@@ -35,6 +35,17 @@ pub enum ConfigError {
     HistoryNeedsRoomChannels,
 }
 
+/// A join the broker did not confirm ([`crate::Server::join_confirmed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The broker refused the room's subscription or did not confirm it within 10 s (it is
+    /// down or slow, or the node is shutting down). The id is in the room all the same;
+    /// messages from other nodes reach it once the broker is back and the subscription made.
+    #[error("joined, but the broker did not confirm the room's subscription")]
+    Unconfirmed,
+}
+
 /// Sending to sockets failed before anything was delivered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

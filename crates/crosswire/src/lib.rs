@@ -119,7 +119,9 @@ pub use crosswire_core::{
     HistogramSnapshot, MemoryBroker, MemoryHub, Position, Retention,
 };
 pub use emit::{target, Emit};
-pub use error::{ConfigError, EmitError, RequestError, SendError, ServeError, ServerEmitError};
+pub use error::{
+    ConfigError, EmitError, JoinError, RequestError, SendError, ServeError, ServerEmitError,
+};
 pub use events::{HandlerId, On};
 pub use handler::{
     Ack, Data, EventName, Extension, ExtractError, FromContext, FromNode, Handler, IntoOutcome,

@@ -97,7 +97,7 @@ impl Snapshot {
     }
 
     /// `(name, help, value)` of every plain counter.
-    fn counters(&self) -> [(&'static str, &'static str, u64); 33] {
+    fn counters(&self) -> [(&'static str, &'static str, u64); 34] {
         let s = &self.stats;
         let t = &s.traffic;
         [
@@ -151,6 +151,11 @@ impl Snapshot {
                 "history_errors",
                 "History reads and writes that failed (broker down): joined without recovery, or delivered here live without a position.",
                 s.history_errors,
+            ),
+            (
+                "unconfirmed_joins",
+                "Joins whose room subscription the broker did not confirm in time: joined, messages from other nodes lag.",
+                s.unconfirmed_joins,
             ),
             (
                 "queue_full_drops",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::JoinError;
 use crate::node::Server;
 use crate::registry::{Match, Membership, NamespaceChange, Registry};
 use crate::socket::Socket;
@@ -135,6 +136,50 @@ impl Server {
     /// Adds `id` to `room`.
     pub fn join(&self, room: &Room, id: &str) {
         self.change_rooms(|registry| [registry.join(&room.namespace, &room.id, id)]);
+    }
+
+    /// Adds `id` to `room` like [`Server::join`], then waits until what any node sends to the
+    /// room from now on reaches this node: until the broker has confirmed the subscription
+    /// the room needs here (its namespace's, on the first local room of a namespace that is
+    /// not preset; the room's own, with [`crate::ServerConfig::with_room_channels`]). Without
+    /// a broker, or when the room's channel is always subscribed, it returns at once.
+    ///
+    /// A client told "joined" only after this returns gets every message sent to the room
+    /// after that, from whichever node. The membership holds from the call on either way: on
+    /// [`JoinError::Unconfirmed`] (the broker is down, counted in
+    /// [`crate::Stats::unconfirmed_joins`]) messages from other nodes reach the room's
+    /// members here once the broker is back and the subscription is made.
+    ///
+    /// ```no_run
+    /// # async fn run(server: crosswire::Server) {
+    /// use crosswire::Room;
+    ///
+    /// let room = Room::new("chat", "lobby");
+    /// if let Err(e) = server.join_confirmed(&room, "ann").await {
+    ///     tracing::warn!(%e, "joined, but messages from other nodes may lag");
+    /// }
+    /// # }
+    /// ```
+    pub async fn join_confirmed(&self, room: &Room, id: &str) -> Result<(), JoinError> {
+        self.join(room, id);
+        let Some(cluster) = &self.inner.cluster else {
+            return Ok(());
+        };
+        let always_subscribed = !cluster.has_room_channels(&room.namespace)
+            && self.inner.preset.contains(&room.namespace);
+        if always_subscribed {
+            return Ok(());
+        }
+        cluster
+            .confirm_room_subscribed(&room.namespace, &room.id)
+            .await
+            .map_err(|_| {
+                self.inner
+                    .stats
+                    .unconfirmed_joins
+                    .fetch_add(1, Ordering::Relaxed);
+                JoinError::Unconfirmed
+            })
     }
 
     /// Removes `id` from `room`.

@@ -340,6 +340,7 @@ impl Server {
             recoveries_missed: load(&c.recoveries_missed),
             replayed_messages: load(&c.replayed_messages),
             history_errors: load(&c.history_errors),
+            unconfirmed_joins: load(&c.unconfirmed_joins),
             ..Stats::default()
         };
         if let Some(cluster) = &self.inner.cluster {

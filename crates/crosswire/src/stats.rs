@@ -31,6 +31,7 @@ pub(crate) struct Counters {
     pub(crate) recoveries_missed: AtomicU64,
     pub(crate) replayed_messages: AtomicU64,
     pub(crate) history_errors: AtomicU64,
+    pub(crate) unconfirmed_joins: AtomicU64,
     /// Traffic of the sockets that have closed (the live ones are summed when asked).
     pub(crate) closed_traffic: Traffic,
     /// Closes by close code.
@@ -198,4 +199,7 @@ pub struct Stats {
     /// recovery; a recorded message is delivered to this node's sockets live, without a
     /// position (and is in no history).
     pub history_errors: u64,
+    /// Joins whose room subscription the broker did not confirm in time
+    /// ([`crate::Server::join_confirmed`]): the id joined, messages from other nodes lag.
+    pub unconfirmed_joins: u64,
 }
