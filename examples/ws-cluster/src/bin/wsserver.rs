@@ -112,13 +112,20 @@ fn on_close(close: Close, server: Server, socket: Socket) {
     tracing::info!(node = %server.node_name(), id = ?socket.id(), code = close.code, "client disconnected");
 }
 
-fn join_room(server: Server, socket: Socket, Data(join): Data<JoinRoom>) -> Ack<Msg> {
+/// Answers once the join holds across the cluster: what any node sends to the room after the
+/// answer reaches the client.
+async fn join_room(server: Server, socket: Socket, Data(join): Data<JoinRoom>) -> Ack<Msg> {
     let Some(id) = socket.id() else {
         return answer("Failed to join the room");
     };
     let room = join.room_id;
     tracing::info!(node = %server.node_name(), %id, %room, "client wants to join room");
-    server.join(&Room::new(ROOMS, room.as_str()), &id);
+    if let Err(e) = server
+        .join_confirmed(&Room::new(ROOMS, room.as_str()), &id)
+        .await
+    {
+        tracing::warn!(%room, %e, "join");
+    }
     answer(format!("Successfully joined the roomId:{room}"))
 }
 
