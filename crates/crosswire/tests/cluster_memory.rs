@@ -10,51 +10,15 @@
 //! receiving node, so everything sent before the barrier arrives before it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
-use crosswire::{Broker, MemoryBroker, MemoryHub, Room, Server, ServerConfig};
-use crosswire_testkit::{
-    install_relay, serve_on_free_port, wait_until, RawClient, RELAY_NAMESPACE, TIMEOUT,
-};
+use crosswire::{MemoryHub, Room, ServerConfig};
+use crosswire_testkit::fixture::HubNode;
+use crosswire_testkit::{RawClient, RELAY_NAMESPACE, TIMEOUT};
 
-const ALL_CHANNEL: &str = "crosswire:ws:all";
 const RELAY_CHANNEL: &str = "crosswire:ws:room:relay";
 
-struct Node {
-    server: Server,
-    addr: SocketAddr,
-    broker: Arc<MemoryBroker>,
-}
-
-impl Node {
-    async fn start(hub: &MemoryHub, config: ServerConfig) -> Self {
-        let broker = Arc::new(hub.broker());
-        let server = Server::builder(config)
-            .broker(Arc::clone(&broker) as Arc<dyn Broker>)
-            .build()
-            .expect("node");
-        install_relay(&server);
-        let addr = serve_on_free_port(&server).await;
-        let node = Self {
-            server,
-            addr,
-            broker,
-        };
-        assert!(node.wait_subscribed(ALL_CHANNEL, true).await);
-        node
-    }
-
-    async fn named(hub: &MemoryHub, name: &str) -> Self {
-        Self::start(hub, ServerConfig::default().with_node_name(name)).await
-    }
-
-    async fn wait_subscribed(&self, channel: &str, subscribed: bool) -> bool {
-        wait_until(TIMEOUT, || {
-            self.broker.subscriptions().iter().any(|c| c == channel) == subscribed
-        })
-        .await
-    }
+async fn named(hub: &MemoryHub, name: &str) -> HubNode {
+    HubNode::start(hub, ServerConfig::default().with_node_name(name)).await
 }
 
 /// Clients by id, each on some node.
@@ -65,13 +29,13 @@ struct Clients {
 }
 
 impl Clients {
-    async fn add(&mut self, node: &Node, id: &'static str) {
+    async fn add(&mut self, node: &HubNode, id: &'static str) {
         let client = RawClient::connect_bound(node.addr, id).await.unwrap();
         self.by_id.insert(id, client);
     }
 
     /// What each client got before `from`'s barrier, ids with nothing left out.
-    async fn received(&mut self, from: &Node) -> BTreeMap<&'static str, Vec<String>> {
+    async fn received(&mut self, from: &HubNode) -> BTreeMap<&'static str, Vec<String>> {
         self.barrier += 1;
         let barrier = format!(r#"{{"event":"barrier","payload":{}}}"#, self.barrier);
         from.server.to_all().emit("barrier", &self.barrier).unwrap();
@@ -100,9 +64,9 @@ fn expect(ids: &[&'static str], n: u32) -> BTreeMap<&'static str, Vec<String>> {
 async fn a_namespace_only_one_node_has_stays_on_that_node() {
     let hub = MemoryHub::new();
     let nodes = [
-        Node::named(&hub, "a").await,
-        Node::named(&hub, "b").await,
-        Node::named(&hub, "c").await,
+        named(&hub, "a").await,
+        named(&hub, "b").await,
+        named(&hub, "c").await,
     ];
     let mut c = Clients::default();
     for (node, pair) in nodes.iter().zip([["a1", "a2"], ["b1", "b2"], ["c1", "c2"]]) {
@@ -112,7 +76,7 @@ async fn a_namespace_only_one_node_has_stays_on_that_node() {
     }
     let [a, b, third] = &nodes;
     b.server.join(&Room::new("private", "p"), "b2");
-    assert!(b.wait_subscribed("crosswire:ws:room:private", true).await);
+    assert!(b.subscribed("crosswire:ws:room:private", true).await);
     for node in [a, third] {
         assert!(!node
             .broker
@@ -130,45 +94,41 @@ async fn a_namespace_only_one_node_has_stays_on_that_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_subscriptions_follow_joins_and_leaves() {
     let hub = MemoryHub::new();
-    let a = Node::named(&hub, "a").await;
-    assert!(!a.broker.subscriptions().iter().any(|c| c == RELAY_CHANNEL));
+    let a = named(&hub, "a").await;
+    assert!(!a.is_subscribed(RELAY_CHANNEL));
     a.server.join(&Room::new(RELAY_NAMESPACE, "1"), "x");
-    assert!(a.wait_subscribed(RELAY_CHANNEL, true).await);
+    assert!(a.subscribed(RELAY_CHANNEL, true).await);
     a.server.join(&Room::new(RELAY_NAMESPACE, "2"), "y");
     a.server.leave(&Room::new(RELAY_NAMESPACE, "1"), "x");
     // Still one room in the namespace: still subscribed.
-    assert!(a.wait_subscribed(RELAY_CHANNEL, true).await);
+    assert!(a.subscribed(RELAY_CHANNEL, true).await);
     a.server.leave(&Room::new(RELAY_NAMESPACE, "2"), "y");
-    assert!(a.wait_subscribed(RELAY_CHANNEL, false).await);
+    assert!(a.subscribed(RELAY_CHANNEL, false).await);
     // A socket's disconnect empties its rooms, and the subscription goes with them.
     let client = RawClient::connect_bound(a.addr, "z").await.unwrap();
     a.server.join(&Room::new("game", "g"), "z");
-    assert!(a.wait_subscribed("crosswire:ws:room:game", true).await);
+    assert!(a.subscribed("crosswire:ws:room:game", true).await);
     drop(client);
-    assert!(a.wait_subscribed("crosswire:ws:room:game", false).await);
+    assert!(a.subscribed("crosswire:ws:room:game", false).await);
     // remove_room empties the namespace too.
     a.server.join(&Room::new("game", "g"), "w");
-    assert!(a.wait_subscribed("crosswire:ws:room:game", true).await);
+    assert!(a.subscribed("crosswire:ws:room:game", true).await);
     a.server.remove_room(&Room::new("game", "g"));
-    assert!(a.wait_subscribed("crosswire:ws:room:game", false).await);
+    assert!(a.subscribed("crosswire:ws:room:game", false).await);
 
     // Preset namespaces are subscribed from the start and stay.
-    let preset = Node::start(
+    let preset = HubNode::start(
         &hub,
         ServerConfig::default()
             .with_node_name("p")
             .with_preset_namespaces(["lobby"]),
     )
     .await;
-    assert!(
-        preset
-            .wait_subscribed("crosswire:ws:room:lobby", true)
-            .await
-    );
+    assert!(preset.subscribed("crosswire:ws:room:lobby", true).await);
     preset.server.join(&Room::new("lobby", "1"), "x");
     preset.server.leave(&Room::new("lobby", "1"), "x");
     // Without auto-unsubscribe a namespace stays subscribed once joined.
-    let sticky = Node::start(
+    let sticky = HubNode::start(
         &hub,
         ServerConfig::default()
             .with_node_name("s")
@@ -176,30 +136,14 @@ async fn room_subscriptions_follow_joins_and_leaves() {
     )
     .await;
     sticky.server.join(&Room::new("chat", "1"), "x");
-    assert!(sticky.wait_subscribed("crosswire:ws:room:chat", true).await);
+    assert!(sticky.subscribed("crosswire:ws:room:chat", true).await);
     sticky.server.leave(&Room::new("chat", "1"), "x");
     // Ordering: the leave's (absent) unsubscribe would have been queued before this join's
     // subscribe; a later subscription proves the queue moved past it.
     sticky.server.join(&Room::new("other", "1"), "x");
-    assert!(
-        sticky
-            .wait_subscribed("crosswire:ws:room:other", true)
-            .await
-    );
-    assert!(sticky
-        .broker
-        .subscriptions()
-        .iter()
-        .any(|c| c == "crosswire:ws:room:chat"));
+    assert!(sticky.subscribed("crosswire:ws:room:other", true).await);
+    assert!(sticky.is_subscribed("crosswire:ws:room:chat"));
     preset.server.join(&Room::new("other", "1"), "x");
-    assert!(
-        preset
-            .wait_subscribed("crosswire:ws:room:other", true)
-            .await
-    );
-    assert!(preset
-        .broker
-        .subscriptions()
-        .iter()
-        .any(|c| c == "crosswire:ws:room:lobby"));
+    assert!(preset.subscribed("crosswire:ws:room:other", true).await);
+    assert!(preset.is_subscribed("crosswire:ws:room:lobby"));
 }

@@ -3,52 +3,22 @@
 //! reaches only the nodes with members in the room, and preset namespaces keep their shared
 //! channel.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use crosswire::{MemoryHub, Room, ServerConfig};
+use crosswire_testkit::fixture::HubNode;
+use crosswire_testkit::{wait_until, RawClient, RELAY_NAMESPACE, TIMEOUT};
 
-use crosswire::{Broker, MemoryBroker, MemoryHub, Room, Server, ServerConfig};
-use crosswire_testkit::{
-    install_relay, serve_on_free_port, wait_until, RawClient, RELAY_NAMESPACE, TIMEOUT,
-};
-
-struct Node {
-    server: Server,
-    addr: SocketAddr,
-    broker: Arc<MemoryBroker>,
+/// A node with room channels on `hub`.
+async fn node(hub: &MemoryHub, config: ServerConfig) -> HubNode {
+    HubNode::start(hub, config.with_room_channels(true)).await
 }
 
-impl Node {
-    async fn start(hub: &MemoryHub, config: ServerConfig) -> Self {
-        let broker = Arc::new(hub.broker());
-        let server = Server::builder(config.with_room_channels(true))
-            .broker(Arc::clone(&broker) as Arc<dyn Broker>)
-            .build()
-            .expect("node");
-        install_relay(&server);
-        let addr = serve_on_free_port(&server).await;
-        let node = Self {
-            server,
-            addr,
-            broker,
-        };
-        assert!(node.subscribed("crosswire:ws:all", true).await);
-        node
-    }
+/// [`node`] named `name`.
+async fn named(hub: &MemoryHub, name: &str) -> HubNode {
+    node(hub, ServerConfig::default().with_node_name(name)).await
+}
 
-    async fn named(hub: &MemoryHub, name: &str) -> Self {
-        Self::start(hub, ServerConfig::default().with_node_name(name)).await
-    }
-
-    async fn subscribed(&self, channel: &str, subscribed: bool) -> bool {
-        wait_until(TIMEOUT, || {
-            self.broker.subscriptions().iter().any(|c| c == channel) == subscribed
-        })
-        .await
-    }
-
-    fn envelopes(&self) -> u64 {
-        self.server.stats().envelopes_received
-    }
+fn envelopes(node: &HubNode) -> u64 {
+    node.server.stats().envelopes_received
 }
 
 const ROOM_1: &str = "crosswire:ws:in:{relay/1}";
@@ -58,7 +28,7 @@ const NAMESPACE_CHANNEL: &str = "crosswire:ws:room:relay";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_channel_follows_its_local_members() {
     let hub = MemoryHub::new();
-    let a = Node::named(&hub, "a").await;
+    let a = named(&hub, "a").await;
     let (one, two) = (
         Room::new(RELAY_NAMESPACE, "1"),
         Room::new(RELAY_NAMESPACE, "2"),
@@ -69,16 +39,12 @@ async fn a_room_channel_follows_its_local_members() {
     assert!(a.subscribed(ROOM_1, true).await);
     assert!(a.subscribed(ROOM_2, true).await);
     // The namespace's shared channel is not used for its rooms.
-    assert!(!a
-        .broker
-        .subscriptions()
-        .iter()
-        .any(|c| c == NAMESPACE_CHANNEL));
+    assert!(!a.is_subscribed(NAMESPACE_CHANNEL));
     a.server.leave(&one, "x");
     a.server.leave(&two, "y");
     assert!(a.subscribed(ROOM_2, false).await);
     // Room 1 still has y.
-    assert!(a.broker.subscriptions().iter().any(|c| c == ROOM_1));
+    assert!(a.is_subscribed(ROOM_1));
     // A disconnect empties the socket's rooms.
     let client = RawClient::connect_bound(a.addr, "z").await.unwrap();
     a.server.join(&two, "z");
@@ -90,7 +56,7 @@ async fn a_room_channel_follows_its_local_members() {
     assert!(a.subscribed(ROOM_1, false).await);
 
     // A preset namespace keeps one channel for all its rooms.
-    let p = Node::start(
+    let p = node(
         &hub,
         ServerConfig::default()
             .with_node_name("p")
@@ -101,20 +67,16 @@ async fn a_room_channel_follows_its_local_members() {
     p.server.join(&Room::new("lobby", "1"), "x");
     p.server.join(&Room::new("game", "1"), "x");
     assert!(p.subscribed("crosswire:ws:in:{game/1}", true).await);
-    assert!(!p
-        .broker
-        .subscriptions()
-        .iter()
-        .any(|c| c == "crosswire:ws:in:{lobby/1}"));
+    assert!(!p.is_subscribed("crosswire:ws:in:{lobby/1}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_message_reaches_only_the_nodes_with_members() {
     let hub = MemoryHub::new();
     let (a, b, c) = (
-        Node::named(&hub, "a").await,
-        Node::named(&hub, "b").await,
-        Node::named(&hub, "c").await,
+        named(&hub, "a").await,
+        named(&hub, "b").await,
+        named(&hub, "c").await,
     );
     let mut on_b = RawClient::connect_bound(b.addr, "m").await.unwrap();
     let mut on_c = RawClient::connect_bound(c.addr, "n").await.unwrap();
@@ -131,7 +93,7 @@ async fn a_room_message_reaches_only_the_nodes_with_members() {
         [&a, &b, &c].iter().all(|n| n.server.nodes().len() == 3)
     })
     .await;
-    let c_before = c.envelopes();
+    let c_before = envelopes(&c);
     for n in 0..100 {
         a.server.to_room(&one).emit("m", &n).unwrap();
     }
@@ -149,7 +111,7 @@ async fn a_room_message_reaches_only_the_nodes_with_members() {
         .expect("c's member gets room 2");
     assert_eq!(text, r#"{"event":"m","payload":"for c"}"#);
     // c got room 2's message but none of room 1's (announcements aside: fewer than 100).
-    let c_got = c.envelopes() - c_before;
+    let c_got = envelopes(&c) - c_before;
     assert!(
         (1..10).contains(&c_got),
         "c received {c_got} envelopes for one message to its room"
