@@ -188,41 +188,67 @@ fn refused(error: String) -> Ack<Joined> {
     Ack(Joined::Refused(Answer::failed(error)))
 }
 
-async fn join_recovering(server: Server, socket: Socket, payload: Payload) -> Ack<Joined> {
-    let request = match payload.parse::<JoinSince>() {
-        Ok(r) => r,
-        Err(e) => return Ack(Joined::Refused(Answer::invalid(e))),
+/// Starts the recovery at once (while the socket is connected: should it close during the
+/// history read, the id is not joined) and answers with the position when it is done.
+fn join_recovering(
+    server: Server,
+    socket: Socket,
+    payload: Payload,
+) -> impl std::future::Future<Output = Ack<Joined>> {
+    let started = match (payload.parse::<JoinSince>(), socket.id()) {
+        (Err(e), _) => Err(Ack(Joined::Refused(Answer::invalid(e)))),
+        (Ok(_), None) => Err(refused("not bound to an id".to_string())),
+        (Ok(request), Some(id)) => {
+            let since = request
+                .since
+                .map(|s| crosswire::Position::new(s.offset, s.epoch));
+            let room = Room::new(NAMESPACE, request.room);
+            Ok(server.join_recovering(&room, &id, since))
+        }
     };
-    let Some(id) = socket.id() else {
-        return refused("not bound to an id".to_string());
-    };
-    let since = request
-        .since
-        .map(|s| crosswire::Position::new(s.offset, s.epoch));
-    let room = Room::new(NAMESPACE, request.room);
-    match server.join_recovering(&room, &id, since).await {
-        Ok(r) => Ack(Joined::Joined {
-            ok: true,
-            position: Recovered::from(r),
-        }),
-        Err(e) => refused(e.to_string()),
+    async move {
+        match started {
+            Ok(recovering) => match recovering.await {
+                Ok(r) => Ack(Joined::Joined {
+                    ok: true,
+                    position: Recovered::from(r),
+                }),
+                Err(e) => refused(e.to_string()),
+            },
+            Err(answer) => answer,
+        }
     }
 }
 
-/// Joins and answers once the broker confirmed the room's subscription, so that the client
-/// gets whatever any node sends to the room after the answer. Unconfirmed (the broker is
-/// down) the id has joined all the same: it is answered `ok` and the lag is logged.
-async fn join(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {
-    let room = match payload.parse::<RoomName<'_>>() {
-        Ok(r) => Room::new(NAMESPACE, r.room),
-        Err(e) => return Ack(Answer::invalid(e)),
+/// Joins at once (while the socket is connected) and answers once the broker confirmed the
+/// room's subscription, so that the client gets whatever any node sends to the room after
+/// the answer. Unconfirmed (the broker is down) the id has joined all the same: it is
+/// answered `ok` and the lag is logged.
+fn join(
+    server: Server,
+    socket: Socket,
+    payload: Payload,
+) -> impl std::future::Future<Output = Ack<Answer>> {
+    let joined = match (payload.parse::<RoomName<'_>>(), socket.id()) {
+        (Ok(r), Some(id)) => {
+            let room = Room::new(NAMESPACE, r.room);
+            Ok(Some((server.join_confirmed(&room, &id), room)))
+        }
+        (Ok(_), None) => Ok(None),
+        (Err(e), _) => Err(Answer::invalid(e)),
     };
-    if let Some(id) = socket.id() {
-        if let Err(e) = server.join_confirmed(&room, &id).await {
-            tracing::warn!(room = %room, %e, "join");
+    async move {
+        match joined {
+            Ok(Some((confirmed, room))) => {
+                if let Err(e) = confirmed.await {
+                    tracing::warn!(room = %room, %e, "join");
+                }
+                Ack(Answer::OK)
+            }
+            Ok(None) => Ack(Answer::OK),
+            Err(invalid) => Ack(invalid),
         }
     }
-    Ack(Answer::OK)
 }
 
 fn leave(server: Server, socket: Socket, payload: Payload) -> Ack<Answer> {

@@ -332,3 +332,63 @@ async fn a_join_while_redis_is_down_holds_and_is_subscribed_once_it_is_back() {
     }
     assert_eq!(b.stats().unconfirmed_joins, 1);
 }
+
+/// A recovering join whose client leaves while Redis stalls (`CLIENT PAUSE`) the history
+/// read: once the read completes, the id is not joined (it would stay in the room with no
+/// one to take it out), and the room's own channel, subscribed for the recovery, is dropped
+/// again (Redis shows no subscriber left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_whose_client_left_during_the_read_joins_nothing() {
+    use crosswire::{Room, Server};
+    use crosswire_testkit::cluster_suite::{room_history_config, HISTORY_NAMESPACE, WAIT};
+    use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
+    use std::sync::Arc;
+
+    let r = redis();
+    let config = crosswire_redis::RedisConfig::from_urls([r.url()]).expect("url");
+    let redis_broker = broker(config);
+    wait_healthy(&redis_broker).await;
+    let a = Server::builder(room_history_config("a"))
+        .broker(Arc::new(redis_broker))
+        .build()
+        .expect("a valid node");
+    install_relay(&a);
+    let addr = serve_on_free_port(&a).await;
+    let x = RawClient::connect_bound(addr, "x").await.expect("connect");
+    assert!(wait_until(WAIT, || a.socket("x").is_some()).await);
+    let room = Room::new(HISTORY_NAMESPACE, "stall");
+    let first = a.join_recovering(&room, "x", None).await.expect("join");
+    let since = first.position.expect("a position");
+    let channel = format!("crosswire:ws:in:{{{HISTORY_NAMESPACE}/stall}}");
+    let subscribers = || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &r.port().to_string(), "PUBSUB", "NUMSUB", &channel])
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .map(str::to_string)
+    };
+    assert_eq!(subscribers().as_deref(), Some("1"));
+
+    assert_eq!(
+        redis_command(r.port(), &["CLIENT", "PAUSE", "800", "ALL"]),
+        "+OK"
+    );
+    // Started while x is connected; its read waits behind the pause.
+    let recovering = tokio::spawn(a.join_recovering(&room, "x", Some(since)));
+    drop(x);
+    assert!(wait_until(WAIT, || a.socket("x").is_none()).await);
+    let recovery = recovering
+        .await
+        .expect("no panic")
+        .expect("a recorded room");
+    assert!(a.room_members(&room).is_empty(), "{recovery:?}");
+    assert!(a.rooms_of("x", None).is_empty());
+    assert!(
+        wait_until(WAIT, || subscribers().as_deref() == Some("0")).await,
+        "the room's channel is still subscribed: {:?}",
+        subscribers()
+    );
+}

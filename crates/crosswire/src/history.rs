@@ -57,6 +57,7 @@ use crosswire_protocol::envelope::Target;
 use crosswire_protocol::frame;
 
 use crate::node::Server;
+use crate::registry::{NamespaceChange, Registry};
 use crate::rooms::Room;
 use crate::socket::Socket;
 use crate::streams::{
@@ -219,40 +220,65 @@ impl Server {
     /// with no gap and no duplicate. With `since` `None` (a first join) nothing is replayed
     /// and the result tells the position to come back with.
     ///
+    /// When this is called, the id leaves the room if it is in it (a re-join) and its
+    /// connection is noted; the returned future reads the history and joins. Should that
+    /// connection close before the read completes, the id is not joined. So call it from the
+    /// handler itself, before any `.await` of its own (the handler may return the future).
+    ///
     /// When the history cannot be read (the broker is down) the id still joins, and the
     /// result has `recovered: false` and no position.
-    pub async fn join_recovering(
+    pub fn join_recovering(
         &self,
         room: &Room,
         id: &str,
         since: Option<Position>,
-    ) -> Result<Recovery, HistoryError> {
+    ) -> impl std::future::Future<Output = Result<Recovery, HistoryError>> + Send + 'static {
+        let started = self.start_recovery(room, id);
+        let server = self.clone();
+        async move {
+            let (joiner, id, window) = started?;
+            let room = &joiner.room;
+            let stream: Arc<str> = Arc::from(stream_name(room.namespace(), room.id()));
+            // A room with a channel of its own: subscribed before the read, or what is
+            // published between the read and the first member's subscription would be missed.
+            if let Some(cluster) = server.inner.cluster.as_ref() {
+                if cluster.has_room_channels(room.namespace())
+                    && !cluster
+                        .subscribe_room_confirmed(room.namespace(), room.id())
+                        .await
+                {
+                    tracing::warn!(room = %room.id(), "room subscription not confirmed before its history read");
+                }
+            }
+            let guard = server.add_pending(&stream, &id, false);
+            let read = server.read_history(&stream, since.as_ref(), window).await;
+            let recovery = server.finish_recovery(Some(joiner), guard, since.as_ref(), read);
+            server.count_recovery(&recovery, since.is_some());
+            Ok(recovery)
+        }
+    }
+
+    /// What [`Server::join_recovering`] does at once: the room's window, the id's
+    /// connection, and the id out of the room if it is in it (so that live messages are kept
+    /// for it, not sent around the replay).
+    fn start_recovery(
+        &self,
+        room: &Room,
+        id: &str,
+    ) -> Result<(Joiner, Arc<str>, Retention), HistoryError> {
         let window = self
             .history()
             .window(room.namespace())
             .ok_or_else(|| HistoryError::NotRecorded(room.namespace().to_string()))?;
-        let stream: Arc<str> = Arc::from(stream_name(room.namespace(), room.id()));
         let id: Arc<str> = Arc::from(id);
-        // Re-joining: out first, so live messages are kept for it, not sent around the replay.
+        let joiner = Joiner {
+            room: room.clone(),
+            conn: self.read_registry().get(&id).map(|s| s.conn_id),
+        };
         if self.rooms_of(&id, Some(room.namespace())).contains(room) {
             self.leave(room, &id);
         }
-        // A room with a channel of its own: subscribed before the read, or what is published
-        // between the read and the first member's subscription would be missed.
-        if let Some(cluster) = self.inner.cluster.as_ref() {
-            if cluster.has_room_channels(room.namespace())
-                && !cluster
-                    .subscribe_room_confirmed(room.namespace(), room.id())
-                    .await
-            {
-                tracing::warn!(room = %room.id(), "room subscription not confirmed before its history read");
-            }
-        }
-        let guard = self.add_pending(&stream, &id, false);
-        let read = self.read_history(&stream, since.as_ref(), window).await;
-        let recovery = self.finish_recovery(Some(room), guard, since.as_ref(), read);
-        self.count_recovery(&recovery, since.is_some());
-        Ok(recovery)
+        Ok((joiner, id, window))
     }
 
     /// Binds `id` to `socket` (like [`Server::bind`]) when ids keep history
@@ -355,7 +381,7 @@ impl Server {
     /// pending lock.
     fn finish_recovery(
         &self,
-        room: Option<&Room>,
+        room: Option<Joiner>,
         mut guard: PendingGuard,
         since: Option<&Position>,
         read: Option<StreamRead<(Target, Bytes)>>,
@@ -415,8 +441,8 @@ impl Server {
         if waiting.is_empty() {
             pending.remove(stream);
         }
-        let changes = room.map(|room| {
-            self.change_rooms_locked(|registry| [registry.join(room.namespace(), room.id(), id)])
+        let changes = room.map(|joiner| {
+            self.change_rooms_locked(|registry| [self.join_if_still_bound(registry, &joiner, id)])
         });
         drop(pending);
         if let Some(changes) = changes {
@@ -428,6 +454,34 @@ impl Server {
             recovered,
             replayed,
         }
+    }
+
+    /// Joins `id` to the recovered room, unless the connection it was bound to when the
+    /// recovery began has gone meanwhile (the client left while its history was read): a
+    /// join then would leave the id in the room with no one to leave it. The room's own
+    /// channel, subscribed for the recovery, is dropped again when the room has no local
+    /// members (under the registry's lock, so that a join in between keeps it).
+    fn join_if_still_bound(
+        &self,
+        registry: &mut Registry,
+        joiner: &Joiner,
+        id: &str,
+    ) -> NamespaceChange {
+        let (namespace, room) = (joiner.room.namespace(), joiner.room.id());
+        let now = registry.get(id).map(|s| s.conn_id);
+        if joiner.conn.is_none() || now == joiner.conn {
+            return registry.join(namespace, room, id);
+        }
+        tracing::debug!(%id, room = %joiner.room, "recovering client gone: not joined");
+        if let Some(cluster) = &self.inner.cluster {
+            let empty = registry
+                .room_members(namespace, room)
+                .is_none_or(|m| m.is_empty());
+            if empty && cluster.has_room_channels(namespace) {
+                cluster.unsubscribe_room(namespace, room);
+            }
+        }
+        NamespaceChange::None
     }
 
     fn count_recovery(&self, recovery: &Recovery, asked: bool) {
@@ -444,6 +498,13 @@ impl Server {
             .replayed_messages
             .fetch_add(recovery.replayed as u64, Ordering::Relaxed);
     }
+}
+
+/// The room a recovery joins, and the connection its id was bound to when it began (`None`:
+/// not bound here, joined as [`Server::join`] would).
+struct Joiner {
+    room: Room,
+    conn: Option<u64>,
 }
 
 /// A recovery in progress; dropped unfinished (its future was dropped), it ends the recovery

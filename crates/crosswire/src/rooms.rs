@@ -138,48 +138,64 @@ impl Server {
         self.change_rooms(|registry| [registry.join(&room.namespace, &room.id, id)]);
     }
 
-    /// Adds `id` to `room` like [`Server::join`], then waits until what any node sends to the
-    /// room from now on reaches this node: until the broker has confirmed the subscription
-    /// the room needs here (its namespace's, on the first local room of a namespace that is
-    /// not preset; the room's own, with [`crate::ServerConfig::with_room_channels`]). Without
-    /// a broker, or when the room's channel is always subscribed, it returns at once.
+    /// Adds `id` to `room` like [`Server::join`], at once, when this is called; the returned
+    /// future resolves when what any node sends to the room from then on reaches this node:
+    /// when the broker has confirmed the subscription the room needs here (its namespace's,
+    /// on the first local room of a namespace that is not preset; the room's own, with
+    /// [`crate::ServerConfig::with_room_channels`]). Without a broker, or when the room's
+    /// channel is always subscribed, it is ready at once.
     ///
-    /// A client told "joined" only after this returns gets every message sent to the room
-    /// after that, from whichever node. The membership holds from the call on either way: on
+    /// A client told "joined" only once the future resolves gets every message sent to the
+    /// room after that, from whichever node. Call it from the handler itself, before any
+    /// `.await` of its own (the handler may return the future), so that the join happens
+    /// while the socket is connected: an async handler's body runs later, when the socket
+    /// may have closed and left its rooms. The membership holds either way: on
     /// [`JoinError::Unconfirmed`] (the broker is down, counted in
     /// [`crate::Stats::unconfirmed_joins`]) messages from other nodes reach the room's
     /// members here once the broker is back and the subscription is made.
     ///
     /// ```no_run
-    /// # async fn run(server: crosswire::Server) {
-    /// use crosswire::Room;
+    /// use crosswire::{Ack, Room, Server, Socket};
     ///
-    /// let room = Room::new("chat", "lobby");
-    /// if let Err(e) = server.join_confirmed(&room, "ann").await {
-    ///     tracing::warn!(%e, "joined, but messages from other nodes may lag");
+    /// fn join(server: Server, socket: Socket) -> impl std::future::Future<Output = Ack<bool>> {
+    ///     let joined = socket
+    ///         .id()
+    ///         .map(|id| server.join_confirmed(&Room::new("chat", "lobby"), &id));
+    ///     async move {
+    ///         match joined {
+    ///             Some(joined) => Ack(joined.await.is_ok()),
+    ///             None => Ack(false),
+    ///         }
+    ///     }
     /// }
-    /// # }
+    /// # fn install(server: &Server) { server.on("join", join); }
     /// ```
-    pub async fn join_confirmed(&self, room: &Room, id: &str) -> Result<(), JoinError> {
+    pub fn join_confirmed(
+        &self,
+        room: &Room,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<(), JoinError>> + Send + 'static {
         self.join(room, id);
-        let Some(cluster) = &self.inner.cluster else {
-            return Ok(());
-        };
-        let always_subscribed = !cluster.has_room_channels(&room.namespace)
-            && self.inner.preset.contains(&room.namespace);
-        if always_subscribed {
-            return Ok(());
+        let server = self.clone();
+        let room = room.clone();
+        async move {
+            let Some(cluster) = &server.inner.cluster else {
+                return Ok(());
+            };
+            let always_subscribed = !cluster.has_room_channels(&room.namespace)
+                && server.inner.preset.contains(&room.namespace);
+            if always_subscribed {
+                return Ok(());
+            }
+            cluster
+                .confirm_room_subscribed(&room.namespace, &room.id)
+                .await
+                .map_err(|_| {
+                    let stats = &server.inner.stats;
+                    stats.unconfirmed_joins.fetch_add(1, Ordering::Relaxed);
+                    JoinError::Unconfirmed
+                })
         }
-        cluster
-            .confirm_room_subscribed(&room.namespace, &room.id)
-            .await
-            .map_err(|_| {
-                self.inner
-                    .stats
-                    .unconfirmed_joins
-                    .fetch_add(1, Ordering::Relaxed);
-                JoinError::Unconfirmed
-            })
     }
 
     /// Removes `id` from `room`.

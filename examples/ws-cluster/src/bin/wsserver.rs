@@ -112,21 +112,27 @@ fn on_close(close: Close, server: Server, socket: Socket) {
     tracing::info!(node = %server.node_name(), id = ?socket.id(), code = close.code, "client disconnected");
 }
 
-/// Answers once the join holds across the cluster: what any node sends to the room after the
-/// answer reaches the client.
-async fn join_room(server: Server, socket: Socket, Data(join): Data<JoinRoom>) -> Ack<Msg> {
-    let Some(id) = socket.id() else {
-        return answer("Failed to join the room");
-    };
+/// Joins at once, while the socket is connected, and answers once the join holds across the
+/// cluster: what any node sends to the room after the answer reaches the client.
+fn join_room(
+    server: Server,
+    socket: Socket,
+    Data(join): Data<JoinRoom>,
+) -> impl std::future::Future<Output = Ack<Msg>> {
     let room = join.room_id;
-    tracing::info!(node = %server.node_name(), %id, %room, "client wants to join room");
-    if let Err(e) = server
-        .join_confirmed(&Room::new(ROOMS, room.as_str()), &id)
-        .await
-    {
-        tracing::warn!(%room, %e, "join");
+    let joined = socket.id().map(|id| {
+        tracing::info!(node = %server.node_name(), %id, %room, "client wants to join room");
+        server.join_confirmed(&Room::new(ROOMS, room.as_str()), &id)
+    });
+    async move {
+        let Some(joined) = joined else {
+            return answer("Failed to join the room");
+        };
+        if let Err(e) = joined.await {
+            tracing::warn!(%room, %e, "join");
+        }
+        answer(format!("Successfully joined the roomId:{room}"))
     }
-    answer(format!("Successfully joined the roomId:{room}"))
 }
 
 /// Sends `say` to the command's target, wherever in the cluster it is connected.
