@@ -48,6 +48,8 @@ if [[ $# -lt 3 ]]; then
   exit 2
 fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR disable=SC1091 # followed with shellcheck -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS=$1
 OUT=$2
 shift 2
@@ -70,8 +72,6 @@ if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
   pin_bench=(taskset -c 0)
 fi
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 args_of() {
   case $1 in
     burst) echo "${BURST_ARGS:---messages 2000 --receivers 1000}" ;;
@@ -84,16 +84,6 @@ args_of() {
 
 # The value of the variable named $1, or nothing.
 var_of() { printf '%s' "${!1:-}"; }
-
-free_port() {
-  local candidate
-  for _ in $(seq 1 50); do
-    candidate=$((20000 + RANDOM % 20000))
-    if ! port_in_use "$candidate"; then echo "$candidate"; return 0; fi
-  done
-  echo "no free port found" >&2
-  return 1
-}
 
 for round in $(seq 1 "$ROUNDS"); do
   for spec in "$@"; do

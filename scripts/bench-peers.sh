@@ -50,6 +50,8 @@ if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
   exit 0
 fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR disable=SC1091 # followed with shellcheck -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 COMMAND="scripts/bench-peers.sh $*"
 for var in SERVERS SCENARIOS IDLE_N FANOUT_ARGS BURST_ARGS ECHO_ARGS IDLE_ARGS SERVER_CPU BENCH_CPU \
@@ -110,54 +112,6 @@ if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
 else
   log "warning: no taskset or a single core: servers and bench are not pinned"
 fi
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local candidate
-  for _ in $(seq 1 50); do
-    candidate=$((20000 + RANDOM % 20000))
-    if ! port_in_use "$candidate"; then echo "$candidate"; return 0; fi
-  done
-  echo "no free port found" >&2
-  return 1
-}
-# Waits (30 s at most) until something listens on port $1, while process $2 lives.
-wait_port() {
-  for _ in $(seq 1 300); do
-    port_in_use "$1" && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-# Busy and total clock ticks of all cores from /proc/stat.
-cpu_ticks() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
-}
-# Waits (bounded by QUIET_WAIT) until the machine is below 30% of one core over one second.
-wait_quiet() {
-  local limit=${QUIET_WAIT:-5} waited=0 b0 t0 b1 t1 cores
-  cores=$(nproc)
-  while ((waited < limit)); do
-    read -r b0 t0 < <(cpu_ticks)
-    sleep 1
-    read -r b1 t1 < <(cpu_ticks)
-    if ((t1 > t0 && (b1 - b0) * 100 * cores / (t1 - t0) < 30)); then return 0; fi
-    waited=$((waited + 1))
-  done
-}
-
-# CPU ticks (utime + stime) of process $1.
-proc_ticks() {
-  local stat
-  stat=$(<"/proc/$1/stat")
-  stat=${stat##*) }
-  read -ra f <<<"$stat"
-  echo $((f[11] + f[12]))
-}
 
 # --- build and install ------------------------------------------------------------------
 
@@ -272,7 +226,7 @@ run_bench() {
   mode=$scenario
   [[ $scenario == cluster ]] && mode=fanout
   read -ra load <<<"$(args_of "$scenario")"
-  wait_quiet
+  wait_quiet "${QUIET_WAIT:-5}" || true # the reports say how busy the machine was
   log "round $round: $scenario against $server"
   if ! timeout 240 "${pin_bench[@]}" "$BENCH" "$mode" --protocol "$(protocol_of "$server")" \
     "${load[@]}" "$@" --json-out "$OUT/$scenario.$server.$round.json" \
@@ -329,7 +283,7 @@ for round in $(seq 1 "$ROUNDS"); do
       }
       n2=$STARTED_PID
       sleep 0.5 # the adapters' subscriptions
-      r0=$(proc_ticks "$REDIS_PID")
+      r0=$(proc_ticks "$REDIS_PID") || true
       run_bench cluster "$server" "$round" --url "ws://127.0.0.1:$p1" \
         --urls "ws://127.0.0.1:$p1,ws://127.0.0.1:$p2" --server-pid "$n1" --server-pid "$n2"
       echo "$(($(proc_ticks "$REDIS_PID") - r0)) $(getconf CLK_TCK)" >"$OUT/cluster.$server.$round.redis"

@@ -19,6 +19,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR disable=SC1091 # followed with shellcheck -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 ROUNDS="${1:-3}"
@@ -40,24 +42,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Below the kernel's ephemeral range (32768 and up), where the clients' own ports would
-# collide; a Redis Cluster server also needs its port + 10000 (the cluster bus) free.
-free_port() {
-  local candidate
-  for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 2700))
-    if ! port_in_use "$candidate" && ! port_in_use $((candidate + 10000)); then
-      echo "$candidate"; return 0
-    fi
-  done
-  echo "no free port found" >&2; return 1
-}
-wait_port() {
-  for _ in $(seq 1 100); do port_in_use "$1" && return 0; sleep 0.1; done
-  echo "nothing listens on $1" >&2; return 1
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Ports below the kernel's ephemeral range (32768 and up), where the clients' own ports would
+# collide: 20000 … 22699, with port + 10000 free too (a Redis Cluster server's bus).
+rooms_port() { free_port_in 2700 10000; }
 envelopes() {
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^crosswire_envelopes_received_total /{print $2}'
 }
@@ -71,14 +58,14 @@ fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- brokers ---
-nats_port=$(free_port)
+nats_port=$(rooms_port)
 "$NATS_SERVER" -a 127.0.0.1 -p "$nats_port" >"$OUT/nats.log" 2>&1 &
 pids+=($!)
-wait_port "$nats_port"
+wait_port "$nats_port" "" 10
 
 cluster_ports=()
 for _ in 1 2 3 4 5 6; do
-  p=$(free_port)
+  p=$(rooms_port)
   d=$(mktemp -d -t crosswire-rc.XXXXXX)
   dirs+=("$d")
   redis-server --dir "$d" --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
@@ -87,7 +74,7 @@ for _ in 1 2 3 4 5 6; do
   pids+=($!)
   cluster_ports+=("$p")
 done
-for p in "${cluster_ports[@]}"; do wait_port "$p"; done
+for p in "${cluster_ports[@]}"; do wait_port "$p" "" 10; done
 timeout 60 redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") \
   --cluster-replicas 1 --cluster-yes >"$OUT/cluster-create.log" 2>&1
 for _ in $(seq 1 300); do
@@ -115,14 +102,14 @@ run_once() { # broker layout round
   read -ra bargs <<<"$(broker_args "$broker")"
   for k in 1 2 3 4; do
     local port
-    port=$(free_port)
+    port=$(rooms_port)
     "${pin_nodes[@]}" "$BIN/crosswire" serve --threads 1 --name "n$k" --port "$port" \
       "${bargs[@]}" "${extra[@]}" >"$OUT/$tag.n$k.log" 2>&1 &
     npids+=($!)
     pids+=($!)
     ports+=("$port")
   done
-  for port in "${ports[@]}"; do wait_port "$port"; done
+  for port in "${ports[@]}"; do wait_port "$port" "" 10; done
   for _ in $(seq 1 200); do
     all=1
     for port in "${ports[@]}"; do
@@ -134,7 +121,7 @@ run_once() { # broker layout round
   local env_before=() cpu_before=()
   for k in 0 1 2 3; do
     env_before+=("$(envelopes "${ports[$k]}")")
-    cpu_before+=("$(cpu_ticks "${npids[$k]}")")
+    cpu_before+=("$(proc_ticks "${npids[$k]}")")
   done
   local bench=()
   for k in 0 1 2 3; do
@@ -149,7 +136,7 @@ run_once() { # broker layout round
   local env_after=() cpu_after=()
   for k in 0 1 2 3; do
     env_after+=("$(envelopes "${ports[$k]}")")
-    cpu_after+=("$(cpu_ticks "${npids[$k]}")")
+    cpu_after+=("$(proc_ticks "${npids[$k]}")")
   done
   {
     echo "{\"broker\": \"$broker\", \"layout\": \"$layout\", \"round\": $round, \"nodes\": ["

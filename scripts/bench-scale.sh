@@ -37,6 +37,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR disable=SC1091 # followed with shellcheck -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 BENCH="$BIN/crosswire-bench"
@@ -85,72 +87,25 @@ if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
   PINNING="nodes and brokers on core 1, crosswire-bench on core 0"
 fi
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# A free port whose +10000 is free too (Redis Cluster's bus port).
-free_port() {
-  local candidate
-  for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 20000))
-    if ! port_in_use "$candidate" && ! port_in_use $((candidate + 10000)); then
-      echo "$candidate"; return 0
-    fi
-  done
-  echo "no free port found" >&2; return 1
-}
-wait_port() { # port pid
-  for _ in $(seq 1 150); do
-    port_in_use "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { echo "process $2 exited before listening on $1" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "nothing listens on $1 after 15 s" >&2; return 1
-}
-# Starts a server (pinned with the nodes) on a free port, the word {port} of its command
-# standing for it, and waits until it listens; retries on another port when it exits first
-# (another program may take the port in between). Sets SPAWNED_PID and SPAWNED_PORT.
+# Starts a server (pinned with the nodes) on a free port whose +10000 is free too (Redis
+# Cluster's bus port), the word {port} of its command standing for it, and waits (15 s at
+# most) until it listens; retries on another port when it exits first (another program may
+# take the port in between). Sets SPAWNED_PID and SPAWNED_PORT.
 spawn_server() { # log command...
   local logf=$1 try port
   shift
   for try in 1 2 3; do
-    port=$(free_port)
+    port=$(free_port_in 20000 10000)
     "${pin_server[@]}" "${@//\{port\}/$port}" >"$logf" 2>&1 &
     SPAWNED_PID=$!
     SPAWNED_PORT=$port
     pids+=("$SPAWNED_PID")
-    if wait_port "$port" "$SPAWNED_PID"; then return 0; fi
+    if wait_port "$port" "$SPAWNED_PID" 15; then return 0; fi
     kill "$SPAWNED_PID" 2>/dev/null || true
     log "$1 did not listen on $port (try $try): $(tail -n 2 "$logf" | tr '\n' ' ')"
   done
   return 1
 }
-# Busy and total clock ticks of all cores from /proc/stat.
-cpu_ticks() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
-}
-# Waits (bounded by QUIET_WAIT) until the machine is below 30% of a core busy over a second.
-wait_quiet() {
-  local waited=0 b0 t0 b1 t1 cores
-  cores=$(nproc)
-  while ((waited < QUIET_WAIT)); do
-    read -r b0 t0 < <(cpu_ticks)
-    sleep 1
-    read -r b1 t1 < <(cpu_ticks)
-    if (( t1 > t0 && (b1 - b0) * 100 * cores / (t1 - t0) < 30 )); then return 0; fi
-    waited=$((waited + 1))
-  done
-  ((QUIET_WAIT == 0)) || log "machine still busy after ${QUIET_WAIT}s; the report says how busy"
-}
-# utime + stime of the processes, in clock ticks.
-proc_ticks() {
-  local sum=0 p
-  for p in "$@"; do
-    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$sum"
-}
-
 # --- machine ---
 {
   python3 - "$(nproc)" "$PINNING" "$(ulimit -Hn)" \
@@ -294,12 +249,12 @@ run_bench() {
   local spids=() p b0 b1 t0 t1 rc=0
   for p in "${NODE_PIDS[@]}"; do spids+=(--server-pid "$p"); done
   read -ra bp <<<"$(broker_pids "$broker")"
-  wait_quiet
-  b0=$(proc_ticks "${bp[@]}")
+  wait_quiet "$QUIET_WAIT" || log "machine still busy after ${QUIET_WAIT}s; the report says how busy"
+  b0=$(proc_ticks "${bp[@]}") || true # a broker that is gone counts 0
   t0=$(date +%s.%N)
   timeout 180 "${pin_bench[@]}" "$BENCH" "$scenario" --url "ws://127.0.0.1:${NODE_PORTS[0]}" \
     --urls "$(node_urls)" "$@" "${spids[@]}" --json-out "$OUT/$tag.json" >"$OUT/$tag.txt" 2>&1 || rc=$?
-  b1=$(proc_ticks "${bp[@]}")
+  b1=$(proc_ticks "${bp[@]}") || true
   t1=$(date +%s.%N)
   echo "{\"broker\": \"$broker\", \"broker_processes\": ${#bp[@]}, \"cpu_ticks\": $((b1 - b0)), \"ticks_per_sec\": $(getconf CLK_TCK), \"secs\": $(python3 -c "print(round($t1 - $t0, 3))"), \"nodes\": ${#NODE_PIDS[@]}}" \
     >"$OUT/$tag.broker.json"

@@ -19,6 +19,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR disable=SC1091 # followed with shellcheck -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BENCH="$TARGET/release/crosswire-bench"
@@ -49,13 +51,7 @@ fi
 # Both processes need many file descriptors for the idle scenario (10,000 sockets each side).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=""
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 20000))
-  if ! port_in_use "$candidate"; then PORT=$candidate; break; fi
-done
-[[ -n "$PORT" ]] || { echo "no free port found" >&2; exit 1; }
+PORT=$(free_port)
 
 placeholder="{port}"
 SERVER_CMD="${BENCH_SERVER_CMD:-$TARGET/release/crosswire serve --port $placeholder}"
@@ -81,33 +77,12 @@ for _ in $(seq 1 300); do
 done
 port_in_use "$PORT" || { echo "server did not listen on $PORT within 30 s" >&2; exit 1; }
 
-# Busy and total clock ticks of all cores from /proc/stat.
-cpu_ticks() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
-}
-# Waits (bounded) until other programs use less than 30% of one core over one second.
-wait_quiet() {
-  local limit=${BENCH_QUIET_WAIT:-60} waited=0 b0 t0 b1 t1 cores
-  cores=$(nproc)
-  while ((waited < limit)); do
-    read -r b0 t0 < <(cpu_ticks)
-    sleep 1
-    read -r b1 t1 < <(cpu_ticks)
-    # busy share of all cores, in percent of one core
-    if (( t1 > t0 && (b1 - b0) * 100 * cores / (t1 - t0) < 30 )); then return 0; fi
-    waited=$((waited + 1))
-  done
-  ((limit == 0)) || echo "warning: machine still busy after ${limit}s; results may be disturbed" >&2
-}
-
 URL="ws://127.0.0.1:$PORT"
 COMMON=(--url "$URL" --server-pid "$SERVER_PID")
 run() {
-  local name=$1; shift
+  local name=$1 quiet=${BENCH_QUIET_WAIT:-60}; shift
   echo >&2
-  wait_quiet
+  wait_quiet "$quiet" || echo "warning: machine still busy after ${quiet}s; results may be disturbed" >&2
   if ! timeout 180 "$BENCH" "$@" "${COMMON[@]}" --json-out "$OUT/$name.json"; then
     echo "scenario $name failed" >&2
     rm -f "$OUT/$name.json"
