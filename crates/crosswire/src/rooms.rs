@@ -60,9 +60,6 @@ impl From<&Room> for Room {
 
 /// What a change of room memberships leaves to follow up once the registry is released.
 pub(crate) struct RoomChanges {
-    namespaces: Vec<NamespaceChange>,
-    /// Rooms with a channel of their own that got their first or lost their last member.
-    rooms: Vec<crate::registry::RoomEvent>,
     members: Vec<Membership>,
 }
 
@@ -220,9 +217,9 @@ impl Server {
         self.change_rooms(|registry| [registry.remove_room(namespace, room)]);
     }
 
-    /// Changes room memberships under the registry's lock with `change`, then, with the lock
-    /// released, follows the namespaces it added or emptied with the broker subscriptions
-    /// and announces the presence changes it made.
+    /// Changes room memberships under the registry's lock with `change`, follows the
+    /// namespaces and rooms it added or emptied with the broker subscriptions, and, with the
+    /// lock released, announces the presence changes it made.
     pub(crate) fn change_rooms<C>(&self, change: impl FnOnce(&mut Registry) -> C)
     where
         C: IntoIterator<Item = NamespaceChange>,
@@ -232,8 +229,14 @@ impl Server {
     }
 
     /// The first half of [`Server::change_rooms`]: changes memberships under the registry's
-    /// lock and returns what [`Server::rooms_changed`] must follow up, for callers that hold
-    /// another lock meanwhile (nothing here raises events).
+    /// lock and queues the subscriptions they call for, and returns what
+    /// [`Server::rooms_changed`] must follow up, for callers that hold another lock meanwhile
+    /// (nothing here raises events).
+    ///
+    /// The subscriptions are queued before the lock is released (the queue never blocks), so
+    /// they reach the broker in the order the registry changed: a room's last member leaving
+    /// on one thread and its next first member joining on another cannot swap their
+    /// unsubscribe and subscribe, leaving a member with no subscription.
     pub(crate) fn change_rooms_locked<C>(
         &self,
         change: impl FnOnce(&mut Registry) -> C,
@@ -242,32 +245,32 @@ impl Server {
         C: IntoIterator<Item = NamespaceChange>,
     {
         let mut registry = self.write_registry();
-        let namespaces: Vec<NamespaceChange> = change(&mut registry)
-            .into_iter()
-            .filter(|c| *c != NamespaceChange::None)
-            .collect();
+        for namespace in change(&mut registry) {
+            self.namespace_changed(namespace);
+        }
+        self.follow_room_events(registry.take_room_events());
         RoomChanges {
-            namespaces,
-            rooms: registry.take_room_events(),
             members: registry.take_changes(),
         }
     }
 
-    /// The second half of [`Server::change_rooms`]: follows the namespaces added or emptied
-    /// with the broker subscriptions and announces the presence changes.
-    pub(crate) fn rooms_changed(&self, changes: RoomChanges) {
-        for namespace in changes.namespaces {
-            self.namespace_changed(namespace);
-        }
-        if let Some(cluster) = &self.inner.cluster {
-            for event in changes.rooms {
-                if event.added {
-                    cluster.subscribe_room(&event.namespace, &event.room);
-                } else if self.inner.config.auto_unsubscribe {
-                    cluster.unsubscribe_room(&event.namespace, &event.room);
-                }
+    /// Subscribes to the channels of rooms that got their first local member, unsubscribes
+    /// (with `auto_unsubscribe`) from those of rooms that lost their last.
+    fn follow_room_events(&self, events: Vec<crate::registry::RoomEvent>) {
+        let Some(cluster) = &self.inner.cluster else {
+            return;
+        };
+        for event in events {
+            if event.added {
+                cluster.subscribe_room(&event.namespace, &event.room);
+            } else if self.inner.config.auto_unsubscribe {
+                cluster.unsubscribe_room(&event.namespace, &event.room);
             }
         }
+    }
+
+    /// The second half of [`Server::change_rooms`]: announces the presence changes.
+    pub(crate) fn rooms_changed(&self, changes: RoomChanges) {
         self.announce_presence(changes.members);
     }
 

@@ -3,6 +3,8 @@
 //! reaches only the nodes with members in the room, and preset namespaces keep their shared
 //! channel.
 
+use std::sync::Arc;
+
 use crosswire::{MemoryHub, Room, ServerConfig};
 use crosswire_testkit::fixture::HubNode;
 use crosswire_testkit::{wait_until, RawClient, RELAY_NAMESPACE, TIMEOUT};
@@ -116,4 +118,42 @@ async fn a_room_message_reaches_only_the_nodes_with_members() {
         (1..10).contains(&c_got),
         "c received {c_got} envelopes for one message to its room"
     );
+}
+
+/// A room's last member leaving on one thread while its next first member joins on another:
+/// whichever order the registry saw them in, the subscription ends as the membership does
+/// (the subscriptions are queued under the registry's lock). Rounds of the two racing, each
+/// checked once it settles; the window this guards is narrow, so a round rarely hits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_and_a_join_racing_leave_the_subscription_as_the_members() {
+    let hub = MemoryHub::new();
+    let a = named(&hub, "a").await;
+    let room = Room::new(RELAY_NAMESPACE, "1");
+    for round in 0..200 {
+        a.server.join(&room, "x");
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let leaving = {
+            let (server, room, barrier) = (a.server.clone(), room.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                server.leave(&room, "x");
+            })
+        };
+        let joining = {
+            let (server, room, barrier) = (a.server.clone(), room.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                server.join(&room, "y");
+            })
+        };
+        leaving.join().expect("no panic");
+        joining.join().expect("no panic");
+        assert_eq!(a.server.room_members(&room), ["y"]);
+        assert!(
+            a.subscribed(ROOM_1, true).await,
+            "round {round}: room 1 has a member but no subscription"
+        );
+        a.server.leave(&room, "y");
+        assert!(a.subscribed(ROOM_1, false).await, "round {round}");
+    }
 }
