@@ -392,3 +392,76 @@ async fn a_recovery_whose_client_left_during_the_read_joins_nothing() {
         subscribers()
     );
 }
+
+/// A recovery holds its room's channel: the room's last other member leaving while Redis
+/// stalls the history read (`CLIENT PAUSE`) does not unsubscribe it, so nothing published
+/// between that leave and the recovery's join is missed (Redis sees no `UNSUBSCRIBE`, and
+/// the channel keeps its subscriber).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_holds_its_room_channel_while_the_last_member_leaves() {
+    use crosswire::{Room, Server};
+    use crosswire_testkit::cluster_suite::{room_history_config, HISTORY_NAMESPACE, WAIT};
+    use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
+    use std::sync::Arc;
+
+    let r = redis();
+    let redis_broker = broker(crosswire_redis::RedisConfig::from_urls([r.url()]).expect("url"));
+    wait_healthy(&redis_broker).await;
+    let a = Server::builder(room_history_config("a"))
+        .broker(Arc::new(redis_broker))
+        .build()
+        .expect("a valid node");
+    install_relay(&a);
+    let addr = serve_on_free_port(&a).await;
+    let _x = RawClient::connect_bound(addr, "x").await.expect("connect");
+    let _y = RawClient::connect_bound(addr, "y").await.expect("connect");
+    assert!(wait_until(WAIT, || a.socket("x").is_some() && a.socket("y").is_some()).await);
+    let room = Room::new(HISTORY_NAMESPACE, "held");
+    a.join_recovering(&room, "x", None).await.expect("join");
+    let since = a
+        .join_recovering(&room, "y", None)
+        .await
+        .expect("join")
+        .position
+        .expect("a position");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &r.port().to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let unsubscribes = || {
+        cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_unsubscribe:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = unsubscribes();
+
+    assert_eq!(
+        redis_command(r.port(), &["CLIENT", "PAUSE", "800", "ALL"]),
+        "+OK"
+    );
+    // y re-joins: out of the room at once, in again after the read, which waits for Redis.
+    let recovering = tokio::spawn(a.join_recovering(&room, "y", Some(since)));
+    a.leave(&room, "x");
+    let recovery = recovering
+        .await
+        .expect("no panic")
+        .expect("a recorded room");
+    assert!(recovery.recovered, "{recovery:?}");
+    assert_eq!(a.room_members(&room), ["y"]);
+    let channel = format!("crosswire:ws:in:{{{HISTORY_NAMESPACE}/held}}");
+    assert_eq!(
+        cli(&["PUBSUB", "NUMSUB", &channel]).lines().nth(1),
+        Some("1")
+    );
+    assert_eq!(
+        unsubscribes(),
+        before,
+        "the room's channel was unsubscribed meanwhile"
+    );
+}

@@ -237,6 +237,8 @@ pub(crate) struct Cluster {
     /// Channels whose last subscribe the broker refused or did not answer (it was down): a
     /// confirmed join subscribes them again.
     unsubscribed: Mutex<std::collections::HashSet<String>>,
+    /// Room channels held subscribed by recoveries in progress, with how many hold each.
+    held: Mutex<HashMap<String, usize>>,
 }
 
 pub(crate) use crosswire_core::random_u64;
@@ -276,6 +278,7 @@ impl Cluster {
                     .room_channels
                     .then(|| config.shared_channel_namespaces()),
                 unsubscribed: Mutex::new(std::collections::HashSet::new()),
+                held: Mutex::new(HashMap::new()),
             },
             rx,
         )
@@ -513,17 +516,6 @@ impl Cluster {
             .is_some_and(|shared| !shared.contains(namespace))
     }
 
-    /// Subscribes to a room's channel and waits (bounded) until the broker has confirmed it,
-    /// through the ordered queue: what is published on the room after this returns reaches
-    /// this node. Whether it was confirmed in time.
-    pub(crate) async fn subscribe_room_confirmed(&self, namespace: &str, room: &str) -> bool {
-        let channel = self.channels.room_of(namespace, room);
-        self.queue_confirmed(Some(Outgoing::Subscribe(channel.clone())), CONFIRM_TIMEOUT)
-            .await
-            .is_ok()
-            && self.is_subscribed(&channel)
-    }
-
     /// Waits (bounded) until the subscription that deliveries to `room` of `namespace` take
     /// here is confirmed: every operation queued so far (the subscription a join queued among
     /// them) has been answered, and the channel's last subscribe succeeded, or, when it had
@@ -595,10 +587,45 @@ impl Cluster {
         self.queue(Outgoing::Subscribe(self.channels.room_of(namespace, room)));
     }
 
+    /// Unsubscribes from a room's channel, unless a recovery holds it ([`Cluster::hold_room`]).
+    /// Called under the registry's lock, like every change of room subscriptions.
     pub(crate) fn unsubscribe_room(&self, namespace: &str, room: &str) {
-        self.queue(Outgoing::Unsubscribe(
-            self.channels.room_of(namespace, room),
-        ));
+        let channel = self.channels.room_of(namespace, room);
+        let held = lock(&self.held);
+        if !held.contains_key(&channel) {
+            self.queue(Outgoing::Unsubscribe(channel));
+        }
+    }
+
+    /// Holds a room's channel subscribed for a recovery, whose join comes only after its
+    /// history read: the room's last local member leaving meanwhile does not unsubscribe it.
+    /// Queues the subscribe unless `subscribed` (the room has local members). Under the
+    /// registry's lock, with [`Cluster::release_room`] to end it.
+    pub(crate) fn hold_room(&self, namespace: &str, room: &str, subscribed: bool) {
+        let channel = self.channels.room_of(namespace, room);
+        let mut held = lock(&self.held);
+        *held.entry(channel.clone()).or_default() += 1;
+        if !subscribed {
+            self.queue(Outgoing::Subscribe(channel));
+        }
+    }
+
+    /// Ends a [`Cluster::hold_room`]; the last hold unsubscribes when `unsubscribe` (the room
+    /// has no local members and `auto_unsubscribe` is on). Under the registry's lock.
+    pub(crate) fn release_room(&self, namespace: &str, room: &str, unsubscribe: bool) {
+        let channel = self.channels.room_of(namespace, room);
+        let mut held = lock(&self.held);
+        let last = match held.get_mut(&channel) {
+            Some(holds) if *holds > 1 => {
+                *holds -= 1;
+                false
+            }
+            Some(_) => held.remove(&channel).is_some(),
+            None => false,
+        };
+        if last && unsubscribe {
+            self.queue(Outgoing::Unsubscribe(channel));
+        }
     }
 
     pub(crate) fn subscribe_namespace(&self, namespace: &str) {

@@ -236,36 +236,30 @@ impl Server {
         let started = self.start_recovery(room, id);
         let server = self.clone();
         async move {
-            let (joiner, id, window) = started?;
+            let (joiner, hold, id, window) = started?;
             let room = &joiner.room;
             let stream: Arc<str> = Arc::from(stream_name(room.namespace(), room.id()));
             // A room with a channel of its own: subscribed before the read, or what is
             // published between the read and the first member's subscription would be missed.
-            if let Some(cluster) = server.inner.cluster.as_ref() {
-                if cluster.has_room_channels(room.namespace())
-                    && !cluster
-                        .subscribe_room_confirmed(room.namespace(), room.id())
-                        .await
-                {
+            if let (Some(cluster), Some(_)) = (server.inner.cluster.as_ref(), &hold) {
+                let confirmed = cluster.confirm_room_subscribed(room.namespace(), room.id());
+                if confirmed.await.is_err() {
                     tracing::warn!(room = %room.id(), "room subscription not confirmed before its history read");
                 }
             }
             let guard = server.add_pending(&stream, &id, false);
             let read = server.read_history(&stream, since.as_ref(), window).await;
             let recovery = server.finish_recovery(Some(joiner), guard, since.as_ref(), read);
+            drop(hold);
             server.count_recovery(&recovery, since.is_some());
             Ok(recovery)
         }
     }
 
     /// What [`Server::join_recovering`] does at once: the room's window, the id's
-    /// connection, and the id out of the room if it is in it (so that live messages are kept
-    /// for it, not sent around the replay).
-    fn start_recovery(
-        &self,
-        room: &Room,
-        id: &str,
-    ) -> Result<(Joiner, Arc<str>, Retention), HistoryError> {
+    /// connection, a hold on the room's own channel, and the id out of the room if it is in
+    /// it (so that live messages are kept for it, not sent around the replay).
+    fn start_recovery(&self, room: &Room, id: &str) -> Result<Started, HistoryError> {
         let window = self
             .history()
             .window(room.namespace())
@@ -275,10 +269,11 @@ impl Server {
             room: room.clone(),
             conn: self.read_registry().get(&id).map(|s| s.conn_id),
         };
+        let hold = RoomHold::take(self, room);
         if self.rooms_of(&id, Some(room.namespace())).contains(room) {
             self.leave(room, &id);
         }
-        Ok((joiner, id, window))
+        Ok((joiner, hold, id, window))
     }
 
     /// Binds `id` to `socket` (like [`Server::bind`]) when ids keep history
@@ -458,9 +453,9 @@ impl Server {
 
     /// Joins `id` to the recovered room, unless the connection it was bound to when the
     /// recovery began has gone meanwhile (the client left while its history was read): a
-    /// join then would leave the id in the room with no one to leave it. The room's own
-    /// channel, subscribed for the recovery, is dropped again when the room has no local
-    /// members (under the registry's lock, so that a join in between keeps it).
+    /// join then would leave the id in the room with no one to leave it. (The room's own
+    /// channel, subscribed for the recovery, is dropped with its [`RoomHold`] when the room
+    /// has no local members.)
     fn join_if_still_bound(
         &self,
         registry: &mut Registry,
@@ -473,14 +468,6 @@ impl Server {
             return registry.join(namespace, room, id);
         }
         tracing::debug!(%id, room = %joiner.room, "recovering client gone: not joined");
-        if let Some(cluster) = &self.inner.cluster {
-            let empty = registry
-                .room_members(namespace, room)
-                .is_none_or(|m| m.is_empty());
-            if empty && cluster.has_room_channels(namespace) {
-                cluster.unsubscribe_room(namespace, room);
-            }
-        }
         NamespaceChange::None
     }
 
@@ -505,6 +492,56 @@ impl Server {
 struct Joiner {
     room: Room,
     conn: Option<u64>,
+}
+
+/// What a recovery starts with: the room to join, the hold on its channel, the id and the
+/// room's history window.
+type Started = (Joiner, Option<RoomHold>, Arc<str>, Retention);
+
+/// A recovery's hold on its room's own channel ([`crate::cluster::Cluster::hold_room`]): the
+/// channel stays subscribed until the recovery has joined (or not); dropped, the last hold
+/// unsubscribes a room left with no local members.
+struct RoomHold {
+    server: Server,
+    room: Room,
+}
+
+impl RoomHold {
+    /// A hold on `room`'s channel, when it has one of its own; taken under the registry's
+    /// lock, so that the room's last member cannot leave between the check and the hold.
+    fn take(server: &Server, room: &Room) -> Option<Self> {
+        let cluster = server.inner.cluster.as_ref()?;
+        if !cluster.has_room_channels(room.namespace()) {
+            return None;
+        }
+        let registry = server.read_registry();
+        let subscribed = has_members(&registry, room);
+        cluster.hold_room(room.namespace(), room.id(), subscribed);
+        drop(registry);
+        Some(Self {
+            server: server.clone(),
+            room: room.clone(),
+        })
+    }
+}
+
+impl Drop for RoomHold {
+    fn drop(&mut self) {
+        let Some(cluster) = self.server.inner.cluster.as_ref() else {
+            return;
+        };
+        let registry = self.server.read_registry();
+        let unsubscribe =
+            !has_members(&registry, &self.room) && self.server.inner.config.auto_unsubscribe;
+        cluster.release_room(self.room.namespace(), self.room.id(), unsubscribe);
+        drop(registry);
+    }
+}
+
+fn has_members(registry: &Registry, room: &Room) -> bool {
+    registry
+        .room_members(room.namespace(), room.id())
+        .is_some_and(|m| !m.is_empty())
 }
 
 /// A recovery in progress; dropped unfinished (its future was dropped), it ends the recovery
