@@ -3,7 +3,7 @@
 //! - connect with query `id=<unique client id>`: the socket is bound to that id (a socket
 //!   without one is closed with 4011);
 //! - `join` / `leave` `{"room"}`: joins or leaves room `<room>` of namespace `relay`, replies
-//!   `{"ok": true}`. With history on (`crosswire serve --history`), `join` takes
+//!   `{"ok": true}` (a join once the broker has the room's subscription here). With history on (`crosswire serve --history`), `join` takes
 //!   `{"room", "since": {"offset", "epoch"}}`: the messages missed since that position are sent
 //!   first, in order, and the reply is `{"ok": true, "stream", "offset", "epoch",
 //!   "recovered"}` (see "History and recovery" in docs/PROTOCOL.md). The messages sent to
