@@ -218,8 +218,8 @@ impl Server {
     }
 
     /// Changes room memberships under the registry's lock with `change`, follows the
-    /// namespaces and rooms it added or emptied with the broker subscriptions, and, with the
-    /// lock released, announces the presence changes it made.
+    /// namespaces and rooms it added or emptied with the broker subscriptions, tells the other
+    /// nodes of the presence changes, and, with the lock released, raises them here.
     pub(crate) fn change_rooms<C>(&self, change: impl FnOnce(&mut Registry) -> C)
     where
         C: IntoIterator<Item = NamespaceChange>,
@@ -229,12 +229,12 @@ impl Server {
     }
 
     /// The first half of [`Server::change_rooms`]: changes memberships under the registry's
-    /// lock and queues the subscriptions they call for, and returns what
+    /// lock, queues the subscriptions and presence announcements they call for, and returns what
     /// [`Server::rooms_changed`] must follow up, for callers that hold another lock meanwhile
     /// (nothing here raises events).
     ///
-    /// The subscriptions are queued before the lock is released (the queue never blocks), so
-    /// they reach the broker in the order the registry changed: a room's last member leaving
+    /// These are queued before the lock is released (the queue never blocks), so they reach
+    /// the broker in the order the registry changed: a room's last member leaving
     /// on one thread and its next first member joining on another cannot swap their
     /// unsubscribe and subscribe, leaving a member with no subscription.
     pub(crate) fn change_rooms_locked<C>(
@@ -249,9 +249,9 @@ impl Server {
             self.namespace_changed(namespace);
         }
         self.follow_room_events(registry.take_room_events());
-        RoomChanges {
-            members: registry.take_changes(),
-        }
+        let members = registry.take_changes();
+        self.publish_presence(&members);
+        RoomChanges { members }
     }
 
     /// Subscribes to the channels of rooms that got their first local member, unsubscribes
@@ -269,30 +269,40 @@ impl Server {
         }
     }
 
-    /// The second half of [`Server::change_rooms`]: announces the presence changes.
+    /// The second half of [`Server::change_rooms`]: raises the presence changes here (the
+    /// other nodes were told under the lock).
     pub(crate) fn rooms_changed(&self, changes: RoomChanges) {
-        self.announce_presence(changes.members);
+        self.raise_own_presence(changes.members);
     }
 
-    /// Announces this node's tracked joins and leaves to the others and raises them here.
-    pub(crate) fn announce_presence(&self, changes: Vec<Membership>) {
+    /// Tells the other nodes of this node's tracked joins and leaves; under the registry's
+    /// lock, so that they go out in the order they happened.
+    fn publish_presence(&self, changes: &[Membership]) {
+        let Some(cluster) = &self.inner.cluster else {
+            return;
+        };
+        for change in changes {
+            let channel: Arc<str> = cluster.channels.room(&change.namespace).into();
+            cluster.publish(
+                channel,
+                Body::Presence {
+                    namespace: change.namespace.to_string(),
+                    room: change.room.to_string(),
+                    id: change.id.to_string(),
+                    joined: change.joined,
+                },
+            );
+        }
+    }
+
+    /// Raises this node's tracked joins and leaves here (after the registry's lock: the
+    /// handlers may use it).
+    fn raise_own_presence(&self, changes: Vec<Membership>) {
         if changes.is_empty() {
             return;
         }
         let me = self.node_name().to_string();
         for change in changes {
-            if let Some(cluster) = &self.inner.cluster {
-                let channel: Arc<str> = cluster.channels.room(&change.namespace).into();
-                cluster.publish(
-                    channel,
-                    Body::Presence {
-                        namespace: change.namespace.to_string(),
-                        room: change.room.to_string(),
-                        id: change.id.to_string(),
-                        joined: change.joined,
-                    },
-                );
-            }
             self.raise_presence(&change, &me);
         }
     }
