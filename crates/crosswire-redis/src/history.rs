@@ -167,7 +167,7 @@ pub(crate) async fn bump_generation(
         .map(drop)
 }
 
-/// Adds a recorded publish to a pipeline.
+/// Adds a recorded publish to a pipeline (its reply is for the caller to ignore or keep).
 pub(crate) fn add_publish(
     pipe: &mut redis::Pipeline,
     sharded: bool,
@@ -190,8 +190,7 @@ pub(crate) fn add_publish(
         .arg(payload)
         .arg(retention.max_len)
         .arg(millis(retention.ttl))
-        .arg(millis(META_TTL))
-        .ignore();
+        .arg(millis(META_TTL));
 }
 
 /// Reads a stream (see the module docs).

@@ -103,7 +103,10 @@
 //!   master (killed, before its replica is promoted) or when a batch is refused (`MOVED` after
 //!   a resharding, `CLUSTERDOWN`), the messages are parked in call order and sent to the new
 //!   master once the slot map shows one; a publish resolves with an error only if that takes
-//!   longer than twice [`RedisConfig::command_timeout`].
+//!   longer than twice [`RedisConfig::command_timeout`]. Each message of a batch is settled
+//!   by its own reply: in a batch half refused, the refused messages, and those after them on
+//!   the same slot (to keep its order), are parked and the others are done, so only one of
+//!   those later ones, accepted after a refusal, can be published twice.
 //! - **Subscribing.** Each channel is `SSUBSCRIBE`d on *one* server of its shard, by
 //!   [`RedisConfig::shard_subscriptions`]:
 //!   - [`ShardSubscriptions::Masters`] (the default): on the master, so messages arrive as
@@ -122,7 +125,10 @@
 //!   connection is down while another one is up, when the slot map no longer lists its
 //!   server for the slot, or when Redis drops it by itself (the `sunsubscribe` Redis pushes
 //!   when a slot migrates away); it moves back to the preferred kind of server as soon as one
-//!   is up.
+//!   is up. A replica that has just come (back) up may still be replaying its master's
+//!   replication backlog, sharded messages included: a subscription that moves to it then
+//!   gets some recent messages again (the node drops such repeats by envelope; a raw custom
+//!   channel sees them).
 //! - **Health.** Healthy while the slot map covers every slot, every master's publish
 //!   connection is up, and so is every subscribe connection carrying a channel.
 //! - **History.** A room's stream and its meta hash are in the slot of the room's channel

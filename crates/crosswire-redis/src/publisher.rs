@@ -1,6 +1,7 @@
 //! A node's publish connection: one task draining the node's FIFO publish queue onto one
 //! redis-rs multiplexed connection in pipelined batches, PINGing it, and re-connecting.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -158,6 +159,125 @@ async fn ping(
     }
 }
 
+/// The pipeline of a batch: one `PUBLISH` (`SPUBLISH` when `sharded`) or recording script
+/// per job. Replies are kept when `sharded` (one per job, errors included), ignored
+/// otherwise (the first error reply fails the whole pipeline).
+fn publish_pipeline(batch: &[PublishJob], sharded: bool) -> redis::Pipeline {
+    let verb = if sharded { "SPUBLISH" } else { "PUBLISH" };
+    let mut pipe = redis::pipe();
+    if sharded {
+        pipe.ignore_errors();
+    }
+    for job in batch {
+        match &job.record {
+            None => {
+                pipe.cmd(verb)
+                    .arg(job.channel.as_bytes())
+                    .arg(job.payload.as_ref());
+            }
+            Some(r) => crate::history::add_publish(
+                &mut pipe,
+                sharded,
+                &job.channel,
+                &r.stream,
+                &job.payload,
+                &r.retention,
+            ),
+        }
+        if !sharded {
+            pipe.ignore();
+        }
+    }
+    pipe
+}
+
+/// Publishes a batch on a Redis Cluster master and settles each job by its own reply. A job
+/// refused by the cluster (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`: the connection is fine,
+/// the slot map is not) is parked for its slot's next master, and with it every later job of
+/// the same slot in the batch, so that a slot's order holds; the other slots' jobs are done.
+/// So a batch half refused during a failover or a resharding is not published twice. Any
+/// other failure ends the connection (`Err`): the jobs not yet settled go elsewhere (they may
+/// be partly published: at least once).
+async fn publish_sharded(
+    shared: &Shared,
+    node: &Node,
+    connection: &mut MultiplexedConnection,
+    batch: &mut Vec<PublishJob>,
+) -> Result<(), String> {
+    let config = &shared.config;
+    let pipe = publish_pipeline(batch, true);
+    let sent = Instant::now();
+    let outcome = timeout(
+        config.command_timeout,
+        pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(connection),
+    )
+    .await;
+    let replies = match outcome {
+        Ok(Ok(replies)) => replies,
+        Ok(Err(e)) => return Err(reroute_all(shared, node, batch, e.to_string())),
+        Err(_) => {
+            let error = format!("SPUBLISH not answered within {:?}", config.command_timeout);
+            return Err(reroute_all(shared, node, batch, error));
+        }
+    };
+    node.counters.publish_latency.observe(sent.elapsed());
+    let mut refused_slots: HashSet<u16> = HashSet::new();
+    let mut replies = replies.into_iter();
+    let mut fatal: Option<String> = None;
+    for job in batch.drain(..) {
+        let slot = crate::slots::slot_of(job.channel.as_bytes());
+        let reply = match (&fatal, replies.next()) {
+            (None, Some(reply)) => reply,
+            (Some(error), _) => {
+                shared.reroute(job, error);
+                continue;
+            }
+            (None, None) => {
+                let error = "a reply was missing".to_string();
+                shared.reroute(job, &error);
+                fatal = Some(error);
+                continue;
+            }
+        };
+        match reply {
+            Ok(_) if !refused_slots.contains(&slot) => {
+                node.counters.published.fetch_add(1, Ordering::Relaxed);
+                job.finish(Ok(()));
+            }
+            Ok(_) => shared.reroute(job, "an earlier message of its slot was refused"),
+            Err(e) if e.is_cluster_error() => {
+                let error = e.to_string();
+                node.counters
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %node.name, %error, "publish refused by the cluster");
+                refused_slots.insert(slot);
+                shared.reroute(job, &error);
+            }
+            Err(e) => {
+                let error = e.to_string();
+                node.counters
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.reroute(job, &error);
+                fatal = Some(error);
+            }
+        }
+    }
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Sends every job of `batch` elsewhere after a failure of the connection; the error.
+fn reroute_all(shared: &Shared, node: &Node, batch: &mut Vec<PublishJob>, error: String) -> String {
+    node.counters
+        .publish_failures
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    for job in batch.drain(..) {
+        shared.reroute(job, &error);
+    }
+    error
+}
+
 /// Publishes queued jobs in batches and PINGs until the connection fails; why it failed.
 async fn serve(
     shared: &Shared,
@@ -177,26 +297,16 @@ async fn serve(
                 if received == 0 {
                     return (HealthEventKind::Disconnected, "broker closed".into());
                 }
-                let verb = if shared.sharded() { "SPUBLISH" } else { "PUBLISH" };
-                let mut pipe = redis::pipe();
-                for job in &batch {
-                    match &job.record {
-                        None => {
-                            pipe.cmd(verb)
-                                .arg(job.channel.as_bytes())
-                                .arg(job.payload.as_ref())
-                                .ignore();
+                if shared.sharded() {
+                    match publish_sharded(shared, node, connection, &mut batch).await {
+                        Ok(()) => {
+                            last_reply = Instant::now();
+                            continue;
                         }
-                        Some(r) => crate::history::add_publish(
-                            &mut pipe,
-                            shared.sharded(),
-                            &job.channel,
-                            &r.stream,
-                            &job.payload,
-                            &r.retention,
-                        ),
+                        Err(error) => return (HealthEventKind::Disconnected, error),
                     }
                 }
+                let pipe = publish_pipeline(&batch, false);
                 let sent = Instant::now();
                 let outcome = timeout(config.command_timeout, pipe.query_async::<()>(connection)).await;
                 let count = batch.len() as u64;
@@ -209,18 +319,6 @@ async fn serve(
                             job.finish(Ok(()));
                         }
                         last_reply = Instant::now();
-                        continue;
-                    }
-                    Ok(Err(e)) if e.is_cluster_error() => {
-                        // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the connection is fine, the slot
-                        // map is not. The batch waits for the new one (it may be partly
-                        // published: at least once).
-                        let error = e.to_string();
-                        node.counters.publish_failures.fetch_add(count, Ordering::Relaxed);
-                        tracing::debug!(node = %node.name, %error, "publish batch refused by the cluster");
-                        for job in batch.drain(..) {
-                            shared.reroute(job, &error);
-                        }
                         continue;
                     }
                     Ok(Err(e)) => e.to_string(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +164,6 @@ async fn wait_on(cluster: &RedisCluster, channel: &str, on: ShardSubscriptions) 
     .await;
 }
 
-/// Sequence numbers received per channel, asserting order and no duplicate.
 /// Sequence numbers received per channel, in order. A number already passed is a repeat:
 /// counted in `repeats` when they are allowed, a failure otherwise.
 #[derive(Default, Clone)]
@@ -279,17 +278,34 @@ async fn kill_a_master_mid_stream(on: ShardSubscriptions) -> Failover {
     wait_broker_healthy(&a).await;
     seen.drain(&mut inbox).await;
 
+    // The killed master comes back as a replica; replica subscriptions move back to it. A
+    // replica still catching up replays the sharded messages of its replication backlog to
+    // its new subscribers, so what arrives now may repeat what came before (the nodes of a
+    // crosswire cluster drop such repeats by their sequence numbers): only the next message
+    // is asserted.
     cluster.restart(victim).unwrap();
     assert!(cluster.wait_ready(Duration::from_secs(30)));
-    let mut after = seen.clone();
+    let mut after = Seen {
+        repeats: Some(0),
+        ..seen.clone()
+    };
     for channel in &channels {
         a.publish(channel, Bytes::from(format!("{channel}#{}", sent + 1)))
             .await
             .unwrap();
     }
-    for _ in &channels {
+    let next: HashSet<String> = channels
+        .iter()
+        .map(|c| format!("{c}#{}", sent + 1))
+        .collect();
+    let mut arrived = HashSet::new();
+    while arrived.len() < next.len() {
         let m = recv(&mut inbox, DEADLINE).await.expect("after the restart");
+        let text = String::from_utf8_lossy(&m.payload).to_string();
         after.take(m);
+        if next.contains(&text) {
+            arrived.insert(text);
+        }
     }
     Failover {
         channels,
