@@ -339,21 +339,12 @@ async fn a_join_while_redis_is_down_holds_and_is_subscribed_once_it_is_back() {
 /// again (Redis shows no subscriber left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_whose_client_left_during_the_read_joins_nothing() {
-    use crosswire::{Room, Server};
-    use crosswire_testkit::cluster_suite::{room_history_config, HISTORY_NAMESPACE, WAIT};
-    use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
-    use std::sync::Arc;
+    use crosswire::Room;
+    use crosswire_testkit::cluster_suite::{HISTORY_NAMESPACE, WAIT};
+    use crosswire_testkit::{wait_until, RawClient};
 
     let r = redis();
-    let config = crosswire_redis::RedisConfig::from_urls([r.url()]).expect("url");
-    let redis_broker = broker(config);
-    wait_healthy(&redis_broker).await;
-    let a = Server::builder(room_history_config("a"))
-        .broker(Arc::new(redis_broker))
-        .build()
-        .expect("a valid node");
-    install_relay(&a);
-    let addr = serve_on_free_port(&a).await;
+    let (a, addr) = history_node(&r).await;
     let x = RawClient::connect_bound(addr, "x").await.expect("connect");
     assert!(wait_until(WAIT, || a.socket("x").is_some()).await);
     let room = Room::new(HISTORY_NAMESPACE, "stall");
@@ -361,14 +352,8 @@ async fn a_recovery_whose_client_left_during_the_read_joins_nothing() {
     let since = first.position.expect("a position");
     let channel = format!("crosswire:ws:in:{{{HISTORY_NAMESPACE}/stall}}");
     let subscribers = || {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &r.port().to_string(), "PUBSUB", "NUMSUB", &channel])
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .map(str::to_string)
+        let out = redis_cli(r.port(), &["PUBSUB", "NUMSUB", &channel]);
+        out.lines().nth(1).map(str::to_string)
     };
     assert_eq!(subscribers().as_deref(), Some("1"));
 
@@ -399,20 +384,12 @@ async fn a_recovery_whose_client_left_during_the_read_joins_nothing() {
 /// the channel keeps its subscriber).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_holds_its_room_channel_while_the_last_member_leaves() {
-    use crosswire::{Room, Server};
-    use crosswire_testkit::cluster_suite::{room_history_config, HISTORY_NAMESPACE, WAIT};
-    use crosswire_testkit::{install_relay, serve_on_free_port, wait_until, RawClient};
-    use std::sync::Arc;
+    use crosswire::Room;
+    use crosswire_testkit::cluster_suite::{HISTORY_NAMESPACE, WAIT};
+    use crosswire_testkit::{wait_until, RawClient};
 
     let r = redis();
-    let redis_broker = broker(crosswire_redis::RedisConfig::from_urls([r.url()]).expect("url"));
-    wait_healthy(&redis_broker).await;
-    let a = Server::builder(room_history_config("a"))
-        .broker(Arc::new(redis_broker))
-        .build()
-        .expect("a valid node");
-    install_relay(&a);
-    let addr = serve_on_free_port(&a).await;
+    let (a, addr) = history_node(&r).await;
     let _x = RawClient::connect_bound(addr, "x").await.expect("connect");
     let _y = RawClient::connect_bound(addr, "y").await.expect("connect");
     assert!(wait_until(WAIT, || a.socket("x").is_some() && a.socket("y").is_some()).await);
@@ -424,14 +401,7 @@ async fn a_recovery_holds_its_room_channel_while_the_last_member_leaves() {
         .expect("join")
         .position
         .expect("a position");
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &r.port().to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let cli = |args: &[&str]| redis_cli(r.port(), args);
     let unsubscribes = || {
         cli(&["INFO", "commandstats"])
             .lines()
@@ -464,4 +434,32 @@ async fn a_recovery_holds_its_room_channel_while_the_last_member_leaves() {
         before,
         "the room's channel was unsubscribed meanwhile"
     );
+}
+
+/// A node with room history and a channel per room over `r` (once its broker is connected),
+/// with the relay handlers and a listener.
+async fn history_node(
+    r: &crosswire_testkit::RedisServer,
+) -> (crosswire::Server, std::net::SocketAddr) {
+    let config = crosswire_redis::RedisConfig::from_urls([r.url()]).expect("url");
+    let redis_broker = broker(config);
+    wait_healthy(&redis_broker).await;
+    let node =
+        crosswire::Server::builder(crosswire_testkit::cluster_suite::room_history_config("a"))
+            .broker(std::sync::Arc::new(redis_broker))
+            .build()
+            .expect("a valid node");
+    crosswire_testkit::install_relay(&node);
+    let addr = crosswire_testkit::serve_on_free_port(&node).await;
+    (node, addr)
+}
+
+/// What `redis-cli -p <port> <args>` prints.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
