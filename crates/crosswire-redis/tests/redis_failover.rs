@@ -1,6 +1,7 @@
-//! Killing and restarting real `redis-server` processes under two brokers: health events,
-//! publishing moving to the survivor, no hanging publish, subscriptions coming back, and no
-//! loss with redundancy 2.
+//! Killing, restarting and stalling (`CLIENT PAUSE`) real `redis-server` processes: under
+//! two brokers, health events, publishing moving to the survivor, no hanging publish,
+//! subscriptions coming back, and no loss with redundancy 2; under nodes, a join with Redis
+//! down, and recoveries whose client or room's last member leaves during the history read.
 
 mod common;
 
