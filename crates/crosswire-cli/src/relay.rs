@@ -3,13 +3,14 @@
 //! - connect with query `id=<unique client id>`: the socket is bound to that id (a socket
 //!   without one is closed with 4011);
 //! - `join` / `leave` `{"room"}`: joins or leaves room `<room>` of namespace `relay`, replies
-//!   `{"ok": true}` (a join once the broker has the room's subscription here). With history on (`crosswire serve --history`), `join` takes
-//!   `{"room", "since": {"offset", "epoch"}}`: the messages missed since that position are sent
-//!   first, in order, and the reply is `{"ok": true, "stream", "offset", "epoch",
-//!   "recovered"}` (see "History and recovery" in docs/PROTOCOL.md). The messages sent to
-//!   an id are kept too: a client that connects with `offset` and `epoch` in its query (the
-//!   last position it saw of its stream `@<id>`) gets what was sent to it meanwhile, then
-//!   event `recovered` `{"stream", "offset", "epoch", "recovered"}`;
+//!   `{"ok": true}` (a join once the broker has the room's subscription here). With history
+//!   on (`crosswire serve --history`), `join` takes `{"room", "since": {"offset", "epoch"}}`:
+//!   the messages missed since that position are sent first, in order, and the reply is
+//!   `{"ok": true, "stream", "offset", "epoch", "recovered"}` (see "History and recovery" in
+//!   docs/PROTOCOL.md). The messages sent to an id are kept too: a client that connects with
+//!   `offset` and `epoch` in its query (the last position it saw of its stream `@<id>`) gets
+//!   what was sent to it meanwhile, then event `recovered`
+//!   `{"stream", "offset", "epoch", "recovered"}`;
 //! - `echo <any>`: replies with the same payload;
 //! - `room {"room", "data"}`: event `msg` with `data` to every member of the room on every
 //!   node; `all {"data"}`: to every socket; `to {"id", "data"}`: to one client; `ids {"ids",

@@ -191,88 +191,110 @@ fn publish_pipeline(batch: &[PublishJob], sharded: bool) -> redis::Pipeline {
     pipe
 }
 
+/// Publishes a batch on a single Redis (or one of several) and settles it: done when every
+/// command succeeded; otherwise the connection is off (`Err`) and every job goes elsewhere
+/// (the batch may be partly published: at least once, never lost silently).
+async fn publish_plain(
+    shared: &Shared,
+    node: &Node,
+    connection: &mut MultiplexedConnection,
+    batch: &mut Vec<PublishJob>,
+) -> Result<(), String> {
+    let limit = shared.config.command_timeout;
+    let pipe = publish_pipeline(batch, false);
+    let sent = Instant::now();
+    let error = match timeout(limit, pipe.query_async::<()>(connection)).await {
+        Ok(Ok(())) => {
+            node.counters.publish_latency.observe(sent.elapsed());
+            let count = batch.len() as u64;
+            node.counters.published.fetch_add(count, Ordering::Relaxed);
+            tracing::trace!(node = %node.name, count, "published batch");
+            for job in batch.drain(..) {
+                job.finish(Ok(()));
+            }
+            return Ok(());
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("PUBLISH not answered within {limit:?}"),
+    };
+    Err(reroute_all(shared, node, batch.drain(..), error))
+}
+
 /// Publishes a batch on a Redis Cluster master and settles each job by its own reply. A job
 /// refused by the cluster (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`: the connection is fine,
 /// the slot map is not) is parked for its slot's next master, and with it every later job of
 /// the same slot in the batch, so that a slot's order holds; the other slots' jobs are done.
-/// So a batch half refused during a failover or a resharding is not published twice. Any
-/// other failure ends the connection (`Err`): the jobs not yet settled go elsewhere (they may
-/// be partly published: at least once).
+/// So of a batch half refused during a failover or a resharding, only a job accepted after a
+/// refused one of its slot can be published twice. Any other failure ends the connection
+/// (`Err`): the jobs not yet settled go elsewhere (at least once).
 async fn publish_sharded(
     shared: &Shared,
     node: &Node,
     connection: &mut MultiplexedConnection,
     batch: &mut Vec<PublishJob>,
 ) -> Result<(), String> {
-    let config = &shared.config;
+    let limit = shared.config.command_timeout;
     let pipe = publish_pipeline(batch, true);
     let sent = Instant::now();
     let outcome = timeout(
-        config.command_timeout,
+        limit,
         pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(connection),
-    )
-    .await;
-    let replies = match outcome {
+    );
+    let replies = match outcome.await {
         Ok(Ok(replies)) => replies,
-        Ok(Err(e)) => return Err(reroute_all(shared, node, batch, e.to_string())),
+        Ok(Err(e)) => return Err(reroute_all(shared, node, batch.drain(..), e.to_string())),
         Err(_) => {
-            let error = format!("SPUBLISH not answered within {:?}", config.command_timeout);
-            return Err(reroute_all(shared, node, batch, error));
+            let error = format!("SPUBLISH not answered within {limit:?}");
+            return Err(reroute_all(shared, node, batch.drain(..), error));
         }
     };
     node.counters.publish_latency.observe(sent.elapsed());
     let mut refused_slots: HashSet<u16> = HashSet::new();
     let mut replies = replies.into_iter();
-    let mut fatal: Option<String> = None;
-    for job in batch.drain(..) {
+    let mut jobs = batch.drain(..);
+    while let Some(job) = jobs.next() {
         let slot = crate::slots::slot_of(job.channel.as_bytes());
-        let reply = match (&fatal, replies.next()) {
-            (None, Some(reply)) => reply,
-            (Some(error), _) => {
-                shared.reroute(job, error);
-                continue;
-            }
-            (None, None) => {
-                let error = "a reply was missing".to_string();
-                shared.reroute(job, &error);
-                fatal = Some(error);
-                continue;
-            }
-        };
-        match reply {
-            Ok(_) if !refused_slots.contains(&slot) => {
+        let error = match replies.next() {
+            Some(Ok(_)) if !refused_slots.contains(&slot) => {
                 node.counters.published.fetch_add(1, Ordering::Relaxed);
                 job.finish(Ok(()));
+                continue;
             }
-            Ok(_) => shared.reroute(job, "an earlier message of its slot was refused"),
-            Err(e) if e.is_cluster_error() => {
+            Some(Ok(_)) => {
+                shared.reroute(job, "an earlier message of its slot was refused");
+                continue;
+            }
+            Some(Err(e)) if e.is_cluster_error() => {
                 let error = e.to_string();
-                node.counters
-                    .publish_failures
-                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(node = %node.name, %error, "publish refused by the cluster");
                 refused_slots.insert(slot);
-                shared.reroute(job, &error);
+                reroute_all(shared, node, [job], error);
+                continue;
             }
-            Err(e) => {
-                let error = e.to_string();
-                node.counters
-                    .publish_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.reroute(job, &error);
-                fatal = Some(error);
-            }
-        }
+            Some(Err(e)) => e.to_string(),
+            None => "a reply is missing".to_string(),
+        };
+        return Err(reroute_all(
+            shared,
+            node,
+            std::iter::once(job).chain(jobs),
+            error,
+        ));
     }
-    fatal.map_or(Ok(()), Err)
+    Ok(())
 }
 
-/// Sends every job of `batch` elsewhere after a failure of the connection; the error.
-fn reroute_all(shared: &Shared, node: &Node, batch: &mut Vec<PublishJob>, error: String) -> String {
-    node.counters
-        .publish_failures
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    for job in batch.drain(..) {
+/// Sends `jobs` elsewhere (or parks them) after `error`, counting them as failed; the error.
+fn reroute_all(
+    shared: &Shared,
+    node: &Node,
+    jobs: impl IntoIterator<Item = PublishJob>,
+    error: String,
+) -> String {
+    for job in jobs {
+        node.counters
+            .publish_failures
+            .fetch_add(1, Ordering::Relaxed);
         shared.reroute(job, &error);
     }
     error
@@ -297,40 +319,15 @@ async fn serve(
                 if received == 0 {
                     return (HealthEventKind::Disconnected, "broker closed".into());
                 }
-                if shared.sharded() {
-                    match publish_sharded(shared, node, connection, &mut batch).await {
-                        Ok(()) => {
-                            last_reply = Instant::now();
-                            continue;
-                        }
-                        Err(error) => return (HealthEventKind::Disconnected, error),
-                    }
-                }
-                let pipe = publish_pipeline(&batch, false);
-                let sent = Instant::now();
-                let outcome = timeout(config.command_timeout, pipe.query_async::<()>(connection)).await;
-                let count = batch.len() as u64;
-                let error = match outcome {
-                    Ok(Ok(())) => {
-                        node.counters.publish_latency.observe(sent.elapsed());
-                        node.counters.published.fetch_add(count, Ordering::Relaxed);
-                        tracing::trace!(node = %node.name, count, "published batch");
-                        for job in batch.drain(..) {
-                            job.finish(Ok(()));
-                        }
-                        last_reply = Instant::now();
-                        continue;
-                    }
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("PUBLISH not answered within {:?}", config.command_timeout),
+                let published = if shared.sharded() {
+                    publish_sharded(shared, node, connection, &mut batch).await
+                } else {
+                    publish_plain(shared, node, connection, &mut batch).await
                 };
-                // The batch may be partly published: retrying elsewhere can duplicate some
-                // messages (at least once), never lose them silently.
-                node.counters.publish_failures.fetch_add(count, Ordering::Relaxed);
-                for job in batch.drain(..) {
-                    shared.reroute(job, &error);
+                match published {
+                    Ok(()) => last_reply = Instant::now(),
+                    Err(error) => return (HealthEventKind::Disconnected, error),
                 }
-                return (HealthEventKind::Disconnected, error);
             }
             () = sleep_until(next_ping) => {
                 next_ping = Instant::now() + config.redis_ping_interval;

@@ -236,7 +236,7 @@ pub(crate) struct Cluster {
     room_channels: Option<std::collections::HashSet<String>>,
     /// Channels whose last subscribe the broker refused or did not answer (it was down): a
     /// confirmed join subscribes them again.
-    unsubscribed: Mutex<std::collections::HashSet<String>>,
+    failed_subscriptions: Mutex<std::collections::HashSet<String>>,
     /// Room channels held subscribed by recoveries in progress, with how many hold each.
     held: Mutex<HashMap<String, usize>>,
 }
@@ -277,7 +277,7 @@ impl Cluster {
                 room_channels: config
                     .room_channels
                     .then(|| config.shared_channel_namespaces()),
-                unsubscribed: Mutex::new(std::collections::HashSet::new()),
+                failed_subscriptions: Mutex::new(std::collections::HashSet::new()),
                 held: Mutex::new(HashMap::new()),
             },
             rx,
@@ -525,37 +525,33 @@ impl Cluster {
         namespace: &str,
         room: &str,
     ) -> Result<(), Unconfirmed> {
-        let channel = if self.has_room_channels(namespace) {
-            self.channels.room_of(namespace, room)
-        } else {
-            self.channels.room(namespace)
-        };
+        let channel = self.room_channel(namespace, room);
         self.queue_confirmed(None, CONFIRM_TIMEOUT).await?;
-        if self.is_subscribed(&channel) {
+        if !self.subscribe_failed(&channel) {
             return Ok(());
         }
-        let subscribe = Outgoing::Subscribe(channel.clone());
+        let subscribe = Outgoing::Subscribe(channel.to_string());
         self.queue_confirmed(Some(subscribe), CONFIRM_TIMEOUT)
             .await?;
-        if self.is_subscribed(&channel) {
-            Ok(())
-        } else {
+        if self.subscribe_failed(&channel) {
             Err(Unconfirmed::Refused)
+        } else {
+            Ok(())
         }
     }
 
-    /// Whether `channel`'s last subscribe (if any) succeeded.
-    fn is_subscribed(&self, channel: &str) -> bool {
-        !lock(&self.unsubscribed).contains(channel)
+    /// Whether `channel`'s last subscribe failed (and no unsubscribe came after it).
+    fn subscribe_failed(&self, channel: &str) -> bool {
+        lock(&self.failed_subscriptions).contains(channel)
     }
 
-    /// Notes the outcome of a subscribe (`Some(ok)`) or an unsubscribe (`None`) of `channel`.
-    fn note_subscription(&self, channel: &str, subscribed: Option<bool>) {
-        let mut failed = lock(&self.unsubscribed);
-        if subscribed == Some(false) {
-            failed.insert(channel.to_string());
+    /// Notes whether the last subscribe or unsubscribe of `channel` left a failed subscribe.
+    fn note_subscription(&self, channel: &str, failed: bool) {
+        let mut failures = lock(&self.failed_subscriptions);
+        if failed {
+            failures.insert(channel.to_string());
         } else {
-            failed.remove(channel);
+            failures.remove(channel);
         }
     }
 
@@ -859,14 +855,16 @@ async fn run_outgoing<H: Host>(
         for future in futures {
             results.push(future.await);
         }
+        let node = host.upgrade();
         for (result, next) in results.into_iter().zip(then) {
             if let Err(e) = &result {
                 report(format!("broker: {e}"));
             }
-            if let Some(host) = host.upgrade() {
-                next.follow(&host, result.is_ok());
+            if let (Some(node), false) = (&node, matches!(next, Then::Nothing)) {
+                next.follow(node, result.is_ok());
             }
         }
+        drop(node);
         for done in flushed.drain(..) {
             let _ = done.send(());
         }
@@ -900,8 +898,8 @@ impl Then {
                 }
             }
             Then::DeliverIfRefused(_) => {}
-            Then::NoteSubscribe(channel) => cluster.note_subscription(&channel, Some(ok)),
-            Then::NoteUnsubscribe(channel) => cluster.note_subscription(&channel, None),
+            Then::NoteSubscribe(channel) => cluster.note_subscription(&channel, !ok),
+            Then::NoteUnsubscribe(channel) => cluster.note_subscription(&channel, false),
         }
     }
 }
